@@ -1,0 +1,53 @@
+# mailsync — see README.md.
+#   make            build the binary and the Emacs module (release)
+#   make test       install what is missing, then run every test
+#   make demo       Gnus in the terminal over a demo maildir, mail arriving live
+#   make bench      benchmarks, printed side by side
+#   make install PREFIX=~/.local
+
+PREFIX ?= /usr/local
+BINDIR = $(PREFIX)/bin
+LISPDIR = $(PREFIX)/share/emacs/site-lisp/mailsync
+EMACS ?= emacs
+CARGO ?= cargo
+MODULE = mailsync-gnus-module.so
+SEED_NAMES = mailsync_offlineimap mailsync_offlineimap_local mailsync_gnus_watch
+
+.PHONY: all build module test test-rust test-emacs lint deps-test demo bench install clean
+
+all: build
+
+build:
+	@tests/setup.sh build
+	$(CARGO) build --release
+	cp target/release/libmailsync.so $(MODULE)
+
+module: build
+
+deps-test:
+	@tests/setup.sh test
+
+test: deps-test
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) build --release
+	cp target/release/libmailsync.so $(MODULE)
+	$(CARGO) test --release
+	@echo "make test: all Rust tests passed"
+
+demo: build
+	@tests/setup.sh demo
+	tests/demo.sh
+
+bench: build
+	@tests/setup.sh bench
+	tests/bench.sh
+
+install: build
+	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LISPDIR)
+	install -m 755 target/release/mailsync $(DESTDIR)$(BINDIR)/mailsync
+	for name in $(SEED_NAMES); do ln -sf mailsync $(DESTDIR)$(BINDIR)/$$name; done
+
+clean:
+	$(CARGO) clean
+	rm -f $(MODULE) *.elc lisp/*.elc

@@ -1,0 +1,182 @@
+//! `mailsync watch`: the mswatch watcher protocol on standard output, a
+//! drop-in for mswatch's `watch_maildirs`.
+//!
+//! It prints one empty line once every folder is watched, then the name of
+//! each changed folder on a line of its own. Unlike `watch_maildirs` it keeps
+//! running when folders are created, deleted or renamed, and it exits 0 when
+//! its standard input closes (so no `inputkill` is needed over ssh) or on
+//! SIGTERM. SIGUSR1 rescans the whole store and reports every folder once.
+
+use std::io::{self, Read, Write};
+use std::path::PathBuf;
+use std::thread;
+use std::time::Duration;
+
+use clap::Args;
+use crossbeam_channel::{unbounded, Sender};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+
+use mailsync::engine::{Engine, Options, Sink};
+use mailsync::naming::{Folder, Layout, NameStyle};
+
+#[derive(Args, Debug)]
+#[command(
+    about = "Watch a maildir and print changed folders (mswatch's watch_maildirs protocol)",
+    after_help = "Examples:\n  \
+        mailsync watch                         # ~/Maildir (or $MAILDIR), layout detected\n  \
+        mailsync watch --maildir ~/Mail --layout verbatim --delay 500\n\n\
+        In ~/.mswatchrc:\n  \
+        store local\n  {\n  watch mailsync watch --maildir /home/me/Maildir\n  }"
+)]
+pub struct WatchArgs {
+    /// The mail store to watch [default: $MAILDIR, else ~/Maildir]
+    #[arg(long, short = 'm', value_name = "DIR")]
+    maildir: Option<PathBuf>,
+    /// Folder layout: maildir++, verbatim or nnmaildir [default: detected]
+    #[arg(long, value_name = "LAYOUT")]
+    layout: Option<Layout>,
+    /// Coalescing window: changes to one folder within it give one line
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    delay: u64,
+    /// A folder that keeps changing is printed at least this often [default: 10 × delay]
+    #[arg(long, value_name = "MS")]
+    max_delay: Option<u64>,
+    /// Name printed for the root folder
+    #[arg(long, short = 'i', value_name = "NAME", default_value = "INBOX")]
+    inbox: String,
+    /// Separator between levels [default: "." for maildir++, "/" for verbatim]
+    #[arg(long, value_name = "SEP")]
+    separator: Option<String>,
+    /// Also print folders whose messages only changed flags
+    #[arg(long)]
+    report_flags: bool,
+}
+
+enum Event {
+    Changed(Vec<Folder>),
+    Warning(String),
+    Quit,
+    Rescan,
+}
+
+struct ChannelSink(Sender<Event>);
+
+impl Sink for ChannelSink {
+    fn changed(&mut self, folders: Vec<Folder>) {
+        let _ = self.0.send(Event::Changed(folders));
+    }
+
+    fn warning(&mut self, message: String) {
+        let _ = self.0.send(Event::Warning(message));
+    }
+}
+
+fn default_maildir() -> PathBuf {
+    if let Some(maildir) = std::env::var_os("MAILDIR").filter(|dir| !dir.is_empty()) {
+        return PathBuf::from(maildir);
+    }
+    let home = std::env::var_os("HOME").unwrap_or_default();
+    PathBuf::from(home).join("Maildir")
+}
+
+pub fn run(args: WatchArgs) -> i32 {
+    let maildir = args.maildir.clone().unwrap_or_else(default_maildir);
+    let (events, events_rx) = unbounded();
+    let options = Options {
+        layout: args.layout,
+        delay: Duration::from_millis(args.delay),
+        max_delay: args.max_delay.map(Duration::from_millis),
+        report_flags: args.report_flags,
+    };
+    let engine = match Engine::start(&maildir, options, Box::new(ChannelSink(events.clone()))) {
+        Ok(engine) => engine,
+        Err(err) => {
+            eprintln!("mailsync watch: {err}");
+            return 1;
+        }
+    };
+    let style = NameStyle {
+        inbox: args.inbox.into_bytes(),
+        separator: args
+            .separator
+            .unwrap_or_else(|| engine.layout().default_separator().to_string())
+            .into_bytes(),
+    };
+    if let Err(err) = forward_signals(events.clone()) {
+        eprintln!("mailsync watch: cannot handle signals: {err}");
+        return 1;
+    }
+    watch_stdin(events);
+
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    if writeln!(out).and_then(|()| out.flush()).is_err() {
+        return 1;
+    }
+    while let Ok(event) = events_rx.recv() {
+        match event {
+            Event::Changed(folders) => {
+                if print_folders(&mut out, &folders, &style).is_err() {
+                    // mswatch is gone: nobody is left to tell.
+                    return 1;
+                }
+            }
+            Event::Warning(message) => eprintln!("mailsync watch: {message}"),
+            Event::Rescan => engine.inject_overflow(),
+            Event::Quit => break,
+        }
+    }
+    engine.stop();
+    0
+}
+
+fn print_folders(out: &mut impl Write, folders: &[Folder], style: &NameStyle) -> io::Result<()> {
+    for folder in folders {
+        let name = folder.name(style);
+        if name.contains(&b'\n') {
+            eprintln!(
+                "mailsync watch: folder {:?} has a newline in its name, which the mswatch protocol cannot carry; not printed",
+                String::from_utf8_lossy(&name)
+            );
+            continue;
+        }
+        out.write_all(&name)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+fn forward_signals(events: Sender<Event>) -> io::Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
+    thread::Builder::new().name("signals".into()).spawn(move || {
+        for signal in signals.forever() {
+            let event = if signal == SIGUSR1 {
+                Event::Rescan
+            } else {
+                Event::Quit
+            };
+            if events.send(event).is_err() {
+                break;
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// Quits when standard input reaches its end (mswatch or ssh went away).
+fn watch_stdin(events: Sender<Event>) {
+    let _ = thread::Builder::new().name("stdin".into()).spawn(move || {
+        let mut buffer = [0u8; 512];
+        let mut stdin = io::stdin();
+        loop {
+            match stdin.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = events.send(Event::Quit);
+    });
+}

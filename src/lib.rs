@@ -1,0 +1,12 @@
+//! mailsync: realtime mail for Gnus.
+//!
+//! One engine ([`engine`]) watches a mail store with inotify and reports the
+//! folders whose mail changed; three thin faces use it: the Emacs dynamic
+//! module (`mailsync-gnus-module`), `mailsync watch` (mswatch's watcher
+//! protocol) and `mailsync sync` (mswatch's sync program).
+
+pub mod classify;
+pub mod coalesce;
+pub mod detect;
+pub mod engine;
+pub mod naming;

@@ -1,0 +1,381 @@
+//! Maildir layouts and folder names: the one place that knows how a directory
+//! on disk becomes the name a watcher prints, a Gnus group, or an OfflineIMAP
+//! folder.
+//!
+//! A [`Folder`] is a list of levels (raw bytes, since file names on Linux need
+//! not be UTF-8); the root of the tree is the folder with no levels, shown as
+//! the inbox name. How levels map to directories depends on the [`Layout`].
+
+use std::ffi::{OsStr, OsString};
+use std::fmt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
+use std::str::FromStr;
+
+/// How the folders of one mail store are laid out on disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Layout {
+    /// Courier/Dovecot Maildir++: the root is INBOX, subfolders are `.a.b`.
+    MaildirPlusPlus,
+    /// Nested directories, `a/b/{cur,new,tmp}` (mbsync `SubFolders Verbatim`).
+    Verbatim,
+    /// Gnus nnmaildir: every direct, non-dot subdirectory is a folder.
+    Nnmaildir,
+}
+
+impl Layout {
+    /// The name used on the command line and in Lisp.
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::MaildirPlusPlus => "maildir++",
+            Layout::Verbatim => "verbatim",
+            Layout::Nnmaildir => "nnmaildir",
+        }
+    }
+
+    /// The separator between levels in printed names, as mswatch expects.
+    pub fn default_separator(self) -> &'static str {
+        match self {
+            Layout::Verbatim => "/",
+            Layout::MaildirPlusPlus | Layout::Nnmaildir => ".",
+        }
+    }
+}
+
+impl fmt::Display for Layout {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl FromStr for Layout {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "maildir++" | "maildirpp" | "maildir" => Ok(Layout::MaildirPlusPlus),
+            "verbatim" | "nested" | "fs" => Ok(Layout::Verbatim),
+            "nnmaildir" => Ok(Layout::Nnmaildir),
+            other => Err(format!(
+                "unknown layout `{other}` (expected maildir++, verbatim or nnmaildir)"
+            )),
+        }
+    }
+}
+
+/// One mail folder, as a list of levels below the root.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+pub struct Folder {
+    levels: Vec<OsString>,
+}
+
+impl Folder {
+    /// The root of the store (INBOX in Maildir++).
+    pub fn root() -> Self {
+        Folder::default()
+    }
+
+    /// A folder from its levels, outermost first.
+    pub fn from_levels<I, S>(levels: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<OsString>,
+    {
+        Folder {
+            levels: levels.into_iter().map(Into::into).collect(),
+        }
+    }
+
+    /// The levels, outermost first; empty for the root.
+    pub fn levels(&self) -> &[OsString] {
+        &self.levels
+    }
+
+    /// Whether this is the root of the store.
+    pub fn is_root(&self) -> bool {
+        self.levels.is_empty()
+    }
+
+    /// This folder with one more level below it.
+    pub fn child(&self, level: &OsStr) -> Folder {
+        let mut levels = self.levels.clone();
+        levels.push(level.to_os_string());
+        Folder { levels }
+    }
+
+    /// The name as bytes: the inbox name for the root, else the levels joined
+    /// by the separator.
+    pub fn name(&self, style: &NameStyle) -> Vec<u8> {
+        if self.levels.is_empty() {
+            return style.inbox.clone();
+        }
+        let mut out = Vec::new();
+        for (index, level) in self.levels.iter().enumerate() {
+            if index > 0 {
+                out.extend_from_slice(&style.separator);
+            }
+            out.extend_from_slice(level.as_bytes());
+        }
+        out
+    }
+
+    /// The directory of this folder relative to the root, for a layout.
+    pub fn relative_dir(&self, layout: Layout) -> OsString {
+        match layout {
+            Layout::MaildirPlusPlus if !self.levels.is_empty() => {
+                let mut dir = b".".to_vec();
+                dir.extend(join_bytes(&self.levels, b"."));
+                OsString::from_vec(dir)
+            }
+            _ => OsString::from_vec(join_bytes(&self.levels, b"/")),
+        }
+    }
+}
+
+fn join_bytes(levels: &[OsString], separator: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, level) in levels.iter().enumerate() {
+        if index > 0 {
+            out.extend_from_slice(separator);
+        }
+        out.extend_from_slice(level.as_bytes());
+    }
+    out
+}
+
+/// How folder names are spelled: the inbox name and the level separator.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NameStyle {
+    pub inbox: Vec<u8>,
+    pub separator: Vec<u8>,
+}
+
+impl NameStyle {
+    /// Inbox `INBOX` and the layout's own separator.
+    pub fn for_layout(layout: Layout) -> Self {
+        NameStyle {
+            inbox: b"INBOX".to_vec(),
+            separator: layout.default_separator().as_bytes().to_vec(),
+        }
+    }
+
+    /// Parses a printed name back into a folder: the inverse of [`Folder::name`].
+    pub fn parse(&self, name: &[u8]) -> Folder {
+        if name == self.inbox.as_slice() {
+            return Folder::root();
+        }
+        if self.separator.is_empty() {
+            return Folder::from_levels([OsString::from_vec(name.to_vec())]);
+        }
+        Folder::from_levels(
+            split_bytes(name, &self.separator)
+                .into_iter()
+                .map(|level| OsString::from_vec(level.to_vec())),
+        )
+    }
+}
+
+fn split_bytes<'a>(text: &'a [u8], separator: &[u8]) -> Vec<&'a [u8]> {
+    let mut parts = Vec::new();
+    let mut start = 0;
+    let mut index = 0;
+    while index + separator.len() <= text.len() {
+        if &text[index..index + separator.len()] == separator {
+            parts.push(&text[start..index]);
+            index += separator.len();
+            start = index;
+        } else {
+            index += 1;
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+/// What a directory found below a folder's directory is.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DirRole {
+    /// A subfolder with its own directory.
+    Folder(Folder),
+    /// The folder's `new/` or `cur/`, where messages live.
+    Mail(MailDir),
+    /// Anything else: `tmp/`, `.nnmaildir/`, a mail reader's own files.
+    Ignored,
+}
+
+/// The two message directories of a maildir that are watched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MailDir {
+    New,
+    Cur,
+}
+
+/// Says what the directory `child` inside the directory of `parent` is.
+pub fn classify_dir(layout: Layout, parent: &Folder, child: &OsStr) -> DirRole {
+    let bytes = child.as_bytes();
+    match bytes {
+        b"new" => return DirRole::Mail(MailDir::New),
+        b"cur" => return DirRole::Mail(MailDir::Cur),
+        b"tmp" | b"." | b".." | b".nnmaildir" => return DirRole::Ignored,
+        _ => {}
+    }
+    let dotted = bytes.first() == Some(&b'.');
+    match layout {
+        Layout::MaildirPlusPlus if dotted && parent.is_root() => DirRole::Folder(Folder::from_levels(
+            split_bytes(&bytes[1..], b".")
+                .into_iter()
+                .map(|level| OsString::from_vec(level.to_vec())),
+        )),
+        Layout::Verbatim if !dotted => DirRole::Folder(parent.child(child)),
+        Layout::Nnmaildir if !dotted && parent.is_root() => DirRole::Folder(parent.child(child)),
+        _ => DirRole::Ignored,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(bytes: &[u8]) -> &OsStr {
+        OsStr::from_bytes(bytes)
+    }
+
+    fn style(inbox: &str, separator: &str) -> NameStyle {
+        NameStyle {
+            inbox: inbox.as_bytes().to_vec(),
+            separator: separator.as_bytes().to_vec(),
+        }
+    }
+
+    #[test]
+    fn maildir_plus_plus_names_drop_the_leading_dot() {
+        let role = classify_dir(Layout::MaildirPlusPlus, &Folder::root(), os(b".a.b"));
+        let DirRole::Folder(folder) = role else {
+            panic!("not a folder: {role:?}")
+        };
+        assert_eq!(
+            folder.name(&NameStyle::for_layout(Layout::MaildirPlusPlus)),
+            b"a.b"
+        );
+        assert_eq!(folder.name(&style("INBOX", "/")), b"a/b");
+        assert_eq!(folder.relative_dir(Layout::MaildirPlusPlus), ".a.b");
+    }
+
+    #[test]
+    fn maildir_plus_plus_ignores_undotted_and_nested_directories() {
+        let root = Folder::root();
+        assert_eq!(
+            classify_dir(Layout::MaildirPlusPlus, &root, os(b"courierimapkeys")),
+            DirRole::Ignored
+        );
+        let sub = Folder::from_levels(["a"]);
+        assert_eq!(
+            classify_dir(Layout::MaildirPlusPlus, &sub, os(b".b")),
+            DirRole::Ignored
+        );
+    }
+
+    #[test]
+    fn root_is_the_inbox_under_any_name() {
+        assert_eq!(
+            Folder::root().name(&NameStyle::for_layout(Layout::Verbatim)),
+            b"INBOX"
+        );
+        assert_eq!(
+            Folder::root().name(&style("nnmaildir+local:INBOX", ".")),
+            b"nnmaildir+local:INBOX"
+        );
+        assert_eq!(style("Inbox", ".").parse(b"Inbox"), Folder::root());
+    }
+
+    #[test]
+    fn verbatim_names_nest_with_slashes() {
+        let a = match classify_dir(Layout::Verbatim, &Folder::root(), os(b"a")) {
+            DirRole::Folder(folder) => folder,
+            other => panic!("{other:?}"),
+        };
+        let ab = match classify_dir(Layout::Verbatim, &a, os(b"b")) {
+            DirRole::Folder(folder) => folder,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(ab.name(&NameStyle::for_layout(Layout::Verbatim)), b"a/b");
+        assert_eq!(ab.relative_dir(Layout::Verbatim), "a/b");
+        assert_eq!(
+            classify_dir(Layout::Verbatim, &a, os(b".hidden")),
+            DirRole::Ignored
+        );
+    }
+
+    #[test]
+    fn nnmaildir_has_only_direct_subdirectories() {
+        let root = Folder::root();
+        let DirRole::Folder(foo) = classify_dir(Layout::Nnmaildir, &root, os(b"foo.bar")) else {
+            panic!()
+        };
+        assert_eq!(foo.levels().len(), 1);
+        assert_eq!(foo.name(&NameStyle::for_layout(Layout::Nnmaildir)), b"foo.bar");
+        assert_eq!(
+            classify_dir(Layout::Nnmaildir, &foo, os(b"deeper")),
+            DirRole::Ignored
+        );
+        assert_eq!(
+            classify_dir(Layout::Nnmaildir, &root, os(b".nnmaildir")),
+            DirRole::Ignored
+        );
+    }
+
+    #[test]
+    fn message_directories_are_recognised_and_tmp_is_not_watched() {
+        let root = Folder::root();
+        for layout in [Layout::MaildirPlusPlus, Layout::Verbatim, Layout::Nnmaildir] {
+            assert_eq!(
+                classify_dir(layout, &root, os(b"new")),
+                DirRole::Mail(MailDir::New)
+            );
+            assert_eq!(
+                classify_dir(layout, &root, os(b"cur")),
+                DirRole::Mail(MailDir::Cur)
+            );
+            assert_eq!(classify_dir(layout, &root, os(b"tmp")), DirRole::Ignored);
+        }
+    }
+
+    #[test]
+    fn odd_names_survive_byte_for_byte() {
+        let odd: [&[u8]; 6] = [
+            b"with space",
+            b"quote\"d",
+            b"it's",
+            b"[Gmail]",
+            b"latin1-\xe9t\xe9",
+            b"(shell-command \"touch PWNED\")",
+        ];
+        for name in odd {
+            let folder = Folder::from_levels([OsStr::from_bytes(name)]);
+            assert_eq!(folder.name(&NameStyle::for_layout(Layout::Nnmaildir)), name);
+            assert_eq!(NameStyle::for_layout(Layout::Nnmaildir).parse(name), folder);
+        }
+        let gmail = Folder::from_levels(["[Gmail]", "Sent Mail"]);
+        assert_eq!(
+            gmail.name(&NameStyle::for_layout(Layout::MaildirPlusPlus)),
+            b"[Gmail].Sent Mail"
+        );
+        assert_eq!(gmail.relative_dir(Layout::MaildirPlusPlus), ".[Gmail].Sent Mail");
+        assert_eq!(style("INBOX", ".").parse(b"[Gmail].Sent Mail"), gmail);
+    }
+
+    #[test]
+    fn multi_byte_separators_round_trip() {
+        let folder = Folder::from_levels(["a", "b", "c"]);
+        let style = style("INBOX", "::");
+        assert_eq!(folder.name(&style), b"a::b::c");
+        assert_eq!(style.parse(b"a::b::c"), folder);
+    }
+
+    #[test]
+    fn layouts_parse_from_their_names() {
+        for layout in [Layout::MaildirPlusPlus, Layout::Verbatim, Layout::Nnmaildir] {
+            assert_eq!(layout.name().parse::<Layout>(), Ok(layout));
+        }
+        assert!("mh".parse::<Layout>().unwrap_err().contains("unknown layout"));
+    }
+}

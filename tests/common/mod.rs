@@ -1,0 +1,163 @@
+//! Helpers shared by the integration tests: maildirs on disk and a running
+//! `mailsync watch` whose output lines can be awaited.
+#![allow(dead_code)]
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
+
+static COUNTER: AtomicUsize = AtomicUsize::new(0);
+
+/// Creates `cur/`, `new/` and `tmp/` under `dir`.
+pub fn make_maildir(dir: &Path) {
+    for sub in ["cur", "new", "tmp"] {
+        fs::create_dir_all(dir.join(sub)).unwrap();
+    }
+}
+
+/// Delivers a message the way an MDA does: written in `tmp/`, renamed into `new/`.
+pub fn deliver(folder: &Path) -> PathBuf {
+    let unique = format!(
+        "{}.{}.test",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    );
+    let tmp = folder.join("tmp").join(&unique);
+    fs::write(
+        &tmp,
+        format!("From: test@example.org\nSubject: {unique}\n\nbody\n"),
+    )
+    .unwrap();
+    let new = folder.join("new").join(&unique);
+    fs::rename(&tmp, &new).unwrap();
+    new
+}
+
+/// The `mailsync` binary under test.
+pub fn mailsync() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mailsync"))
+}
+
+/// A running `mailsync watch` with its output lines in a channel.
+pub struct Watch {
+    pub child: Child,
+    pub stdin: Option<ChildStdin>,
+    lines: Receiver<Vec<u8>>,
+    pub stderr: Receiver<String>,
+}
+
+impl Watch {
+    /// Starts `mailsync watch ARGS…` and waits for its ready line.
+    pub fn start(args: &[&str]) -> Watch {
+        let mut child = mailsync()
+            .arg("watch")
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run mailsync watch");
+        let stdin = child.stdin.take();
+        let (lines_tx, lines) = unbounded();
+        let stdout = child.stdout.take().unwrap();
+        thread::spawn(move || {
+            let mut reader = BufReader::new(stdout);
+            loop {
+                let mut line = Vec::new();
+                match reader.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        line.pop();
+                        if lines_tx.send(line).is_err() {
+                            break;
+                        }
+                    }
+                }
+            }
+        });
+        let (stderr_tx, stderr) = unbounded();
+        let child_stderr = child.stderr.take().unwrap();
+        thread::spawn(move || {
+            for line in BufReader::new(child_stderr).lines().map_while(Result::ok) {
+                let _ = stderr_tx.send(line);
+            }
+        });
+        let watch = Watch {
+            child,
+            stdin,
+            lines,
+            stderr,
+        };
+        let ready = watch.line(Duration::from_secs(20)).expect("ready line");
+        assert!(
+            ready.is_empty(),
+            "first line must be empty, got {:?}",
+            String::from_utf8_lossy(&ready)
+        );
+        watch
+    }
+
+    /// The next line, or None after `timeout`.
+    pub fn line(&self, timeout: Duration) -> Option<Vec<u8>> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// The next line as text, failing the test after 10 s.
+    pub fn next(&self) -> String {
+        String::from_utf8(self.line(Duration::from_secs(10)).expect("a line within 10 s")).unwrap()
+    }
+
+    /// Every line until none came for `quiet`.
+    pub fn lines_until_quiet(&self, quiet: Duration) -> Vec<String> {
+        let mut lines = Vec::new();
+        loop {
+            match self.lines.recv_timeout(quiet) {
+                Ok(line) => lines.push(String::from_utf8_lossy(&line).into_owned()),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => return lines,
+            }
+        }
+    }
+
+    /// Asserts that no line comes before the next delivery into `sentinel`,
+    /// whose name must be the next line.
+    pub fn expect_nothing_before(&self, sentinel: &Path, sentinel_name: &str) {
+        thread::sleep(Duration::from_millis(300));
+        deliver(sentinel);
+        assert_eq!(self.next(), sentinel_name, "a line came before the sentinel's");
+    }
+
+    /// Closes standard input and returns the exit code.
+    pub fn close_stdin_and_wait(mut self) -> i32 {
+        drop(self.stdin.take());
+        self.wait(Duration::from_secs(10))
+    }
+
+    pub fn wait(&mut self, limit: Duration) -> i32 {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(start.elapsed() < limit, "mailsync watch did not exit");
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// Everything written to stderr so far.
+    pub fn stderr_text(&self) -> String {
+        self.stderr.try_iter().collect::<Vec<_>>().join("\n")
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Installs what `make test`, `make demo` or `make bench` needs and a fresh
+# Debian 12 machine lacks. As root it uses apt-get; otherwise it says what to
+# install and fails. Usage: tests/setup.sh build|test|demo|bench
+set -euo pipefail
+
+need=${1:-build}
+missing=()
+
+have() { command -v "$1" >/dev/null 2>&1; }
+want() { # want COMMAND DEBIAN-PACKAGE
+  have "$1" || missing+=("$2")
+}
+
+if ! have cargo; then
+  echo "mailsync: cargo is missing. Install Rust (https://rustup.rs, or 'apt-get install cargo' for Debian's older one), then run make again." >&2
+  exit 1
+fi
+
+case "$need" in
+  build) ;;
+  test)
+    want emacs emacs-nox
+    want dovecot dovecot-imapd
+    want offlineimap offlineimap3
+    want mbsync isync
+    want emacsclient emacs-bin-common
+    [ -d /usr/share/emacs/site-lisp/elpa-src ] && ls /usr/share/emacs/site-lisp/elpa-src | grep -q '^package-lint' \
+      || missing+=(elpa-package-lint)
+    want dpkg-deb dpkg
+    ;;
+  demo)
+    want emacs emacs-nox
+    ;;
+  bench)
+    want emacs emacs-nox
+    want emacsclient emacs-bin-common
+    want inotifywait inotify-tools
+    want offlineimap offlineimap3
+    want mbsync isync
+    want dovecot dovecot-imapd
+    want python3 python3
+    ;;
+  *) echo "usage: $0 build|test|demo|bench" >&2; exit 2 ;;
+esac
+
+if [ ${#missing[@]} -gt 0 ]; then
+  # shellcheck disable=SC2207
+  missing=($(printf '%s\n' "${missing[@]}" | sort -u))
+  if [ "$(id -u)" -eq 0 ] && have apt-get; then
+    echo "mailsync: installing ${missing[*]} with apt-get" >&2
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  else
+    echo "mailsync: missing ${missing[*]}. Install them, e.g.: sudo apt-get install ${missing[*]}" >&2
+    exit 1
+  fi
+fi
