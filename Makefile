@@ -13,7 +13,7 @@ CARGO ?= cargo
 MODULE = mailsync-gnus-module.so
 SEED_NAMES = mailsync_offlineimap mailsync_offlineimap_local mailsync_gnus_watch
 
-.PHONY: all build module test test-rust test-emacs lint deps-test demo bench install clean
+.PHONY: all build module test deps-test demo bench install clean
 
 all: build
 
@@ -28,12 +28,7 @@ deps-test:
 	@tests/setup.sh test
 
 test: deps-test
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) build --release
-	cp target/release/libmailsync.so $(MODULE)
-	$(CARGO) test --release
-	@echo "make test: all Rust tests passed"
+	tests/run-all.sh
 
 demo: build
 	@tests/setup.sh demo

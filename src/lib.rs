@@ -8,5 +8,6 @@
 pub mod classify;
 pub mod coalesce;
 pub mod detect;
+mod emacs_module;
 pub mod engine;
 pub mod naming;

@@ -1,0 +1,531 @@
+;;; mailsync-gnus.el --- Realtime mail for Gnus: check groups the moment mail lands  -*- lexical-binding: t; -*-
+
+;; Copyright (C) 2026 The mailsync developers
+
+;; Author: The mailsync developers
+;; Maintainer: The mailsync developers
+;; Version: 0.5.0
+;; Package-Requires: ((emacs "28.1"))
+;; Keywords: mail, news
+;; URL: https://pypi.org/project/rpatterson.mailsync/
+
+;; This file is not part of GNU Emacs.
+
+;; This program is free software: you can redistribute it and/or modify
+;; it under the terms of the GNU General Public License as published by
+;; the Free Software Foundation, either version 3 of the License, or
+;; (at your option) any later version.
+
+;; This program is distributed in the hope that it will be useful,
+;; but WITHOUT ANY WARRANTY; without even the implied warranty of
+;; MERCHANTABILITY or FITNESS FOR A PARTICULAR PURPOSE.  See the
+;; GNU General Public License for more details.
+
+;; You should have received a copy of the GNU General Public License
+;; along with this program.  If not, see <https://www.gnu.org/licenses/>.
+
+;;; Commentary:
+
+;; mailsync watches your local maildirs with inotify, on background
+;; threads of a Rust dynamic module (`mailsync-gnus-module'), and makes
+;; Gnus check exactly the groups whose mail changed, at once: no polling
+;; timer, and no work in Emacs while nothing happens.
+;;
+;; Quick start, in ~/.gnus.el:
+;;
+;;   (require 'mailsync-gnus)
+;;   (mailsync-mode 1)
+;;
+;; With `mailsync-maildirs' nil, the directories of the nnmaildir servers
+;; in your Gnus setup are watched.  For nnimap over a local Dovecot, say
+;; which maildir backs which server:
+;;
+;;   (setq mailsync-maildirs
+;;         '(("~/Maildir" :server "nnimap+local" :layout maildir++)))
+;;
+;; `M-x mailsync-status' shows what is watched; `*mailsync-log*' what
+;; happened.  When the module is missing, `M-x mailsync-build-module'
+;; builds it with cargo.
+;;
+;; `mailsync-gnus-check' (alias `mailsync/gnus-check', the name
+;; rpatterson.mailsync 0.4 used) serves `emacsclient --eval' callers such
+;; as `mailsync sync --check-local'.
+
+;;; Code:
+
+(require 'cl-lib)
+(require 'subr-x)
+;; Gnus's accessors are macros; Gnus itself is loaded only when it runs.
+(eval-when-compile (require 'gnus))
+
+(declare-function mailsync--module-start "mailsync-gnus-module")
+(declare-function mailsync--module-poll "mailsync-gnus-module")
+(declare-function mailsync--module-stop "mailsync-gnus-module")
+(declare-function mailsync--module-stats "mailsync-gnus-module")
+(declare-function mailsync--module-folders "mailsync-gnus-module")
+(declare-function gnus-alive-p "gnus-util")
+(declare-function gnus-group-goto-group "gnus-group")
+(declare-function gnus-group-get-new-news "gnus-group")
+(declare-function gnus-group-get-new-news-this-group "gnus-group")
+(declare-function gnus-group-update-group "gnus-group")
+(declare-function gnus-find-method-for-group "gnus")
+(declare-function gnus-activate-group "gnus-start")
+(declare-function gnus-request-update-info "gnus-int")
+(declare-function gnus-get-unread-articles-in-group "gnus-start")
+(declare-function gnus-close-group "gnus-int")
+(declare-function gnus-virtual-group-p "gnus")
+(declare-function utf7-decode "utf7")
+(defvar gnus-group-buffer)
+(defvar gnus-group-marked)
+(defvar gnus-goto-next-group-when-activating)
+(defvar gnus-select-method)
+(defvar gnus-secondary-select-methods)
+
+(when (version< emacs-version "28.1")
+  (error "The mailsync package needs Emacs 28.1 or later (it has %s)" emacs-version))
+
+(define-error 'mailsync-error "mailsync" 'user-error)
+
+;;;; Options
+
+(defgroup mailsync nil
+  "Realtime mail for Gnus: check groups the moment mail lands."
+  :group 'gnus
+  :prefix "mailsync-")
+
+(defcustom mailsync-maildirs nil
+  "The mail stores to watch, as a list of (DIRECTORY . PLIST).
+
+PLIST keys:
+  :server     Gnus server prefix of the store's groups, such as
+              \"nnmaildir+local\" or \"nnimap+local\"; \"\" for the
+              native select method.
+  :layout     `maildir++', `verbatim' or `nnmaildir'; detected when absent.
+  :inbox      name of the top folder (default \"INBOX\").
+  :separator  between levels in group names (default \".\").
+  :utf7       non-nil when folder names on disk are IMAP modified UTF-7
+              (Dovecot's default); defaults to t for nnimap servers.
+
+When nil, the directories of the nnmaildir servers in `gnus-select-method'
+and `gnus-secondary-select-methods' are watched."
+  :type '(repeat (cons (directory :tag "Maildir")
+                       (plist :tag "Options"
+                              :options ((:server string)
+                                        (:layout (choice (const maildir++)
+                                                         (const verbatim)
+                                                         (const nnmaildir)))
+                                        (:inbox string)
+                                        (:separator string)
+                                        (:utf7 boolean))))))
+
+(defcustom mailsync-delay 0.2
+  "Coalescing window in seconds.
+Changes to one folder within this window give one check.  A folder that
+keeps changing is still checked at least every ten windows."
+  :type 'number)
+
+(defcustom mailsync-folder-changed-functions (list #'mailsync-gnus-check-folders)
+  "Functions called with (DIRECTORY FOLDERS) when mail changes.
+DIRECTORY is the configured root; FOLDERS the changed folder names with
+the store's inbox name and separator, and no server prefix.  The Gnus
+checker is the default member; other mail readers can add theirs."
+  :type 'hook)
+
+(defcustom mailsync-check-on-start t
+  "Non-nil means `mailsync-start' checks every watched group once."
+  :type 'boolean)
+
+(defcustom mailsync-log-max-lines 1000
+  "How many lines `*mailsync-log*' keeps."
+  :type 'natnum)
+
+;;;; The module
+
+(defconst mailsync--directory
+  (file-name-directory (or load-file-name buffer-file-name
+                           (locate-library "mailsync-gnus")))
+  "Where mailsync-gnus.el, and the module next to it, live.")
+
+(defun mailsync--module-file ()
+  "The file name of the dynamic module next to this file."
+  (expand-file-name (concat "mailsync-gnus-module" module-file-suffix)
+                    mailsync--directory))
+
+(defun mailsync--load-module ()
+  "Load the dynamic module; return non-nil when it is loaded."
+  (or (featurep 'mailsync-gnus-module)
+      (let ((file (mailsync--module-file)))
+        (when (file-exists-p file)
+          (module-load file)
+          (featurep 'mailsync-gnus-module)))))
+
+(defun mailsync--require-module ()
+  "Load the dynamic module or signal a clear error."
+  (unless module-file-suffix
+    (signal 'mailsync-error
+            '("This Emacs was built without dynamic module support")))
+  (unless (mailsync--load-module)
+    (signal 'mailsync-error
+            (list (format "The mailsync module %s is missing; build it with M-x mailsync-build-module (or `make' in %s)"
+                          (mailsync--module-file) mailsync--directory)))))
+
+;;;###autoload
+(defun mailsync-build-module ()
+  "Build the mailsync dynamic module with cargo, in a compilation buffer.
+The module is loaded when the build succeeds."
+  (interactive)
+  (unless (executable-find "cargo")
+    (user-error "Cargo is not on `exec-path'; install Rust (https://rustup.rs) first"))
+  (let* ((default-directory mailsync--directory)
+         (buffer (compile "make module")))
+    (with-current-buffer buffer
+      (add-hook 'compilation-finish-functions
+                (lambda (_buffer status)
+                  (if (string-prefix-p "finished" status)
+                      (progn (mailsync--load-module)
+                             (message "mailsync: module built and loaded"))
+                    (message "mailsync: building the module failed: %s"
+                             (string-trim status))))
+                nil t))))
+
+;;;; Log
+
+(defvar mailsync--last-error nil
+  "The last error mailsync met, as a string.")
+
+(defun mailsync--log (format-string &rest args)
+  "Add a line made from FORMAT-STRING and ARGS to `*mailsync-log*'."
+  (let ((line (apply #'format format-string args)))
+    (with-current-buffer (get-buffer-create "*mailsync-log*")
+      (let ((inhibit-read-only t))
+        (goto-char (point-max))
+        (insert (format-time-string "%F %T ") line "\n")
+        (let ((excess (- (count-lines (point-min) (point-max))
+                         mailsync-log-max-lines)))
+          (when (> excess 0)
+            (goto-char (point-min))
+            (forward-line excess)
+            (delete-region (point-min) (point))))))
+    line))
+
+(defun mailsync--error (format-string &rest args)
+  "Log an error made from FORMAT-STRING and ARGS and remember it."
+  (setq mailsync--last-error (apply #'mailsync--log format-string args)))
+
+;;;; Watches
+
+(defvar mailsync--deferred nil
+  "Groups waiting for Emacs to be idle before they are checked.")
+
+(defvar mailsync--idle-timer nil
+  "The idle timer that checks `mailsync--deferred', while one is needed.")
+
+(cl-defstruct (mailsync--watch (:constructor mailsync--watch-create)
+                               (:copier nil))
+  "One watched mail store."
+  directory plist handle process)
+
+(defvar mailsync--watches nil
+  "The running watches, a list of `mailsync--watch'.")
+
+(defvar mailsync--counters (list :wakeups 0 :checks 0 :own-time 0.0 :check-time 0.0)
+  "What mailsync did: wake-ups, group checks, and seconds of Emacs's time.")
+
+(defun mailsync--count (key amount)
+  "Add AMOUNT to counter KEY of `mailsync--counters'."
+  (setq mailsync--counters
+        (plist-put mailsync--counters key (+ amount (plist-get mailsync--counters key)))))
+
+(defun mailsync--gnus-roots ()
+  "The nnmaildir servers of the Gnus setup, as `mailsync-maildirs' entries."
+  (let (roots)
+    (dolist (method (cons (bound-and-true-p gnus-select-method)
+                          (bound-and-true-p gnus-secondary-select-methods)))
+      (when (and (consp method) (eq (car method) 'nnmaildir))
+        (let ((directory (cadr (assq 'directory (cddr method))))
+              (native (eq method (bound-and-true-p gnus-select-method))))
+          (when directory
+            (push (list directory
+                        :server (if native "" (format "nnmaildir+%s" (cadr method)))
+                        :layout 'nnmaildir)
+                  roots)))))
+    (nreverse roots)))
+
+(defun mailsync--roots ()
+  "Return the maildirs to watch: `mailsync-maildirs' or Gnus's nnmaildir servers."
+  (or mailsync-maildirs (mailsync--gnus-roots)))
+
+(defun mailsync--folder-name (watch name)
+  "Decode folder NAME from the module as Gnus names the group of WATCH."
+  (let* ((plist (mailsync--watch-plist watch))
+         (server (or (plist-get plist :server) ""))
+         (name (if (multibyte-string-p name)
+                   name
+                 (decode-coding-string name (or file-name-coding-system 'utf-8-unix)))))
+    (if (and (if (plist-member plist :utf7)
+                 (plist-get plist :utf7)
+               (string-prefix-p "nnimap" server))
+             (string-search "&" name))
+        (progn (require 'utf7) (utf7-decode name t))
+      name)))
+
+(defun mailsync--group (plist folder)
+  "The Gnus group of FOLDER in the store described by PLIST."
+  (let ((server (or (plist-get plist :server) "")))
+    (if (string-empty-p server) folder (concat server ":" folder))))
+
+(defun mailsync--wake (watch)
+  "Handle a wake-up from the module for WATCH: drain and dispatch."
+  (let* ((start (float-time))
+         (result (mailsync--module-poll (mailsync--watch-handle watch)))
+         (folders (mapcar (lambda (name) (mailsync--folder-name watch name))
+                          (car result))))
+    (mailsync--count :wakeups 1)
+    (dolist (warning (cdr result))
+      (mailsync--error "%s: %s" (mailsync--watch-directory watch) warning))
+    (mailsync--count :own-time (- (float-time) start))
+    (when folders
+      (mailsync--log "%s changed: %s" (mailsync--watch-directory watch)
+                     (mapconcat #'prin1-to-string folders " "))
+      (dolist (function mailsync-folder-changed-functions)
+        (condition-case err
+            (funcall function (mailsync--watch-directory watch) folders)
+          (error (mailsync--error "%S failed: %s" function
+                                  (error-message-string err))))))))
+
+(defun mailsync--start-watch (directory plist)
+  "Start watching DIRECTORY, configured by PLIST; return the watch."
+  (let* ((root (expand-file-name directory))
+         (layout (plist-get plist :layout))
+         (watch (mailsync--watch-create :directory directory :plist plist)))
+    (unless (file-directory-p root)
+      (signal 'mailsync-error (list (format "Maildir %s does not exist" root))))
+    (setf (mailsync--watch-process watch)
+          (make-pipe-process :name "mailsync-wake" :noquery t :coding 'binary
+                             :buffer nil
+                             :filter (lambda (_process _output)
+                                       (mailsync--wake watch))
+                             :sentinel #'ignore))
+    (condition-case err
+        (setf (mailsync--watch-handle watch)
+              (mailsync--module-start
+               root (mailsync--watch-process watch)
+               (and layout (format "%s" layout))
+               (or (plist-get plist :inbox) "INBOX")
+               (or (plist-get plist :separator) ".")
+               (max 0 (round (* 1000 mailsync-delay)))
+               nil
+               nil))
+      (error (delete-process (mailsync--watch-process watch))
+             (signal (car err) (cdr err))))
+    watch))
+
+;;;###autoload
+(defun mailsync-start ()
+  "Watch the maildirs of `mailsync-maildirs' and check changed groups.
+Stores already watched are left as they are.  Every watched group is
+checked once when `mailsync-check-on-start' is non-nil and Gnus runs."
+  (interactive)
+  (mailsync--require-module)
+  (let ((roots (mailsync--roots))
+        started)
+    (unless roots
+      (user-error "Nothing to watch: set `mailsync-maildirs' or add an nnmaildir server to Gnus"))
+    (dolist (root roots)
+      (unless (cl-find (car root) mailsync--watches
+                       :key #'mailsync--watch-directory :test #'equal)
+        (let ((watch (mailsync--start-watch (car root) (cdr root))))
+          (push watch mailsync--watches)
+          (push watch started)
+          (mailsync--log "watching %s" (car root)))))
+    (when (and started mailsync-check-on-start)
+      (dolist (watch (nreverse started))
+        (let ((folders (mapcar (lambda (name) (mailsync--folder-name watch name))
+                               (mailsync--module-folders (mailsync--watch-handle watch)))))
+          (mailsync-gnus-check-folders (mailsync--watch-directory watch) folders))))
+    (when (called-interactively-p 'interactive)
+      (message "mailsync: watching %d store%s" (length mailsync--watches)
+               (if (cdr mailsync--watches) "s" "")))
+    mailsync--watches))
+
+;;;###autoload
+(defun mailsync-stop ()
+  "Stop watching every mail store."
+  (interactive)
+  (dolist (watch mailsync--watches)
+    (mailsync--module-stop (mailsync--watch-handle watch))
+    (delete-process (mailsync--watch-process watch))
+    (mailsync--log "stopped watching %s" (mailsync--watch-directory watch)))
+  (setq mailsync--watches nil)
+  (setq mailsync--deferred nil)
+  (when (timerp mailsync--idle-timer)
+    (cancel-timer mailsync--idle-timer)
+    (setq mailsync--idle-timer nil)))
+
+;;;###autoload
+(define-minor-mode mailsync-mode
+  "Check Gnus groups the moment their mail changes on disk."
+  :global t
+  :group 'mailsync
+  (if mailsync-mode
+      (condition-case err
+          (mailsync-start)
+        (error (setq mailsync-mode nil)
+               (signal (car err) (cdr err))))
+    (mailsync-stop)))
+
+;;;###autoload
+(defun mailsync-status ()
+  "Show what mailsync watches and what it did."
+  (interactive)
+  (with-current-buffer (get-buffer-create "*mailsync-status*")
+    (let ((inhibit-read-only t))
+      (erase-buffer)
+      (insert (format "mailsync: %s\n\n"
+                      (if mailsync--watches "running" "stopped")))
+      (dolist (watch (reverse mailsync--watches))
+        (let ((stats (mailsync--module-stats (mailsync--watch-handle watch)))
+              (plist (mailsync--watch-plist watch)))
+          (insert (format "%s\n" (mailsync--watch-directory watch)))
+          (insert (format "  server %S, layout %s\n"
+                          (or (plist-get plist :server) "")
+                          (plist-get stats :layout)))
+          (insert (format "  folders %d, inotify watches %d\n"
+                          (plist-get stats :folders) (plist-get stats :watches)))
+          (insert (format "  events %d (%d ignored), folder reports %d\n"
+                          (plist-get stats :events) (plist-get stats :ignored)
+                          (plist-get stats :reports)))
+          (when (plist-get stats :last-error)
+            (insert (format "  watcher error: %s\n" (plist-get stats :last-error))))))
+      (insert (format "\nwake-ups %d, group checks %d\n"
+                      (plist-get mailsync--counters :wakeups)
+                      (plist-get mailsync--counters :checks)))
+      (insert (format "Emacs time: mailsync %.3f s, Gnus checks %.3f s\n"
+                      (plist-get mailsync--counters :own-time)
+                      (plist-get mailsync--counters :check-time)))
+      (insert (format "last error: %s\n" (or mailsync--last-error "none")))
+      (special-mode))
+    (display-buffer (current-buffer))))
+
+;;;; Gnus
+
+(defun mailsync-gnus-check-folders (directory folders)
+  "Check the Gnus groups of FOLDERS in the store at DIRECTORY.
+The default member of `mailsync-folder-changed-functions'."
+  (let* ((watch (cl-find directory mailsync--watches
+                         :key #'mailsync--watch-directory :test #'equal))
+         (plist (if watch
+                    (mailsync--watch-plist watch)
+                  (cdr (assoc directory (mailsync--roots))))))
+    (mailsync--gnus-check
+     (mapcar (lambda (folder) (mailsync--group plist folder)) folders))))
+
+(defun mailsync--gnus-check (groups)
+  "Check GROUPS now, or when Emacs is idle if the user is typing."
+  (when (and groups (featurep 'gnus) (gnus-alive-p))
+    (if (input-pending-p)
+        (progn
+          (setq mailsync--deferred (cl-union mailsync--deferred groups :test #'equal))
+          (unless (timerp mailsync--idle-timer)
+            (setq mailsync--idle-timer
+                  (run-with-idle-timer 0.2 nil #'mailsync--check-deferred))))
+      (mailsync--check-groups groups))))
+
+(defun mailsync--check-deferred ()
+  "Check the groups that waited for idle time."
+  (setq mailsync--idle-timer nil)
+  (let ((groups (reverse mailsync--deferred)))
+    (setq mailsync--deferred nil)
+    (mailsync--gnus-check groups)))
+
+(defun mailsync--window-points (buffer)
+  "The windows showing BUFFER with their points as (line . column)."
+  (mapcar (lambda (window)
+            (cons window (with-current-buffer buffer
+                           (save-excursion
+                             (goto-char (window-point window))
+                             (cons (line-number-at-pos) (current-column))))))
+          (get-buffer-window-list buffer nil t)))
+
+(defun mailsync--goto-line-column (line-column)
+  "Move to LINE-COLUMN, a (line . column) pair; return point."
+  (goto-char (point-min))
+  (forward-line (1- (car line-column)))
+  (move-to-column (cdr line-column))
+  (point))
+
+(defun mailsync--check-groups (groups)
+  "Check GROUPS in Gnus, leaving point, windows and marked groups alone.
+Groups shown in `*Group*' are checked by `gnus-group-get-new-news-this-group'
+in one call; others through the same activate and update steps without
+inserting lines."
+  (let ((start (float-time))
+        (buffer (get-buffer gnus-group-buffer)))
+    (with-current-buffer buffer
+      (let* ((point (cons (line-number-at-pos) (current-column)))
+             (windows (mailsync--window-points buffer))
+             (user-marked gnus-group-marked)
+             (known (cl-remove-if-not (lambda (group) (gnus-group-entry group)) groups))
+             (shown (save-excursion
+                      (cl-remove-if-not #'gnus-group-goto-group known)))
+             (hidden (cl-set-difference known shown :test #'equal)))
+        (dolist (group (cl-set-difference groups known :test #'equal))
+          (mailsync--log "%S is not a Gnus group; not checked" group))
+        (unwind-protect
+            (progn
+              (when shown
+                (save-excursion
+                  (let ((gnus-group-marked (reverse shown))
+                        (mark-active nil)
+                        (gnus-goto-next-group-when-activating nil))
+                    (gnus-group-get-new-news-this-group nil))))
+              (dolist (group hidden)
+                (mailsync--check-hidden-group group)))
+          ;; The check drew the lines of SHOWN without process marks.
+          (setq gnus-group-marked user-marked)
+          (dolist (group (cl-intersection shown user-marked :test #'equal))
+            (gnus-group-update-group group t t))
+          (mailsync--goto-line-column point)
+          (dolist (window windows)
+            (when (window-live-p (car window))
+              (set-window-point (car window)
+                                (save-excursion
+                                  (mailsync--goto-line-column (cdr window)))))))))
+    (mailsync--count :checks (length groups))
+    (mailsync--count :check-time (- (float-time) start))))
+
+(defun mailsync--check-hidden-group (group)
+  "Check GROUP, which `*Group*' does not show, without showing it."
+  (let ((method (gnus-find-method-for-group group)))
+    (if (gnus-activate-group group 'scan nil method)
+        (let ((info (gnus-get-info group)))
+          (when info
+            (gnus-request-update-info info method))
+          (gnus-get-unread-articles-in-group info (gnus-active group))
+          (unless (gnus-virtual-group-p group)
+            (gnus-close-group group))
+          (gnus-group-update-group group t))
+      (mailsync--error "Checking %S failed" group))))
+
+;;;###autoload
+(defun mailsync-gnus-check (&optional groups)
+  "Check the Gnus GROUPS (full group names); all groups when nil.
+For `emacsclient --eval' callers such as `mailsync sync --check-local'.
+Return the number of groups checked, t when all were, 0 when Gnus is not
+running."
+  (cond
+   ((not (and (featurep 'gnus) (gnus-alive-p))) 0)
+   ((null groups)
+    (save-excursion
+      (with-current-buffer gnus-group-buffer
+        (gnus-group-get-new-news)))
+    t)
+   (t (mailsync--check-groups groups)
+      (length groups))))
+
+;; The name rpatterson.mailsync 0.4 used, for existing emacsclient callers.
+;;;###autoload
+(defalias 'mailsync/gnus-check #'mailsync-gnus-check)
+
+(provide 'mailsync-gnus)
+;;; mailsync-gnus.el ends here

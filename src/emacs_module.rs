@@ -1,0 +1,250 @@
+//! The Emacs face of the engine: the dynamic module `mailsync-gnus-module`.
+//!
+//! `mailsync--module-start` watches one mail store and returns a handle (a
+//! user-ptr whose finalizer stops and joins the engine's thread). Reports are
+//! queued here; the engine's thread wakes Emacs by writing one byte to a pipe
+//! process opened with `open_channel`, at most one byte in flight, so nothing
+//! runs in Emacs while nothing happens. The pipe's filter calls
+//! `mailsync--module-poll`, which drains the queue on Emacs's thread.
+//!
+//! Errors reach Lisp as the signal `mailsync-error` (defined in
+//! mailsync-gnus.el as a kind of `user-error`), never as panics.
+
+use std::collections::HashSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use emacs::{defun, Env, IntoLisp, Result, Value};
+
+use crate::engine::{Engine, Options, Sink};
+use crate::naming::{Folder, Layout, NameStyle};
+
+emacs::plugin_is_GPL_compatible!();
+
+#[emacs::module(
+    name = "mailsync-gnus-module",
+    defun_prefix = "mailsync-",
+    mod_in_name = false
+)]
+fn init(_env: &Env) -> Result<()> {
+    Ok(())
+}
+
+/// What the engine's thread hands to Emacs's thread.
+#[derive(Default)]
+struct Mailbox {
+    folders: Mutex<Vec<Folder>>,
+    warnings: Mutex<Vec<String>>,
+    /// Set while a wake-up byte is in flight; cleared by `poll` before it drains.
+    wake_pending: AtomicBool,
+}
+
+struct EmacsSink {
+    mailbox: Arc<Mailbox>,
+    wake: Box<dyn Write + Send>,
+}
+
+impl EmacsSink {
+    fn wake(&mut self) {
+        if !self.mailbox.wake_pending.swap(true, Ordering::AcqRel) {
+            // A failed write means the pipe process was deleted: Emacs is
+            // stopping this watch, and the queue is dropped with it.
+            let _ = self.wake.write_all(b"!");
+        }
+    }
+}
+
+impl Sink for EmacsSink {
+    fn changed(&mut self, folders: Vec<Folder>) {
+        if let Ok(mut queued) = self.mailbox.folders.lock() {
+            queued.extend(folders);
+        }
+        self.wake();
+    }
+
+    fn warning(&mut self, message: String) {
+        if let Ok(mut queued) = self.mailbox.warnings.lock() {
+            queued.push(message);
+        }
+        self.wake();
+    }
+}
+
+/// The Lisp handle of one watched store.
+pub struct Watch {
+    engine: Option<Engine>,
+    mailbox: Arc<Mailbox>,
+    style: NameStyle,
+}
+
+fn signal<T>(env: &Env, message: String) -> Result<T> {
+    env.signal("mailsync-error", (message,))
+}
+
+fn millis(value: i64) -> Duration {
+    Duration::from_millis(value.max(0) as u64)
+}
+
+/// Start watching the mail store ROOT; return a handle.
+///
+/// WAKE is a pipe process whose filter calls `mailsync--module-poll'.
+/// LAYOUT is a string (maildir++, verbatim, nnmaildir) or nil to detect it.
+/// INBOX names the root folder; SEPARATOR joins levels (nil: the layout's).
+/// DELAY-MS is the coalescing window, MAX-DELAY-MS its bound (nil: 10×).
+/// REPORT-FLAGS non-nil also reports flag changes.
+#[defun(user_ptr)]
+#[allow(clippy::too_many_arguments)]
+fn module_start(
+    env: &Env,
+    root: String,
+    wake: Value,
+    layout: Option<String>,
+    inbox: String,
+    separator: Option<String>,
+    delay_ms: i64,
+    max_delay_ms: Option<i64>,
+    report_flags: Value,
+) -> Result<Watch> {
+    let layout = match layout.map(|name| name.parse::<Layout>()).transpose() {
+        Ok(layout) => layout,
+        Err(message) => return signal(env, message),
+    };
+    let writer = env.open_channel(wake)?;
+    let mailbox = Arc::new(Mailbox::default());
+    let sink = EmacsSink {
+        mailbox: Arc::clone(&mailbox),
+        wake: Box::new(writer),
+    };
+    let options = Options {
+        layout,
+        delay: millis(delay_ms),
+        max_delay: max_delay_ms.map(millis),
+        report_flags: report_flags.is_not_nil(),
+    };
+    let engine = match Engine::start(&PathBuf::from(root), options, Box::new(sink)) {
+        Ok(engine) => engine,
+        Err(err) => return signal(env, err.to_string()),
+    };
+    let separator = separator.unwrap_or_else(|| engine.layout().default_separator().to_string());
+    Ok(Watch {
+        engine: Some(engine),
+        mailbox,
+        style: NameStyle {
+            inbox: inbox.into_bytes(),
+            separator: separator.into_bytes(),
+        },
+    })
+}
+
+/// A folder name for Lisp: a string when it is UTF-8, else a unibyte string
+/// of its raw bytes (Lisp decodes it as file names are decoded).
+fn name_into_lisp<'e>(env: &'e Env, name: Vec<u8>) -> Result<Value<'e>> {
+    match String::from_utf8(name) {
+        Ok(text) => text.into_lisp(env),
+        Err(err) => err.into_bytes().into_lisp(env),
+    }
+}
+
+fn list<'e>(env: &'e Env, items: Vec<Value<'e>>) -> Result<Value<'e>> {
+    let mut list = ().into_lisp(env)?;
+    for item in items.into_iter().rev() {
+        list = env.cons(item, list)?;
+    }
+    Ok(list)
+}
+
+/// Take what changed since the last call: a cons (FOLDERS . WARNINGS).
+///
+/// FOLDERS is a list of folder names, each once, oldest change first;
+/// WARNINGS a list of messages from the watching thread.
+#[defun]
+fn module_poll<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
+    watch.mailbox.wake_pending.store(false, Ordering::Release);
+    let folders = std::mem::take(&mut *watch.mailbox.folders.lock().map_err(|_| poisoned())?);
+    let warnings = std::mem::take(&mut *watch.mailbox.warnings.lock().map_err(|_| poisoned())?);
+    let mut seen = HashSet::new();
+    let mut names = Vec::new();
+    for folder in folders {
+        if seen.insert(folder.clone()) {
+            names.push(name_into_lisp(env, folder.name(&watch.style))?);
+        }
+    }
+    let warnings = warnings
+        .into_iter()
+        .map(|message| message.into_lisp(env))
+        .collect::<Result<Vec<_>>>()?;
+    env.cons(list(env, names)?, list(env, warnings)?)
+}
+
+fn poisoned() -> emacs::Error {
+    emacs::Error::msg("mailsync: a watcher thread failed")
+}
+
+/// Return the names of all folders found when WATCH started.
+#[defun]
+fn module_folders<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
+    let Some(engine) = watch.engine.as_ref() else {
+        return ().into_lisp(env);
+    };
+    let names = engine
+        .folders_at_start()
+        .iter()
+        .map(|folder| name_into_lisp(env, folder.name(&watch.style)))
+        .collect::<Result<Vec<_>>>()?;
+    list(env, names)
+}
+
+/// Stop WATCH: its thread is joined and its descriptors closed.
+#[defun]
+fn module_stop(watch: &mut Watch) -> Result<()> {
+    if let Some(engine) = watch.engine.take() {
+        engine.stop();
+    }
+    Ok(())
+}
+
+/// Return WATCH's counters as a plist.
+///
+/// Keys: :running :root :layout :folders :watches :events :ignored
+/// :reports :last-error.
+#[defun]
+fn module_stats<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
+    let Some(engine) = watch.engine.as_ref() else {
+        return env.list((env.intern(":running")?, ()));
+    };
+    let stats = engine.stats();
+    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    let plist = vec![
+        env.intern(":running")?,
+        env.intern("t")?,
+        env.intern(":root")?,
+        engine.root().to_string_lossy().into_owned().into_lisp(env)?,
+        env.intern(":layout")?,
+        engine.layout().name().into_lisp(env)?,
+        env.intern(":folders")?,
+        count(stats.folders).into_lisp(env)?,
+        env.intern(":watches")?,
+        count(stats.watches).into_lisp(env)?,
+        env.intern(":events")?,
+        count(stats.events_seen).into_lisp(env)?,
+        env.intern(":ignored")?,
+        count(stats.events_ignored).into_lisp(env)?,
+        env.intern(":reports")?,
+        count(stats.reports).into_lisp(env)?,
+        env.intern(":last-error")?,
+        stats.last_error.into_lisp(env)?,
+    ];
+    list(env, plist)
+}
+
+/// Fault injection for tests: act as if the kernel's event queue overflowed.
+#[defun]
+fn module_inject_overflow(watch: &Watch) -> Result<()> {
+    if let Some(engine) = watch.engine.as_ref() {
+        engine.inject_overflow();
+    }
+    Ok(())
+}

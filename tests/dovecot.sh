@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# A throw-away Dovecot IMAP server on 127.0.0.1 for tests, everything under DIR.
+#   tests/dovecot.sh start DIR [SEPARATOR]   prints the port; user "test", password "secret"
+#   tests/dovecot.sh stop DIR
+# The served maildir is DIR/mail: Maildir++ with SEPARATOR "." (default),
+# nested directories (LAYOUT=fs) with "/".
+set -euo pipefail
+
+command=${1:?usage: $0 start|stop DIR [SEPARATOR]}
+dir=$(realpath -m "${2:?usage: $0 start|stop DIR [SEPARATOR]}")
+separator=${3:-.}
+
+case "$command" in
+  stop)
+    if [ -f "$dir/dovecot.conf" ]; then
+      dovecot -c "$dir/dovecot.conf" stop 2>/dev/null || true
+      for _ in $(seq 50); do [ -e "$dir/run/master.pid" ] || break; sleep 0.1; done
+    fi
+    exit 0 ;;
+  start) ;;
+  *) echo "usage: $0 start|stop DIR [SEPARATOR]" >&2; exit 2 ;;
+esac
+
+command -v dovecot >/dev/null || { echo "dovecot is missing: apt-get install dovecot-imapd" >&2; exit 1; }
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+mkdir -p "$dir/run" "$dir/state" "$dir/home" "$dir/mail"
+if [ "$(id -u)" -eq 0 ]; then
+  # Dovecot refuses to serve mail as root: the mail belongs to nobody.
+  mail_uid=$(id -u nobody); mail_gid=$(id -g nobody)
+  login_user=dovenull; internal_user=dovecot
+  chown -R nobody:nogroup "$dir/home" "$dir/mail"
+  # ... and its processes must reach DIR through the test's private temp dirs.
+  path=$dir
+  while [ "$path" != / ]; do
+    [ -O "$path" ] && chmod o+x "$path"
+    path=$(dirname "$path")
+  done
+else
+  mail_uid=$(id -u); mail_gid=$(id -g)
+  login_user=$(id -un); internal_user=$(id -un)
+fi
+layout=""
+[ "$separator" = "/" ] && layout=":LAYOUT=fs"
+echo "test:{PLAIN}secret" > "$dir/passwd"
+cat > "$dir/dovecot.conf" <<CONF
+base_dir = $dir/run
+state_dir = $dir/state
+log_path = $dir/dovecot.log
+info_log_path = $dir/dovecot.log
+listen = 127.0.0.1
+protocols = imap
+ssl = no
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_login_user = $login_user
+default_internal_user = $internal_user
+first_valid_uid = 1
+mail_location = maildir:$dir/mail$layout
+namespace inbox {
+  inbox = yes
+  separator = $separator
+}
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%u $dir/passwd
+}
+userdb {
+  driver = static
+  args = uid=$mail_uid gid=$mail_gid home=$dir/home
+}
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = $port
+  }
+  inet_listener imaps {
+    port = 0
+  }
+}
+service stats {
+  unix_listener stats-reader {
+    mode = 0666
+  }
+  unix_listener stats-writer {
+    mode = 0666
+  }
+}
+CONF
+dovecot -c "$dir/dovecot.conf"
+for _ in $(seq 100); do
+  if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
+    echo "$port"
+    exit 0
+  fi
+  sleep 0.05
+done
+echo "dovecot did not start; its log:" >&2
+cat "$dir/dovecot.log" >&2 || true
+exit 1

@@ -1,0 +1,398 @@
+;;; mailsync-gnus-test.el --- ERT tests: real Gnus over real maildirs  -*- lexical-binding: t; -*-
+
+;;; Commentary:
+
+;; Run by `make test' in `emacs --batch': a real Gnus with an nnmaildir
+;; server over temporary maildirs, and the real module watching them.
+;; The tests deliver mail on disk and wait; they never ask Gnus to check.
+
+;;; Code:
+
+(require 'ert)
+(require 'cl-lib)
+(require 'gnus)
+(require 'gnus-group)
+(require 'gnus-sum)
+(require 'nnimap)
+(require 'nsm)
+(require 'auth-source)
+(require 'mailsync-gnus)
+
+(defvar mailsync-test--tmp nil "The temporary directory of the running test.")
+(defvar mailsync-test--mail nil "The nnmaildir directory of the running test.")
+(defvar mailsync-test--checked nil "Groups checked so far, in order.")
+(defvar mailsync-test--counter 0 "Makes message file names unique.")
+(defvar mailsync-test--server "test" "The nnmaildir server of the running test.")
+(defvar mailsync-test--servers 0 "Makes server names unique across tests.")
+
+(defconst mailsync-test--odd-folders
+  (list "a\"b" "back\\slash" "(shell-command \"touch PWNED\")"
+        (decode-coding-string "caf\351 latin1" 'utf-8-unix))
+  "Folder names that must be checked as themselves, never evaluated.")
+
+(defun mailsync-test--maildir (folder)
+  "Create the maildir FOLDER below the test's nnmaildir directory."
+  (dolist (sub '("cur" "new" "tmp"))
+    (make-directory (expand-file-name sub (expand-file-name folder mailsync-test--mail)) t)))
+
+(defun mailsync-test--deliver (folder &optional count)
+  "Deliver COUNT (default 1) messages into FOLDER as an MDA does."
+  (dotimes (_ (or count 1))
+    (let* ((name (format "%d.%d.mailsync-test" (emacs-pid)
+                         (cl-incf mailsync-test--counter)))
+           (dir (expand-file-name folder mailsync-test--mail))
+           (tmp (expand-file-name name (expand-file-name "tmp" dir))))
+      (let ((coding-system-for-write 'utf-8-unix))
+        (write-region (format "From: test@example.org\nSubject: %s\nMessage-ID: <%s@test>\n\nbody\n"
+                              name name)
+                      nil tmp nil 'silent))
+      (rename-file tmp (expand-file-name name (expand-file-name "new" dir))))))
+
+(defun mailsync-test--group (folder)
+  "The Gnus group of FOLDER."
+  (concat "nnmaildir+" mailsync-test--server ":" folder))
+
+(defun mailsync-test--unread (folder)
+  "The unread count Gnus shows for FOLDER."
+  (gnus-group-unread (mailsync-test--group folder)))
+
+(defun mailsync-test--wait-until (predicate seconds)
+  "Let Emacs run until PREDICATE is true or SECONDS pass; return its value."
+  (let ((deadline (+ (float-time) seconds))
+        value)
+    (while (and (not (setq value (funcall predicate)))
+                (< (float-time) deadline))
+      (accept-process-output nil 0.01))
+    value))
+
+(defun mailsync-test--idle (seconds)
+  "Let Emacs run, handling process output, for SECONDS."
+  (mailsync-test--wait-until #'ignore seconds))
+
+(defun mailsync-test--record-check (groups)
+  "Advice before `mailsync--check-groups': remember GROUPS."
+  (setq mailsync-test--checked (append mailsync-test--checked groups)))
+
+(defun mailsync-test--checks-of (folder)
+  "How many times FOLDER's group was checked."
+  (cl-count (mailsync-test--group folder) mailsync-test--checked :test #'equal))
+
+(defmacro mailsync-test--with-gnus (folders &rest body)
+  "Run BODY with Gnus up over an nnmaildir store of FOLDERS, mailsync off."
+  (declare (indent 1) (debug t))
+  `(let* ((mailsync-test--tmp (file-name-as-directory (make-temp-file "mailsync-test" t)))
+          (mailsync-test--mail (expand-file-name "mail" mailsync-test--tmp))
+          (default-directory mailsync-test--tmp)
+          (mailsync-test--checked nil)
+          (mailsync-test--server (format "test%d" (cl-incf mailsync-test--servers)))
+          (gnus-home-directory mailsync-test--tmp)
+          (gnus-directory mailsync-test--tmp)
+          (message-directory mailsync-test--tmp)
+          (gnus-startup-file (expand-file-name "newsrc" mailsync-test--tmp))
+          (gnus-init-file nil)
+          (gnus-use-dribble-file nil)
+          (gnus-save-newsrc-file nil)
+          (gnus-check-new-newsgroups nil)
+          (gnus-interactive-exit nil)
+          (gnus-select-method '(nnnil ""))
+          (gnus-secondary-select-methods
+           (list (list 'nnmaildir mailsync-test--server (list 'directory mailsync-test--mail))))
+          (mailsync-maildirs nil)
+          (mailsync-delay 0.05)
+          (mailsync-check-on-start nil))
+     (unwind-protect
+         (progn
+           (dolist (folder ,folders) (mailsync-test--maildir folder))
+           (let ((inhibit-message t)) (gnus))
+           (dolist (folder ,folders)
+             (gnus-subscribe-group (mailsync-test--group folder)))
+           (let ((inhibit-message t))
+             (gnus-group-get-new-news)
+             (gnus-group-list-groups 5 t))
+           (advice-add 'mailsync--check-groups :before #'mailsync-test--record-check)
+           ,@body)
+       (advice-remove 'mailsync--check-groups #'mailsync-test--record-check)
+       (mailsync-stop)
+       (let ((inhibit-message t)) (ignore-errors (gnus-group-quit)))
+       (dolist (buffer (buffer-list))
+         (when (string-match-p "\\`\\*\\(Group\\|Summary\\|Article\\|Server\\)" (buffer-name buffer))
+           (kill-buffer buffer)))
+       (setq gnus-newsrc-alist nil gnus-newsrc-hashtb nil gnus-active-hashtb nil)
+       (delete-directory mailsync-test--tmp t))))
+
+(ert-deftest mailsync-test-delivery-raises-unread-count ()
+  "A delivery shows in Gnus's unread count within a second, unasked."
+  (mailsync-test--with-gnus '("INBOX" "work")
+    (mailsync-start)
+    (should (equal (mailsync-test--unread "work") 0))
+    (mailsync-test--deliver "work")
+    (should (mailsync-test--wait-until
+             (lambda () (equal (mailsync-test--unread "work") 1)) 1.0))
+    (should (equal (mailsync-test--unread "INBOX") 0))
+    (should (equal mailsync-test--checked (list (mailsync-test--group "work"))))))
+
+(ert-deftest mailsync-test-burst-gives-one-or-two-checks-per-folder ()
+  "300 messages into 3 folders give one or two checks of each."
+  (mailsync-test--with-gnus '("a" "b" "c")
+    (let ((mailsync-delay 0.2))
+      (mailsync-start)
+      (dotimes (n 300)
+        (mailsync-test--deliver (nth (% n 3) '("a" "b" "c"))))
+      (should (mailsync-test--wait-until
+               (lambda () (cl-every (lambda (f) (equal (mailsync-test--unread f) 100))
+                                    '("a" "b" "c")))
+               5.0))
+      (mailsync-test--idle 0.5)
+      (dolist (folder '("a" "b" "c"))
+        (should (<= 1 (mailsync-test--checks-of folder) 2))))))
+
+(ert-deftest mailsync-test-reading-a-group-triggers-no-check ()
+  "Opening a group, reading and marking articles and exiting is not mail."
+  (mailsync-test--with-gnus '("INBOX" "work")
+    (mailsync-test--deliver "work" 3)
+    (let ((inhibit-message t)) (gnus-group-get-new-news))
+    (mailsync-start)
+    (let ((inhibit-message t))
+      (gnus-group-read-group t t (mailsync-test--group "work"))
+      (gnus-summary-first-subject)
+      (gnus-summary-select-article)
+      (gnus-summary-tick-article-forward 1)
+      (gnus-summary-mark-as-read-forward 1)
+      (gnus-summary-exit))
+    (mailsync-test--idle 1.0)
+    (should (null mailsync-test--checked))
+    ;; And the watcher still works afterwards.
+    (mailsync-test--deliver "INBOX")
+    (should (mailsync-test--wait-until
+             (lambda () (equal (mailsync-test--unread "INBOX") 1)) 1.0))))
+
+(ert-deftest mailsync-test-checks-leave-point-marks-and-windows-alone ()
+  "Checks keep the user's point, process marks, region, windows and lines."
+  (mailsync-test--with-gnus '("INBOX" "shown" "marked")
+    (let ((inhibit-message t))
+      (switch-to-buffer gnus-group-buffer)
+      (delete-other-windows)
+      (gnus-group-goto-group (mailsync-test--group "marked"))
+      (gnus-group-mark-group 1 nil t)
+      (gnus-group-goto-group (mailsync-test--group "shown"))
+      (forward-char 3)
+      (split-window-below))
+    (let* ((marked (copy-sequence gnus-group-marked))
+           (point (point))
+           (lines (count-lines (point-min) (point-max)))
+           (windows (length (window-list)))
+           (other-window-point (window-point (next-window))))
+      (mailsync-start)
+      (mailsync-test--deliver "shown")
+      (mailsync-test--deliver "marked")
+      (should (mailsync-test--wait-until
+               (lambda () (and (equal (mailsync-test--unread "shown") 1)
+                               (equal (mailsync-test--unread "marked") 1)))
+               1.0))
+      (should (equal (point) point))
+      (should (equal gnus-group-marked marked))
+      (should (save-excursion
+                (gnus-group-goto-group (mailsync-test--group "marked"))
+                (looking-at-p (format ".*%c" gnus-process-mark))))
+      (should (equal (count-lines (point-min) (point-max)) lines))
+      (should (equal (length (window-list)) windows))
+      (should (equal (window-point (next-window)) other-window-point))
+      (should-not (region-active-p)))))
+
+(ert-deftest mailsync-test-hidden-group-is-checked-without-showing-it ()
+  "A group not shown in *Group* is checked and stays hidden."
+  (mailsync-test--with-gnus '("INBOX" "quiet")
+    (let ((inhibit-message t))
+      (gnus-group-list-groups 1)) ; shows only groups with unread mail
+    (with-current-buffer gnus-group-buffer
+      (should-not (save-excursion (gnus-group-goto-group (mailsync-test--group "quiet"))))
+      (let ((lines (count-lines (point-min) (point-max))))
+        (mailsync-start)
+        (mailsync-test--deliver "quiet" 2)
+        (should (mailsync-test--wait-until
+                 (lambda () (equal (mailsync-test--unread "quiet") 2)) 1.0))
+        (should (equal (count-lines (point-min) (point-max)) lines))))))
+
+(ert-deftest mailsync-test-start-is-idempotent-and-restartable ()
+  "Start twice, stop, start again: one watch each time, mail still seen."
+  (mailsync-test--with-gnus '("INBOX")
+    (mailsync-start)
+    (mailsync-start)
+    (should (equal (length mailsync--watches) 1))
+    (mailsync-stop)
+    (should (null mailsync--watches))
+    (mailsync-test--deliver "INBOX")
+    (mailsync-test--idle 0.3)
+    (should (null mailsync-test--checked))
+    (mailsync-mode 1)
+    (should (equal (length mailsync--watches) 1))
+    (mailsync-test--deliver "INBOX")
+    (should (mailsync-test--wait-until
+             (lambda () (equal (mailsync-test--unread "INBOX") 2)) 1.0))
+    (mailsync-mode -1)
+    (should (null mailsync--watches))))
+
+(ert-deftest mailsync-test-start-checks-every-group-once ()
+  "With `mailsync-check-on-start', start-up checks each watched group."
+  (mailsync-test--with-gnus '("INBOX" "work")
+    (mailsync-test--deliver "work")
+    (let ((mailsync-check-on-start t))
+      (mailsync-start))
+    (should (equal (sort (copy-sequence mailsync-test--checked) #'string<)
+                   (list (mailsync-test--group "INBOX") (mailsync-test--group "work"))))
+    (should (equal (mailsync-test--unread "work") 1))))
+
+(defun mailsync-test--threads ()
+  "How many threads this Emacs has."
+  (length (directory-files "/proc/self/task" nil "\\`[0-9]")))
+
+(defun mailsync-test--start-and-drop (dir process threads-before)
+  "Start a watch of DIR waking PROCESS, then drop the handle.
+Return non-nil when it ran more threads than THREADS-BEFORE."
+  (let ((handle (mailsync--module-start dir process nil "INBOX" nil 0 nil nil)))
+    (and (plist-get (mailsync--module-stats handle) :running)
+         (> (mailsync-test--threads) threads-before))))
+
+(ert-deftest mailsync-test-garbage-collected-handle-ends-its-thread ()
+  "Dropping a handle and collecting garbage stops and joins its threads."
+  (mailsync--require-module)
+  (let* ((dir (make-temp-file "mailsync-gc" t))
+         (before (mailsync-test--threads))
+         (process (make-pipe-process :name "mailsync-gc-test" :noquery t)))
+    (unwind-protect
+        (progn
+          (dolist (sub '("cur" "new" "tmp")) (make-directory (expand-file-name sub dir)))
+          (should (mailsync-test--start-and-drop dir process before))
+          (garbage-collect)
+          (should (mailsync-test--wait-until
+                   (lambda () (= (mailsync-test--threads) before)) 2.0)))
+      (delete-process process)
+      (delete-directory dir t))))
+
+(ert-deftest mailsync-test-missing-root-is-a-user-error ()
+  "A missing maildir gives a `user-error' naming it."
+  (let ((mailsync-maildirs '(("/nonexistent/mailsync-test" :server "nnmaildir+x"))))
+    (let ((err (should-error (mailsync-start) :type 'user-error)))
+      (should (string-match-p "/nonexistent/mailsync-test" (error-message-string err))))
+    (should (null mailsync--watches))))
+
+(ert-deftest mailsync-test-odd-folder-names-are-checked-not-evaluated ()
+  "Quotes, backslashes, Lisp code and bytes that are not UTF-8 in names."
+  (mailsync-test--with-gnus (cons "INBOX" mailsync-test--odd-folders)
+    (mailsync-start)
+    (dolist (folder mailsync-test--odd-folders)
+      (mailsync-test--deliver folder))
+    (should (mailsync-test--wait-until
+             (lambda () (cl-every (lambda (f) (equal (mailsync-test--unread f) 1))
+                                  mailsync-test--odd-folders))
+             2.0))
+    (dolist (folder mailsync-test--odd-folders)
+      (should (member (mailsync-test--group folder) mailsync-test--checked)))
+    (should-not (file-exists-p (expand-file-name "PWNED" mailsync-test--tmp)))
+    (should-not (file-exists-p "PWNED"))))
+
+(ert-deftest mailsync-test-overflow-rechecks-every-folder ()
+  "After a (forced) inotify queue overflow every folder is checked again."
+  (mailsync-test--with-gnus '("INBOX" "work")
+    (mailsync-start)
+    (mailsync--module-inject-overflow (mailsync--watch-handle (car mailsync--watches)))
+    (should (mailsync-test--wait-until
+             (lambda () (= (length mailsync-test--checked) 2)) 1.0))))
+
+(ert-deftest mailsync-test-status-and-log ()
+  "`mailsync-status' shows the root and counters; the log is capped."
+  (mailsync-test--with-gnus '("INBOX")
+    (mailsync-start)
+    (mailsync-test--deliver "INBOX")
+    (should (mailsync-test--wait-until (lambda () mailsync-test--checked) 1.0))
+    (mailsync-status)
+    (with-current-buffer "*mailsync-status*"
+      (should (string-match-p (regexp-quote mailsync-test--mail) (buffer-string)))
+      (should (string-match-p "folder reports 1" (buffer-string))))
+    (let ((mailsync-log-max-lines 5))
+      (dotimes (n 20) (mailsync--log "line %d" n))
+      (with-current-buffer "*mailsync-log*"
+        (should (= (count-lines (point-min) (point-max)) 5))))))
+
+(ert-deftest mailsync-test-seed-entry-point ()
+  "`mailsync/gnus-check' checks the named groups, for emacsclient callers."
+  (mailsync-test--with-gnus '("INBOX" "work")
+    (mailsync-test--deliver "work" 2)
+    (should (equal (mailsync/gnus-check (list (mailsync-test--group "work"))) 1))
+    (should (equal (mailsync-test--unread "work") 2))))
+
+;;;; nnimap over a real Dovecot, its maildir watched on disk
+
+(defconst mailsync-test--root
+  (file-name-directory (directory-file-name (file-name-directory
+                                             (or load-file-name buffer-file-name))))
+  "The repository's top directory.")
+
+(defun mailsync-test--dovecot (command dir)
+  "Run tests/dovecot.sh COMMAND DIR; return its output, trimmed."
+  (with-temp-buffer
+    (let ((status (call-process (expand-file-name "tests/dovecot.sh" mailsync-test--root)
+                                nil (list t nil) nil command dir)))
+      (unless (eql status 0)
+        (error "Dovecot %s failed: %s" command (buffer-string)))
+      (string-trim (buffer-string)))))
+
+(ert-deftest mailsync-test-nnimap-over-dovecot-delivery ()
+  "Gnus over nnimap to a local Dovecot sees a delivery into Dovecot's maildir."
+  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-dovecot" t)))
+         (server (expand-file-name "dovecot" tmp))
+         (port (string-to-number (mailsync-test--dovecot "start" server)))
+         (maildir (expand-file-name "mail" server))
+         (mailsync-test--mail maildir)
+         (mailsync-test--checked nil)
+         (authinfo (expand-file-name "authinfo" tmp))
+         (auth-sources (list authinfo))
+         (nsm-trust-local-network t)
+         (gnus-home-directory tmp)
+         (gnus-directory tmp)
+         (message-directory tmp)
+         (gnus-startup-file (expand-file-name "newsrc" tmp))
+         (gnus-init-file nil)
+         (gnus-use-dribble-file nil)
+         (gnus-save-newsrc-file nil)
+         (gnus-check-new-newsgroups nil)
+         (gnus-interactive-exit nil)
+         (gnus-select-method '(nnnil ""))
+         (gnus-secondary-select-methods
+          `((nnimap "local" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
+                    (nnimap-stream plain))))
+         (mailsync-maildirs `((,maildir :server "nnimap+local" :layout maildir++)))
+         (mailsync-delay 0.05)
+         (mailsync-check-on-start nil))
+    (unwind-protect
+        (progn
+          (with-temp-file authinfo
+            (insert (format "machine 127.0.0.1 port %d login test password secret\n" port)))
+          (mailsync-test--maildir ".work")
+          (when (zerop (user-uid))
+            ;; Dovecot serves this maildir as nobody (tests/dovecot.sh).
+            (call-process "chown" nil nil nil "-R" "nobody:nogroup" maildir))
+          (let ((inhibit-message t)) (gnus))
+          (gnus-subscribe-group "nnimap+local:INBOX")
+          (gnus-subscribe-group "nnimap+local:work")
+          (let ((inhibit-message t))
+            (gnus-group-get-new-news)
+            (gnus-group-list-groups 5 t))
+          (should (equal (gnus-group-unread "nnimap+local:work") 0))
+          (advice-add 'mailsync--check-groups :before #'mailsync-test--record-check)
+          (mailsync-start)
+          (mailsync-test--deliver ".work")
+          (should (mailsync-test--wait-until
+                   (lambda () (equal (gnus-group-unread "nnimap+local:work") 1)) 2.0))
+          (should (equal mailsync-test--checked '("nnimap+local:work")))
+          ;; Dovecot moving the message to cur/ and writing its indexes is no mail.
+          (mailsync-test--idle 0.5)
+          (should (equal mailsync-test--checked '("nnimap+local:work"))))
+      (advice-remove 'mailsync--check-groups #'mailsync-test--record-check)
+      (mailsync-stop)
+      (let ((inhibit-message t)) (ignore-errors (gnus-group-quit)))
+      (mailsync-test--dovecot "stop" server)
+      (delete-directory tmp t))))
+
+(provide 'mailsync-gnus-test)
+;;; mailsync-gnus-test.el ends here
