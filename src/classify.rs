@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 use crate::naming::MailDir;
 
@@ -65,10 +66,21 @@ pub enum Effect {
     Rescan,
 }
 
+/// How long the first half of a rename waits for its second half. The
+/// kernel queues both at once, but notify may hand them over in two reads.
+pub const RENAME_PAIRING_WINDOW: Duration = Duration::from_millis(10);
+
 /// Turns changes into effects, pairing the two halves of a rename.
 #[derive(Debug, Default)]
 pub struct Classifier {
-    moves_out: HashMap<usize, (PathBuf, MailDir)>,
+    moves_out: HashMap<usize, MoveOut>,
+}
+
+#[derive(Debug)]
+struct MoveOut {
+    folder_dir: PathBuf,
+    which: MailDir,
+    at: Instant,
 }
 
 impl Classifier {
@@ -107,7 +119,12 @@ impl Classifier {
                 }
                 match (parent_of(tree, &path), cookie) {
                     (Some(WatchedDir::Mail { folder_dir, which }), Some(cookie)) => {
-                        self.moves_out.insert(cookie, (folder_dir.clone(), *which));
+                        let move_out = MoveOut {
+                            folder_dir: folder_dir.clone(),
+                            which: *which,
+                            at: Instant::now(),
+                        };
+                        self.moves_out.insert(cookie, move_out);
                         Vec::new()
                     }
                     (Some(WatchedDir::Mail { folder_dir, .. }), None) => {
@@ -117,7 +134,9 @@ impl Classifier {
                 }
             }
             FsChange::MovedTo { path, cookie } => {
-                let origin = cookie.and_then(|cookie| self.moves_out.remove(&cookie));
+                let origin = cookie
+                    .and_then(|cookie| self.moves_out.remove(&cookie))
+                    .map(|move_out| (move_out.folder_dir, move_out.which));
                 match parent_of(tree, &path) {
                     Some(WatchedDir::Mail { folder_dir, which }) => match origin {
                         Some((from_dir, from_which)) if &from_dir == folder_dir => {
@@ -150,12 +169,27 @@ impl Classifier {
         }
     }
 
-    /// Ends the pairing window: a message moved out whose other half never
-    /// came has left its folder.
-    pub fn flush(&mut self) -> Vec<Effect> {
+    /// When the oldest unpaired half of a rename stops waiting, if any waits.
+    pub fn next_expiry(&self) -> Option<Instant> {
         self.moves_out
-            .drain()
-            .map(|(_, (folder_dir, _))| Effect::MailChanged(folder_dir))
+            .values()
+            .map(|move_out| move_out.at + RENAME_PAIRING_WINDOW)
+            .min()
+    }
+
+    /// Ends the pairing window of renames older than it at `now`: a message
+    /// moved out whose other half never came has left its folder.
+    pub fn expire(&mut self, now: Instant) -> Vec<Effect> {
+        let expired: Vec<usize> = self
+            .moves_out
+            .iter()
+            .filter(|(_, move_out)| move_out.at + RENAME_PAIRING_WINDOW <= now)
+            .map(|(cookie, _)| *cookie)
+            .collect();
+        expired
+            .into_iter()
+            .filter_map(|cookie| self.moves_out.remove(&cookie))
+            .map(|move_out| Effect::MailChanged(move_out.folder_dir))
             .collect()
     }
 }
@@ -240,7 +274,7 @@ mod tests {
                 cookie: Some(cookie),
             },
         ));
-        effects.extend(classifier.flush());
+        effects.extend(classifier.expire(Instant::now() + RENAME_PAIRING_WINDOW));
         effects
     }
 
@@ -302,7 +336,7 @@ mod tests {
     }
 
     #[test]
-    fn move_out_of_the_tree_is_reported_at_flush() {
+    fn move_out_of_the_tree_is_reported_when_the_pairing_window_ends() {
         let tree = tree();
         let mut classifier = Classifier::default();
         let effects = classifier.classify(
@@ -313,8 +347,17 @@ mod tests {
             },
         );
         assert!(effects.is_empty());
-        assert_eq!(classifier.flush(), vec![Effect::MailChanged(p("/m"))]);
-        assert!(classifier.flush().is_empty());
+        let moved_at = classifier.next_expiry().unwrap() - RENAME_PAIRING_WINDOW;
+        assert!(
+            classifier.expire(moved_at).is_empty(),
+            "expired before the window ended"
+        );
+        assert_eq!(
+            classifier.expire(moved_at + RENAME_PAIRING_WINDOW),
+            vec![Effect::MailChanged(p("/m"))]
+        );
+        assert!(classifier.expire(moved_at + RENAME_PAIRING_WINDOW).is_empty());
+        assert_eq!(classifier.next_expiry(), None);
     }
 
     #[test]

@@ -318,8 +318,12 @@ struct State {
 impl State {
     fn run(mut self, fs_rx: Receiver<notify::Result<notify::Event>>, control_rx: Receiver<Control>) {
         loop {
-            let timeout = match self.coalescer.next_due() {
-                Some(due) => crossbeam_channel::at(due),
+            let next = match (self.coalescer.next_due(), self.classifier.next_expiry()) {
+                (Some(due), Some(expiry)) => Some(due.min(expiry)),
+                (due, expiry) => due.or(expiry),
+            };
+            let timeout = match next {
+                Some(at) => crossbeam_channel::at(at),
                 None => crossbeam_channel::never(),
             };
             select! {
@@ -341,10 +345,11 @@ impl State {
                     Err(_) => break,
                 }
             }
-            for effect in self.classifier.flush() {
+            let now = Instant::now();
+            for effect in self.classifier.expire(now) {
                 self.apply(effect);
             }
-            self.send_due(Instant::now());
+            self.send_due(now);
         }
         self.shut_down(&fs_rx);
     }
