@@ -42,6 +42,8 @@ install: build
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LISPDIR)
 	install -m 755 target/release/mailsync $(DESTDIR)$(BINDIR)/mailsync
 	for name in $(SEED_NAMES); do ln -sf mailsync $(DESTDIR)$(BINDIR)/$$name; done
+	install -m 644 mailsync-gnus.el mailsync-pkg.el $(DESTDIR)$(LISPDIR)/
+	install -m 755 $(MODULE) $(DESTDIR)$(LISPDIR)/
 
 clean:
 	$(CARGO) clean

@@ -5,9 +5,14 @@
 //! module (`mailsync-gnus-module`), `mailsync watch` (mswatch's watcher
 //! protocol) and `mailsync sync` (mswatch's sync program).
 
+pub mod backend;
 pub mod classify;
 pub mod coalesce;
 pub mod detect;
 mod emacs_module;
 pub mod engine;
+pub mod groups;
+pub mod lock;
 pub mod naming;
+pub mod quote;
+pub mod specs;

@@ -86,7 +86,7 @@ service stats {
   }
 }
 CONF
-dovecot -c "$dir/dovecot.conf"
+dovecot -c "$dir/dovecot.conf" </dev/null >/dev/null 2>>"$dir/dovecot.log"
 for _ in $(seq 100); do
   if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
     echo "$port"

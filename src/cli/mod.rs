@@ -1,9 +1,12 @@
 //! Command-line parsing and dispatch.
 
 use std::ffi::OsString;
+use std::path::Path;
 
 use clap::{Parser, Subcommand};
 
+mod check;
+mod sync;
 mod watch;
 
 /// Realtime mail for Gnus: an mswatch watcher and sync program.
@@ -17,10 +20,33 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Watch(watch::WatchArgs),
+    Sync(sync::SyncArgs),
 }
 
 /// Runs the command line `args` (argv[0] included) and returns the exit status.
+///
+/// Under the names of rpatterson.mailsync's scripts it behaves as they did.
 pub fn run(args: Vec<OsString>) -> i32 {
+    let program = args
+        .first()
+        .and_then(|arg0| Path::new(arg0).file_name())
+        .map(|name| name.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let args = match program.as_str() {
+        "mailsync_offlineimap" => with_subcommand(args, "sync", &[], &[]),
+        "mailsync_offlineimap_local" => with_subcommand(args, "sync", &["--check-local"], &[]),
+        "mailsync_gnus_watch" => with_subcommand(
+            args,
+            "watch",
+            &["--check-local"],
+            &[
+                ("-t", "--template"),
+                ("-i", "--group-inbox"),
+                ("-e", "--check-function"),
+            ],
+        ),
+        _ => args,
+    };
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(err) => {
@@ -30,5 +56,34 @@ pub fn run(args: Vec<OsString>) -> i32 {
     };
     match cli.command {
         Command::Watch(args) => watch::run(args),
+        Command::Sync(args) => sync::run(args),
     }
+}
+
+/// `prog ARGS…` as `mailsync SUBCOMMAND EXTRA… ARGS…`, with the seed's short
+/// options renamed.
+fn with_subcommand(
+    args: Vec<OsString>,
+    subcommand: &str,
+    extra: &[&str],
+    renames: &[(&str, &str)],
+) -> Vec<OsString> {
+    let mut rewritten = vec![OsString::from("mailsync"), OsString::from(subcommand)];
+    rewritten.extend(extra.iter().map(OsString::from));
+    rewritten.extend(args.into_iter().skip(1).map(|arg| {
+        match renames.iter().find(|(short, _)| arg.as_os_str() == *short) {
+            Some((_, long)) => OsString::from(long),
+            None => arg,
+        }
+    }));
+    rewritten
+}
+
+/// A child's exit status as a shell shows it: its code, or 128+N for signal N.
+pub fn exit_status(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|signal| 128 + signal))
+        .unwrap_or(1)
 }

@@ -18,14 +18,18 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use mailsync::engine::{Engine, Options, Sink};
+use mailsync::groups::GroupMap;
 use mailsync::naming::{Folder, Layout, NameStyle};
+
+use super::check::{CheckArgs, Checker};
 
 #[derive(Args, Debug)]
 #[command(
     about = "Watch a maildir and print changed folders (mswatch's watch_maildirs protocol)",
     after_help = "Examples:\n  \
         mailsync watch                         # ~/Maildir (or $MAILDIR), layout detected\n  \
-        mailsync watch --maildir ~/Mail --layout verbatim --delay 500\n\n\
+        mailsync watch --maildir ~/Mail --layout verbatim --delay 500\n  \
+        mailsync watch --check-local --server nnimap+local   # Gnus checks before each line\n\n\
         In ~/.mswatchrc:\n  \
         store local\n  {\n  watch mailsync watch --maildir /home/me/Maildir\n  }"
 )]
@@ -51,6 +55,14 @@ pub struct WatchArgs {
     /// Also print folders whose messages only changed flags
     #[arg(long)]
     report_flags: bool,
+    /// Group name of the root folder, for checks
+    #[arg(long, value_name = "NAME", default_value = "INBOX")]
+    group_inbox: String,
+    /// Separator between levels in group names, for checks
+    #[arg(long, value_name = "SEP", default_value = ".")]
+    group_separator: String,
+    #[command(flatten)]
+    check: CheckArgs,
 }
 
 enum Event {
@@ -103,6 +115,30 @@ pub fn run(args: WatchArgs) -> i32 {
             .unwrap_or_else(|| engine.layout().default_separator().to_string())
             .into_bytes(),
     };
+    let group_map = GroupMap::new(
+        style.clone(),
+        NameStyle {
+            inbox: args.group_inbox.into_bytes(),
+            separator: args.group_separator.into_bytes(),
+        },
+        &args.check.server,
+        args.check.template.as_deref(),
+    );
+    let checker = match Checker::from_args(&args.check, group_map, true) {
+        Ok(checker) => checker,
+        Err(message) => {
+            eprintln!("mailsync watch: {message}");
+            return 2;
+        }
+    };
+    if let Some(checker) = &checker {
+        let names: Vec<Vec<u8>> = engine
+            .folders_at_start()
+            .iter()
+            .map(|folder| folder.name(&style))
+            .collect();
+        check(checker, &names);
+    }
     if let Err(err) = forward_signals(events.clone()) {
         eprintln!("mailsync watch: cannot handle signals: {err}");
         return 1;
@@ -117,6 +153,10 @@ pub fn run(args: WatchArgs) -> i32 {
     while let Ok(event) = events_rx.recv() {
         match event {
             Event::Changed(folders) => {
+                if let Some(checker) = &checker {
+                    let names: Vec<Vec<u8>> = folders.iter().map(|folder| folder.name(&style)).collect();
+                    check(checker, &names);
+                }
                 if print_folders(&mut out, &folders, &style).is_err() {
                     // mswatch is gone: nobody is left to tell.
                     return 1;
@@ -129,6 +169,14 @@ pub fn run(args: WatchArgs) -> i32 {
     }
     engine.stop();
     0
+}
+
+/// Asks Emacs to check the groups of `names`; a failure is logged and the
+/// names are printed all the same, so mswatch misses nothing.
+fn check(checker: &Checker, names: &[Vec<u8>]) {
+    if let Err(failure) = checker.check(Some(names)) {
+        eprintln!("mailsync watch: Gnus check failed: {}", failure.message);
+    }
 }
 
 fn print_folders(out: &mut impl Write, folders: &[Folder], style: &NameStyle) -> io::Result<()> {

@@ -161,3 +161,5 @@ impl Drop for Watch {
         let _ = self.child.wait();
     }
 }
+
+pub mod servers;

@@ -1,0 +1,339 @@
+//! The sync programs mailsync drives: how a run of OfflineIMAP or mbsync for
+//! one account and some local folders is spelled.
+
+use std::collections::HashMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::naming::NameStyle;
+
+/// Why a command cannot be built.
+#[derive(Debug, PartialEq, Eq)]
+pub enum BackendError {
+    /// OfflineIMAP's `-f` is comma-separated: a name with a comma cannot be given.
+    CommaInName(String),
+    /// The name map file is unreadable or malformed.
+    NameMap(String),
+}
+
+impl fmt::Display for BackendError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BackendError::CommaInName(name) => write!(
+                f,
+                "folder `{name}` has a comma, which OfflineIMAP's -f cannot take; sync its account whole instead"
+            ),
+            BackendError::NameMap(message) => write!(f, "name map: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for BackendError {}
+
+/// Translates local folder names back into the server's names for
+/// OfflineIMAP's `-f`, which wants remote names.
+#[derive(Clone, Debug)]
+pub struct RemoteNames {
+    pub local: NameStyle,
+    pub remote: NameStyle,
+    /// Names changed by `nametrans`: local name → remote name.
+    pub map: HashMap<Vec<u8>, Vec<u8>>,
+}
+
+impl RemoteNames {
+    /// The remote name of the local folder `name`.
+    pub fn remote(&self, name: &[u8]) -> Vec<u8> {
+        if let Some(remote) = self.map.get(name) {
+            return remote.clone();
+        }
+        self.local.parse(name).name(&self.remote)
+    }
+}
+
+/// Reads a name map: one `LOCAL<TAB>REMOTE` pair a line; `#` starts a comment line.
+pub fn read_name_map(path: &Path) -> Result<HashMap<Vec<u8>, Vec<u8>>, BackendError> {
+    let bytes = fs::read(path).map_err(|err| BackendError::NameMap(format!("{}: {err}", path.display())))?;
+    let mut map = HashMap::new();
+    for (number, line) in bytes.split(|&b| b == b'\n').enumerate() {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() || line.starts_with(b"#") {
+            continue;
+        }
+        let Some(tab) = line.iter().position(|&b| b == b'\t') else {
+            return Err(BackendError::NameMap(format!(
+                "{}:{}: expected LOCAL<TAB>REMOTE",
+                path.display(),
+                number + 1
+            )));
+        };
+        map.insert(line[..tab].to_vec(), line[tab + 1..].to_vec());
+    }
+    Ok(map)
+}
+
+/// The default OfflineIMAP configuration file, as OfflineIMAP looks for it.
+pub fn default_offlineimap_config() -> Option<PathBuf> {
+    let home = PathBuf::from(std::env::var_os("HOME")?);
+    let xdg = std::env::var_os("XDG_CONFIG_HOME")
+        .filter(|dir| !dir.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| home.join(".config"));
+    [xdg.join("offlineimap/config"), home.join(".offlineimaprc")]
+        .into_iter()
+        .find(|path| path.is_file())
+}
+
+/// The `sep` of the local repository of `account` in an offlineimaprc, if set.
+pub fn offlineimap_local_sep(config_text: &str, account: &str) -> Option<String> {
+    let sections = parse_ini(config_text);
+    let repository = sections
+        .get(&format!("account {account}"))?
+        .get("localrepository")?;
+    sections
+        .get(&format!("repository {repository}"))?
+        .get("sep")
+        .cloned()
+}
+
+/// Sections (lower-cased, spaces folded) to keys (lower-cased) to values.
+fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
+    let mut sections: HashMap<String, HashMap<String, String>> = HashMap::new();
+    let mut current = String::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
+            continue;
+        }
+        if let Some(name) = line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
+            current = name
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ")
+                .to_lowercase();
+            continue;
+        }
+        if let Some((key, value)) = line.split_once(['=', ':']) {
+            sections
+                .entry(current.clone())
+                .or_default()
+                .insert(key.trim().to_lowercase(), value.trim().to_string());
+        }
+    }
+    sections
+}
+
+/// `offlineimap -o -u quiet [-c CONFIG] -a ACCOUNT [-f F1,F2]`.
+pub fn offlineimap_command(
+    program: &Path,
+    config: Option<&Path>,
+    account: &str,
+    folders: Option<&[Vec<u8>]>,
+    names: &RemoteNames,
+) -> Result<Vec<OsString>, BackendError> {
+    let mut command: Vec<OsString> = vec![program.into(), "-o".into(), "-u".into(), "quiet".into()];
+    if let Some(config) = config {
+        command.push("-c".into());
+        command.push(config.into());
+    }
+    command.push("-a".into());
+    command.push(account.into());
+    if let Some(folders) = folders {
+        let mut list = Vec::new();
+        for (index, folder) in folders.iter().enumerate() {
+            let remote = names.remote(folder);
+            if remote.contains(&b',') {
+                return Err(BackendError::CommaInName(
+                    String::from_utf8_lossy(folder).into_owned(),
+                ));
+            }
+            if index > 0 {
+                list.push(b',');
+            }
+            list.extend(remote);
+        }
+        command.push("-f".into());
+        command.push(bytes_to_os(list));
+    }
+    Ok(command)
+}
+
+/// `mbsync [-c CONFIG] CHANNEL[:BOX[,BOX]]`, boxes named with `/`.
+pub fn mbsync_command(
+    program: &Path,
+    config: Option<&Path>,
+    channel: &str,
+    folders: Option<&[Vec<u8>]>,
+    local: &NameStyle,
+) -> Vec<OsString> {
+    let mut command: Vec<OsString> = vec![program.into()];
+    if let Some(config) = config {
+        command.push("-c".into());
+        command.push(config.into());
+    }
+    let mut target = channel.as_bytes().to_vec();
+    if let Some(folders) = folders {
+        let boxes = NameStyle {
+            inbox: b"INBOX".to_vec(),
+            separator: b"/".to_vec(),
+        };
+        target.push(b':');
+        for (index, folder) in folders.iter().enumerate() {
+            if index > 0 {
+                target.push(b',');
+            }
+            // A Maildir++ directory name (`.a.b`) may reach us with its dot.
+            let folder = folder
+                .strip_prefix(b".")
+                .filter(|rest| !rest.is_empty())
+                .unwrap_or(folder);
+            target.extend(local.parse(folder).name(&boxes));
+        }
+    }
+    command.push(bytes_to_os(target));
+    command
+}
+
+fn bytes_to_os(bytes: Vec<u8>) -> OsString {
+    use std::os::unix::ffi::OsStringExt;
+    OsString::from_vec(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn style(separator: &str) -> NameStyle {
+        NameStyle {
+            inbox: b"INBOX".to_vec(),
+            separator: separator.as_bytes().to_vec(),
+        }
+    }
+
+    fn names(local: &str, remote: &str) -> RemoteNames {
+        RemoteNames {
+            local: style(local),
+            remote: style(remote),
+            map: HashMap::new(),
+        }
+    }
+
+    fn strings(command: Vec<OsString>) -> Vec<String> {
+        command
+            .into_iter()
+            .map(|arg| arg.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn offlineimap_gets_remote_names_with_the_servers_separator() {
+        let folders = vec![b"INBOX".to_vec(), b"lists.emacs".to_vec()];
+        let command = offlineimap_command(
+            Path::new("offlineimap"),
+            None,
+            "work",
+            Some(&folders),
+            &names(".", "/"),
+        )
+        .unwrap();
+        assert_eq!(
+            strings(command),
+            [
+                "offlineimap",
+                "-o",
+                "-u",
+                "quiet",
+                "-a",
+                "work",
+                "-f",
+                "INBOX,lists/emacs"
+            ]
+        );
+    }
+
+    #[test]
+    fn offlineimap_syncs_everything_without_f() {
+        let command = offlineimap_command(
+            Path::new("/usr/bin/offlineimap"),
+            Some(Path::new("/tmp/rc")),
+            "work",
+            None,
+            &names(".", "."),
+        )
+        .unwrap();
+        assert_eq!(
+            strings(command),
+            [
+                "/usr/bin/offlineimap",
+                "-o",
+                "-u",
+                "quiet",
+                "-c",
+                "/tmp/rc",
+                "-a",
+                "work"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_name_map_wins_for_gmail_names() {
+        let mut translation = names(".", "/");
+        translation
+            .map
+            .insert(b"sent".to_vec(), b"[Gmail]/Sent Mail".to_vec());
+        assert_eq!(translation.remote(b"sent"), b"[Gmail]/Sent Mail");
+        assert_eq!(translation.remote(b"[Gmail].Starred"), b"[Gmail]/Starred");
+    }
+
+    #[test]
+    fn a_comma_in_a_name_is_a_clear_error() {
+        let folders = vec![b"a,b".to_vec()];
+        let err = offlineimap_command(
+            Path::new("offlineimap"),
+            None,
+            "w",
+            Some(&folders),
+            &names(".", "."),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("comma"), "{err}");
+    }
+
+    #[test]
+    fn mbsync_boxes_use_slashes_and_lose_maildir_dots() {
+        let folders = vec![b"INBOX".to_vec(), b"lists.emacs".to_vec(), b".work".to_vec()];
+        let command = mbsync_command(Path::new("mbsync"), None, "test", Some(&folders), &style("."));
+        assert_eq!(strings(command), ["mbsync", "test:INBOX,lists/emacs,work"]);
+        assert_eq!(
+            strings(mbsync_command(
+                Path::new("mbsync"),
+                None,
+                "test",
+                None,
+                &style(".")
+            )),
+            ["mbsync", "test"]
+        );
+    }
+
+    #[test]
+    fn the_local_separator_comes_from_the_offlineimaprc() {
+        let rc = "[general]\naccounts = work\n\n[Account work]\nlocalrepository = work-local\n\
+                  remoterepository = work-remote\n\n[Repository work-local]\ntype = Maildir\nsep = /\n";
+        assert_eq!(offlineimap_local_sep(rc, "work"), Some("/".to_string()));
+        assert_eq!(offlineimap_local_sep(rc, "home"), None);
+    }
+
+    #[test]
+    fn name_maps_are_tab_separated() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("map");
+        fs::write(&path, "# local\tremote\nsent\t[Gmail]/Sent Mail\n").unwrap();
+        let map = read_name_map(&path).unwrap();
+        assert_eq!(map.get(b"sent".as_slice()).unwrap(), b"[Gmail]/Sent Mail");
+        fs::write(&path, "no tab here\n").unwrap();
+        assert!(read_name_map(&path).unwrap_err().to_string().contains(":1:"));
+    }
+}

@@ -1,0 +1,162 @@
+//! Asking Emacs to check Gnus groups through `emacsclient`, locally or on
+//! another host through ssh, as rpatterson.mailsync's checkers did, but with
+//! every name a correctly quoted Lisp string.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use clap::Args;
+
+use mailsync::groups::GroupMap;
+use mailsync::quote::{is_lisp_symbol, lisp_call, shell_line};
+
+use super::exit_status;
+
+/// Options shared by `sync` and `watch` for the Gnus checks.
+#[derive(Args, Debug, Clone)]
+pub struct CheckArgs {
+    /// Ask the local Emacs (emacsclient) to check the groups of the folders
+    #[arg(long)]
+    pub check_local: bool,
+    /// Ask the Emacs on HOST to check them too, through ssh (repeatable)
+    #[arg(long, value_name = "HOST")]
+    pub check_ssh: Vec<String>,
+    /// Gnus server prefix of the groups, e.g. nnimap+local [default: none]
+    #[arg(long, value_name = "PREFIX", default_value = "")]
+    pub server: String,
+    /// Group name pattern, %s standing for the folder, e.g. 'nnml:%s' (overrides --server)
+    #[arg(long, value_name = "TEMPLATE")]
+    pub template: Option<String>,
+    /// The emacsclient to run
+    #[arg(long, value_name = "PATH", default_value = "emacsclient")]
+    pub emacsclient: PathBuf,
+    /// The Emacs server socket (passed as --socket-name) [default: emacsclient's own]
+    #[arg(long, value_name = "NAME")]
+    pub socket_name: Option<String>,
+    /// The Lisp function that checks a list of groups
+    #[arg(long, value_name = "FUNCTION", default_value = "mailsync/gnus-check")]
+    pub check_function: String,
+}
+
+/// Where a check is sent.
+#[derive(Debug, Clone)]
+enum Target {
+    Local,
+    Ssh(String),
+}
+
+/// A failed check: its exit status and what went wrong.
+#[derive(Debug)]
+pub struct CheckFailure {
+    pub status: i32,
+    pub message: String,
+}
+
+/// Runs the checks of one configuration.
+#[derive(Debug, Clone)]
+pub struct Checker {
+    targets: Vec<Target>,
+    args: CheckArgs,
+    map: GroupMap,
+    /// Where emacsclient's own output goes: `watch` must keep stdout for mswatch.
+    quiet: bool,
+}
+
+impl Checker {
+    /// None when no check was asked for; an error for a function name that
+    /// is not a plain Lisp symbol.
+    pub fn from_args(args: &CheckArgs, map: GroupMap, quiet: bool) -> Result<Option<Checker>, String> {
+        let mut targets = Vec::new();
+        if args.check_local {
+            targets.push(Target::Local);
+        }
+        targets.extend(args.check_ssh.iter().cloned().map(Target::Ssh));
+        if targets.is_empty() {
+            return Ok(None);
+        }
+        if !is_lisp_symbol(&args.check_function) {
+            return Err(format!(
+                "--check-function `{}` is not a Lisp symbol",
+                args.check_function
+            ));
+        }
+        Ok(Some(Checker {
+            targets,
+            args: args.clone(),
+            map,
+            quiet,
+        }))
+    }
+
+    /// The Gnus groups of local `folders`.
+    pub fn groups(&self, folders: &[Vec<u8>]) -> Vec<Vec<u8>> {
+        folders.iter().map(|folder| self.map.group(folder)).collect()
+    }
+
+    fn emacsclient(&self, folders: Option<&[Vec<u8>]>) -> Vec<OsString> {
+        let groups = folders.map(|folders| self.groups(folders));
+        let mut command: Vec<OsString> = vec![self.args.emacsclient.clone().into()];
+        if let Some(socket) = &self.args.socket_name {
+            command.push("--socket-name".into());
+            command.push(socket.into());
+        }
+        command.push("--eval".into());
+        command.push(lisp_call(&self.args.check_function, groups.as_deref()).into());
+        command
+    }
+
+    /// The command lines that check `folders` (all groups when `None`).
+    pub fn commands(&self, folders: Option<&[Vec<u8>]>) -> Vec<Vec<OsString>> {
+        let local = self.emacsclient(folders);
+        self.targets
+            .iter()
+            .map(|target| match target {
+                Target::Local => local.clone(),
+                Target::Ssh(host) => {
+                    let remote: Vec<Vec<u8>> = local
+                        .iter()
+                        .map(|word| word.as_encoded_bytes().to_vec())
+                        .collect();
+                    vec![
+                        "ssh".into(),
+                        "-o".into(),
+                        "BatchMode=yes".into(),
+                        host.into(),
+                        shell_line(&remote).into(),
+                    ]
+                }
+            })
+            .collect()
+    }
+
+    /// Runs every check of `folders`; all run, the first failure is returned.
+    pub fn check(&self, folders: Option<&[Vec<u8>]>) -> Result<(), CheckFailure> {
+        let mut first_failure = None;
+        for command in self.commands(folders) {
+            let mut child = Command::new(&command[0]);
+            child.args(&command[1..]).stdin(Stdio::null());
+            if self.quiet {
+                child.stdout(Stdio::null());
+            }
+            let failure = match child.status() {
+                Ok(status) if status.success() => None,
+                Ok(status) => Some(CheckFailure {
+                    status: exit_status(status),
+                    message: format!("{} failed ({status})", command[0].to_string_lossy()),
+                }),
+                Err(err) => Some(CheckFailure {
+                    status: 127,
+                    message: format!(
+                        "cannot run {}: {err} (give its path with --emacsclient)",
+                        command[0].to_string_lossy()
+                    ),
+                }),
+            };
+            if first_failure.is_none() {
+                first_failure = failure;
+            }
+        }
+        first_failure.map_or(Ok(()), Err)
+    }
+}

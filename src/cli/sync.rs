@@ -1,0 +1,359 @@
+//! `mailsync sync`: mswatch's sync program around OfflineIMAP or mbsync.
+//!
+//! mswatch appends `PREFIX` (sync everything) or `PREFIX:MAILBOX` arguments,
+//! the mailbox as the local watcher printed it. One backend run per account,
+//! with that account's folders, accounts one after another, each under a
+//! lock that waits. Exit status: 0 when every run succeeded, else the first
+//! failing run's; 2 for usage errors (nothing is run); 127 when the backend
+//! is not installed; 128+N when a child died of signal N.
+
+use std::ffi::OsString;
+use std::fs;
+use std::io::{self, Write};
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use clap::{Args, ValueEnum};
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use mailsync::backend::{
+    default_offlineimap_config, mbsync_command, offlineimap_command, offlineimap_local_sep, read_name_map,
+    RemoteNames,
+};
+use mailsync::groups::GroupMap;
+use mailsync::lock::lock_account;
+use mailsync::naming::NameStyle;
+use mailsync::quote::shell_line;
+use mailsync::specs::{parse_specs, AccountSync};
+
+use super::check::{CheckArgs, Checker};
+use super::exit_status;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    Offlineimap,
+    Mbsync,
+}
+
+impl Backend {
+    fn name(self) -> &'static str {
+        match self {
+            Backend::Offlineimap => "offlineimap",
+            Backend::Mbsync => "mbsync",
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+#[command(
+    about = "Sync mail folders with OfflineIMAP or mbsync (mswatch's sync program)",
+    after_help = "SPEC is ACCOUNT (sync the whole account, or mbsync channel) or ACCOUNT:FOLDER, \
+        FOLDER as the local watcher prints it. Any mix of accounts and folders is fine.\n\n\
+        Examples:\n  \
+        mailsync sync work                          # offlineimap -o -u quiet -a work\n  \
+        mailsync sync work:INBOX work:lists.emacs   # ... -a work -f INBOX,lists.emacs\n  \
+        mailsync sync --remote-separator / work:lists.emacs    # ... -f lists/emacs\n  \
+        mailsync sync --backend mbsync gmail:INBOX  # mbsync gmail:INBOX\n  \
+        mailsync sync --check-local --server nnimap+local work:INBOX\n      \
+        # then: emacsclient --eval '(mailsync/gnus-check (quote (\"nnimap+local:INBOX\")))'\n  \
+        mailsync sync --dry-run work:INBOX          # print the commands, run nothing\n\n\
+        In ~/.mswatchrc:\n  \
+        sync mailsync sync\n  \
+        mailbox_prefix work :"
+)]
+pub struct SyncArgs {
+    /// The sync program to drive
+    #[arg(long, value_enum, default_value_t = Backend::Offlineimap)]
+    backend: Backend,
+    /// The offlineimap to run
+    #[arg(long, value_name = "PATH", default_value = "offlineimap")]
+    offlineimap: PathBuf,
+    /// The mbsync to run
+    #[arg(long, value_name = "PATH", default_value = "mbsync")]
+    mbsync: PathBuf,
+    /// The backend's configuration file (passed as -c) [default: the backend's own]
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Separator in local folder names [default: the offlineimaprc's `sep`, else "."]
+    #[arg(long, value_name = "SEP")]
+    local_separator: Option<String>,
+    /// The IMAP server's separator, for OfflineIMAP's -f
+    #[arg(long, value_name = "SEP", default_value = ".")]
+    remote_separator: String,
+    /// Remote names for local names that nametrans changed: LOCAL<TAB>REMOTE lines
+    #[arg(long, value_name = "FILE")]
+    name_map: Option<PathBuf>,
+    /// How long to wait for another sync of the same account, in seconds
+    #[arg(long, value_name = "SECS", default_value_t = 600)]
+    lock_timeout: u64,
+    /// Print the commands, one per line, and run nothing
+    #[arg(long)]
+    dry_run: bool,
+    /// Group name of the local INBOX, for checks
+    #[arg(long, value_name = "NAME", default_value = "INBOX")]
+    inbox: String,
+    /// Separator between levels in group names, for checks
+    #[arg(long, value_name = "SEP", default_value = ".")]
+    separator: String,
+    #[command(flatten)]
+    check: CheckArgs,
+    /// ACCOUNT or ACCOUNT:FOLDER, as mswatch appends them
+    #[arg(value_name = "SPEC", required = true)]
+    specs: Vec<OsString>,
+}
+
+/// One account's run, ready to go.
+struct Plan {
+    account: String,
+    folders: Option<Vec<Vec<u8>>>,
+    command: Vec<OsString>,
+}
+
+fn usage_error(message: impl std::fmt::Display) -> i32 {
+    eprintln!("mailsync sync: {message}");
+    eprintln!("Try 'mailsync sync --help'.");
+    2
+}
+
+fn local_separator(args: &SyncArgs, config_text: Option<&str>, account: &str) -> String {
+    if let Some(separator) = &args.local_separator {
+        return separator.clone();
+    }
+    config_text
+        .and_then(|text| offlineimap_local_sep(text, account))
+        .unwrap_or_else(|| ".".to_string())
+}
+
+fn plan(args: &SyncArgs, accounts: Vec<AccountSync>) -> Result<Vec<Plan>, String> {
+    let config_path = args.config.clone().or_else(|| match args.backend {
+        Backend::Offlineimap => default_offlineimap_config(),
+        Backend::Mbsync => None,
+    });
+    let config_text = config_path
+        .as_ref()
+        .and_then(|path| fs::read_to_string(path).ok());
+    let map = match &args.name_map {
+        Some(path) => read_name_map(path).map_err(|err| err.to_string())?,
+        None => Default::default(),
+    };
+    accounts
+        .into_iter()
+        .map(|account| {
+            let local = NameStyle {
+                inbox: b"INBOX".to_vec(),
+                separator: local_separator(args, config_text.as_deref(), &account.account).into_bytes(),
+            };
+            let command = match args.backend {
+                Backend::Offlineimap => {
+                    let names = RemoteNames {
+                        local,
+                        remote: NameStyle {
+                            inbox: b"INBOX".to_vec(),
+                            separator: args.remote_separator.clone().into_bytes(),
+                        },
+                        map: map.clone(),
+                    };
+                    offlineimap_command(
+                        &args.offlineimap,
+                        args.config.as_deref(),
+                        &account.account,
+                        account.folders.as_deref(),
+                        &names,
+                    )
+                    .map_err(|err| err.to_string())?
+                }
+                Backend::Mbsync => mbsync_command(
+                    &args.mbsync,
+                    args.config.as_deref(),
+                    &account.account,
+                    account.folders.as_deref(),
+                    &local,
+                ),
+            };
+            Ok(Plan {
+                account: account.account,
+                folders: account.folders,
+                command,
+            })
+        })
+        .collect()
+}
+
+fn line(command: &[OsString]) -> String {
+    let words: Vec<&[u8]> = command.iter().map(|word| word.as_encoded_bytes()).collect();
+    shell_line(&words)
+}
+
+/// The child being waited for, so signals can be passed on to it.
+struct Forwarder {
+    child: Arc<AtomicI32>,
+    signal: Arc<AtomicI32>,
+}
+
+impl Forwarder {
+    fn install() -> io::Result<Forwarder> {
+        let child = Arc::new(AtomicI32::new(0));
+        let signal = Arc::new(AtomicI32::new(0));
+        let mut signals = Signals::new([SIGTERM, SIGINT])?;
+        let (child_pid, received) = (Arc::clone(&child), Arc::clone(&signal));
+        thread::Builder::new().name("signals".into()).spawn(move || {
+            for number in signals.forever() {
+                received.store(number, Ordering::SeqCst);
+                let pid = child_pid.load(Ordering::SeqCst);
+                if pid > 0 {
+                    // SAFETY: kill only sends a signal.
+                    unsafe { libc::kill(pid, number) };
+                }
+            }
+        })?;
+        Ok(Forwarder { child, signal })
+    }
+
+    fn wait(&self, mut child: Child) -> io::Result<std::process::ExitStatus> {
+        self.child.store(child.id() as i32, Ordering::SeqCst);
+        let status = child.wait();
+        self.child.store(0, Ordering::SeqCst);
+        status
+    }
+
+    fn interrupted(&self) -> Option<i32> {
+        match self.signal.load(Ordering::SeqCst) {
+            0 => None,
+            number => Some(number),
+        }
+    }
+}
+
+pub fn run(args: SyncArgs) -> i32 {
+    let specs: Vec<Vec<u8>> = args
+        .specs
+        .iter()
+        .map(|spec| spec.as_encoded_bytes().to_vec())
+        .collect();
+    let accounts = match parse_specs(&specs) {
+        Ok(accounts) => accounts,
+        Err(err) => return usage_error(err),
+    };
+    let group_map = GroupMap::new(
+        NameStyle {
+            inbox: b"INBOX".to_vec(),
+            separator: args
+                .local_separator
+                .clone()
+                .unwrap_or_else(|| ".".into())
+                .into_bytes(),
+        },
+        NameStyle {
+            inbox: args.inbox.clone().into_bytes(),
+            separator: args.separator.clone().into_bytes(),
+        },
+        &args.check.server,
+        args.check.template.as_deref(),
+    );
+    let checker = match Checker::from_args(&args.check, group_map, false) {
+        Ok(checker) => checker,
+        Err(message) => return usage_error(message),
+    };
+    let plans = match plan(&args, accounts) {
+        Ok(plans) => plans,
+        Err(message) => return usage_error(message),
+    };
+
+    if args.dry_run {
+        let stdout = io::stdout();
+        let mut out = stdout.lock();
+        for plan in &plans {
+            let _ = writeln!(out, "{}", line(&plan.command));
+            for command in checker
+                .iter()
+                .flat_map(|checker| checker.commands(plan.folders.as_deref()))
+            {
+                let _ = writeln!(out, "{}", line(&command));
+            }
+        }
+        return 0;
+    }
+
+    let forwarder = match Forwarder::install() {
+        Ok(forwarder) => forwarder,
+        Err(err) => {
+            eprintln!("mailsync sync: cannot handle signals: {err}");
+            return 1;
+        }
+    };
+    let mut first_sync_failure = None;
+    let mut first_check_failure = None;
+    for plan in plans {
+        if let Some(signal) = forwarder.interrupted() {
+            return 128 + signal;
+        }
+        let _lock = match lock_account(
+            args.backend.name(),
+            &plan.account,
+            Duration::from_secs(args.lock_timeout),
+        ) {
+            Ok(lock) => lock,
+            Err(err) => {
+                eprintln!("mailsync sync: {err}");
+                first_sync_failure.get_or_insert(1);
+                continue;
+            }
+        };
+        println!("+ {}", line(&plan.command));
+        let _ = io::stdout().flush();
+        let child = match Command::new(&plan.command[0]).args(&plan.command[1..]).spawn() {
+            Ok(child) => child,
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {
+                let option = match args.backend {
+                    Backend::Offlineimap => "--offlineimap",
+                    Backend::Mbsync => "--mbsync",
+                };
+                eprintln!(
+                    "mailsync sync: {} is not installed (not found on PATH); install it or give its path with {option} PATH",
+                    plan.command[0].to_string_lossy()
+                );
+                return 127;
+            }
+            Err(err) => {
+                eprintln!(
+                    "mailsync sync: cannot run {}: {err}",
+                    plan.command[0].to_string_lossy()
+                );
+                first_sync_failure.get_or_insert(126);
+                continue;
+            }
+        };
+        let status = match forwarder.wait(child) {
+            Ok(status) => exit_status(status),
+            Err(err) => {
+                eprintln!(
+                    "mailsync sync: waiting for {}: {err}",
+                    plan.command[0].to_string_lossy()
+                );
+                1
+            }
+        };
+        if status != 0 {
+            first_sync_failure.get_or_insert(status);
+            continue;
+        }
+        if let Some(checker) = &checker {
+            if let Err(failure) = checker.check(plan.folders.as_deref()) {
+                eprintln!(
+                    "mailsync sync: check after syncing {}: {}",
+                    plan.account, failure.message
+                );
+                first_check_failure.get_or_insert(failure.status);
+            }
+        }
+    }
+    if let Some(signal) = forwarder.interrupted() {
+        return 128 + signal;
+    }
+    first_sync_failure.or(first_check_failure).unwrap_or(0)
+}

@@ -1,0 +1,191 @@
+//! `--check-local` against a real Emacs server running real Gnus: the right
+//! groups are checked, odd names included, and nothing is evaluated.
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::servers::{messages, Dovecot};
+use common::{deliver, mailsync, make_maildir, Watch};
+
+const ODD: &[u8] = br#"a"b\c (shell-command "touch PWNED")"#;
+
+/// `emacs --batch` with Gnus and an Emacs server (tests/check-server.el).
+struct EmacsServer {
+    child: Child,
+    dir: PathBuf,
+}
+
+impl EmacsServer {
+    /// Gnus over the nnmaildir store `dir/mail`, which must exist.
+    fn start(dir: &Path) -> EmacsServer {
+        let repo = env!("CARGO_MANIFEST_DIR");
+        let emacs = std::env::var("EMACS").unwrap_or_else(|_| "emacs".into());
+        let child = Command::new(emacs)
+            .args(["--batch", "-Q", "-L", repo, "-l"])
+            .arg(Path::new(repo).join("tests/check-server.el"))
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("run emacs");
+        let server = EmacsServer {
+            child,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while !dir.join("ready").exists() {
+            assert!(Instant::now() < deadline, "the Emacs server did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        server
+    }
+
+    fn socket(&self) -> String {
+        self.dir.join("socket/server").to_str().unwrap().to_string()
+    }
+
+    /// The groups checked so far, in order.
+    fn checked(&self) -> Vec<Vec<u8>> {
+        fs::read(self.dir.join("checked"))
+            .unwrap_or_default()
+            .split(|&b| b == b'\n')
+            .filter(|line| !line.is_empty())
+            .map(<[u8]>::to_vec)
+            .collect()
+    }
+
+    fn pwned(&self) -> bool {
+        self.dir.join("PWNED").exists() || self.dir.join("mail/PWNED").exists()
+    }
+}
+
+impl Drop for EmacsServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn group(folder: &[u8]) -> Vec<u8> {
+    [b"nnmaildir+test:".as_slice(), folder].concat()
+}
+
+#[test]
+fn sync_check_local_checks_the_synced_groups_and_evaluates_nothing() {
+    let dovecot = Dovecot::start(".");
+    dovecot.save("INBOX", "hello");
+    dovecot.save(std::str::from_utf8(ODD).unwrap(), "odd");
+    let local = dovecot.dir.path().join("emacs/mail");
+    let rc = dovecot.mbsyncrc(&local);
+    // mbsync creates the folders; Gnus must know them before it starts.
+    let status = Command::new("mbsync")
+        .arg("-c")
+        .arg(&rc)
+        .arg("-a")
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let emacs = EmacsServer::start(&dovecot.dir.path().join("emacs"));
+    dovecot.save(std::str::from_utf8(ODD).unwrap(), "second");
+
+    let odd_spec = [b"test:".as_slice(), ODD].concat();
+    let output = mailsync()
+        .args([
+            "sync",
+            "--backend",
+            "mbsync",
+            "--config",
+            rc.to_str().unwrap(),
+            "--local-separator",
+            "/",
+        ])
+        .args([
+            "--check-local",
+            "--server",
+            "nnmaildir+test",
+            "--socket-name",
+            &emacs.socket(),
+        ])
+        .arg("test:INBOX")
+        .arg(OsStr::from_bytes(&odd_spec))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(messages(&local.join(OsStr::from_bytes(ODD))), 2);
+    assert_eq!(emacs.checked(), vec![group(b"INBOX"), group(ODD)]);
+    assert!(!emacs.pwned(), "a folder name was evaluated");
+}
+
+#[test]
+fn watch_check_local_checks_before_the_ready_line_and_before_each_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    let caf = b"caf\xe9".to_vec();
+    for folder in [b"INBOX".as_slice(), ODD, &caf] {
+        make_maildir(&mail.join(OsStr::from_bytes(folder)));
+    }
+    let emacs = EmacsServer::start(dir.path());
+    let watch = Watch::start(&[
+        "--maildir",
+        mail.to_str().unwrap(),
+        "--delay",
+        "0",
+        "--check-local",
+        "--server",
+        "nnmaildir+test",
+        "--socket-name",
+        &emacs.socket(),
+    ]);
+    // Watch::start returned after the empty line: the start-up check is done.
+    let mut at_start = emacs.checked();
+    at_start.sort();
+    let mut expected = vec![group(b"INBOX"), group(ODD), group(&caf)];
+    expected.sort();
+    assert_eq!(at_start, expected);
+
+    for folder in [ODD, &caf] {
+        deliver(&mail.join(OsStr::from_bytes(folder)));
+        let line = watch.line(Duration::from_secs(10)).expect("a name");
+        assert_eq!(line, folder);
+        // The name was printed only after Emacs had checked its group.
+        assert_eq!(emacs.checked().last(), Some(&group(folder)));
+    }
+    assert!(!emacs.pwned(), "a folder name was evaluated");
+}
+
+#[test]
+fn watch_prints_names_even_when_the_check_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    make_maildir(dir.path());
+    let watch = Watch::start(&[
+        "--maildir",
+        dir.path().to_str().unwrap(),
+        "--delay",
+        "0",
+        "--check-local",
+        "--socket-name",
+        dir.path().join("no-such-socket").to_str().unwrap(),
+    ]);
+    deliver(dir.path());
+    assert_eq!(watch.next(), "INBOX");
+    let message = watch
+        .stderr
+        .recv_timeout(Duration::from_secs(10))
+        .expect("a message on stderr");
+    assert!(message.contains("Gnus check failed"), "{message}");
+}
