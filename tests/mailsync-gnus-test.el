@@ -77,35 +77,29 @@
   "How many times FOLDER's group was checked."
   (cl-count (mailsync-test--group folder) mailsync-test--checked :test #'equal))
 
-(defmacro mailsync-test--with-gnus (folders &rest body)
-  "Run BODY with Gnus up over an nnmaildir store of FOLDERS, mailsync off."
-  (declare (indent 1) (debug t))
-  `(let* ((mailsync-test--tmp (file-name-as-directory (make-temp-file "mailsync-test" t)))
-          (mailsync-test--mail (expand-file-name "mail" mailsync-test--tmp))
-          (default-directory mailsync-test--tmp)
-          (mailsync-test--checked nil)
-          (mailsync-test--server (format "test%d" (cl-incf mailsync-test--servers)))
-          (gnus-home-directory mailsync-test--tmp)
-          (gnus-directory mailsync-test--tmp)
-          (message-directory mailsync-test--tmp)
-          (gnus-startup-file (expand-file-name "newsrc" mailsync-test--tmp))
+(defmacro mailsync-test--with-gnus-running (tmp method groups &rest body)
+  "Run BODY with Gnus up in directory TMP, reading METHOD, GROUPS subscribed.
+Checks of groups are recorded in `mailsync-test--checked'.  Afterwards
+mailsync stops and Gnus quits, leaving nothing behind."
+  (declare (indent 3) (debug t))
+  `(let* ((mailsync-test--checked nil)
+          (gnus-home-directory ,tmp)
+          (gnus-directory ,tmp)
+          (message-directory ,tmp)
+          (gnus-startup-file (expand-file-name "newsrc" ,tmp))
           (gnus-init-file nil)
           (gnus-use-dribble-file nil)
           (gnus-save-newsrc-file nil)
           (gnus-check-new-newsgroups nil)
           (gnus-interactive-exit nil)
           (gnus-select-method '(nnnil ""))
-          (gnus-secondary-select-methods
-           (list (list 'nnmaildir mailsync-test--server (list 'directory mailsync-test--mail))))
-          (mailsync-maildirs nil)
+          (gnus-secondary-select-methods (list ,method))
           (mailsync-delay 0.05)
           (mailsync-check-on-start nil))
      (unwind-protect
          (progn
-           (dolist (folder ,folders) (mailsync-test--maildir folder))
            (let ((inhibit-message t)) (gnus))
-           (dolist (folder ,folders)
-             (gnus-subscribe-group (mailsync-test--group folder)))
+           (mapc #'gnus-subscribe-group ,groups)
            (let ((inhibit-message t))
              (gnus-group-get-new-news)
              (gnus-group-list-groups 5 t))
@@ -117,7 +111,23 @@
        (dolist (buffer (buffer-list))
          (when (string-match-p "\\`\\*\\(Group\\|Summary\\|Article\\|Server\\)" (buffer-name buffer))
            (kill-buffer buffer)))
-       (setq gnus-newsrc-alist nil gnus-newsrc-hashtb nil gnus-active-hashtb nil)
+       (setq gnus-newsrc-alist nil gnus-newsrc-hashtb nil gnus-active-hashtb nil))))
+
+(defmacro mailsync-test--with-gnus (folders &rest body)
+  "Run BODY with Gnus up over an nnmaildir store of FOLDERS, mailsync off."
+  (declare (indent 1) (debug t))
+  `(let* ((mailsync-test--tmp (file-name-as-directory (make-temp-file "mailsync-test" t)))
+          (mailsync-test--mail (expand-file-name "mail" mailsync-test--tmp))
+          (default-directory mailsync-test--tmp)
+          (mailsync-test--server (format "test%d" (cl-incf mailsync-test--servers)))
+          (mailsync-maildirs nil))
+     (unwind-protect
+         (progn
+           (dolist (folder ,folders) (mailsync-test--maildir folder))
+           (mailsync-test--with-gnus-running mailsync-test--tmp
+               (list 'nnmaildir mailsync-test--server (list 'directory mailsync-test--mail))
+               (mapcar #'mailsync-test--group ,folders)
+             ,@body))
        (delete-directory mailsync-test--tmp t))))
 
 (ert-deftest mailsync-test-delivery-raises-unread-count ()
@@ -344,26 +354,10 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
          (port (string-to-number (mailsync-test--dovecot "start" server)))
          (maildir (expand-file-name "mail" server))
          (mailsync-test--mail maildir)
-         (mailsync-test--checked nil)
          (authinfo (expand-file-name "authinfo" tmp))
          (auth-sources (list authinfo))
          (nsm-trust-local-network t)
-         (gnus-home-directory tmp)
-         (gnus-directory tmp)
-         (message-directory tmp)
-         (gnus-startup-file (expand-file-name "newsrc" tmp))
-         (gnus-init-file nil)
-         (gnus-use-dribble-file nil)
-         (gnus-save-newsrc-file nil)
-         (gnus-check-new-newsgroups nil)
-         (gnus-interactive-exit nil)
-         (gnus-select-method '(nnnil ""))
-         (gnus-secondary-select-methods
-          `((nnimap "local" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
-                    (nnimap-stream plain))))
-         (mailsync-maildirs `((,maildir :server "nnimap+local" :layout maildir++)))
-         (mailsync-delay 0.05)
-         (mailsync-check-on-start nil))
+         (mailsync-maildirs `((,maildir :server "nnimap+local" :layout maildir++))))
     (unwind-protect
         (progn
           (with-temp-file authinfo
@@ -372,25 +366,19 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
           (when (zerop (user-uid))
             ;; Dovecot serves this maildir as nobody (tests/dovecot.sh).
             (call-process "chown" nil nil nil "-R" "nobody:nogroup" maildir))
-          (let ((inhibit-message t)) (gnus))
-          (gnus-subscribe-group "nnimap+local:INBOX")
-          (gnus-subscribe-group "nnimap+local:work")
-          (let ((inhibit-message t))
-            (gnus-group-get-new-news)
-            (gnus-group-list-groups 5 t))
-          (should (equal (gnus-group-unread "nnimap+local:work") 0))
-          (advice-add 'mailsync--check-groups :before #'mailsync-test--record-check)
-          (mailsync-start)
-          (mailsync-test--deliver ".work")
-          (should (mailsync-test--wait-until
-                   (lambda () (equal (gnus-group-unread "nnimap+local:work") 1)) 2.0))
-          (should (equal mailsync-test--checked '("nnimap+local:work")))
-          ;; Dovecot moving the message to cur/ and writing its indexes is no mail.
-          (mailsync-test--idle 0.5)
-          (should (equal mailsync-test--checked '("nnimap+local:work"))))
-      (advice-remove 'mailsync--check-groups #'mailsync-test--record-check)
-      (mailsync-stop)
-      (let ((inhibit-message t)) (ignore-errors (gnus-group-quit)))
+          (mailsync-test--with-gnus-running tmp
+              `(nnimap "local" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
+                       (nnimap-stream plain))
+              '("nnimap+local:INBOX" "nnimap+local:work")
+            (should (equal (gnus-group-unread "nnimap+local:work") 0))
+            (mailsync-start)
+            (mailsync-test--deliver ".work")
+            (should (mailsync-test--wait-until
+                     (lambda () (equal (gnus-group-unread "nnimap+local:work") 1)) 2.0))
+            (should (equal mailsync-test--checked '("nnimap+local:work")))
+            ;; Dovecot moving the message to cur/ and writing its indexes is no mail.
+            (mailsync-test--idle 0.5)
+            (should (equal mailsync-test--checked '("nnimap+local:work")))))
       (mailsync-test--dovecot "stop" server)
       (delete-directory tmp t))))
 

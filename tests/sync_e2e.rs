@@ -154,32 +154,22 @@ fn with_the_server_stopped_the_sync_fails_and_no_check_runs() {
     let local = dovecot.dir.path().join("local");
     let rc = dovecot.offlineimaprc(&local);
     let (recorder, log) = recorder(dovecot.dir.path());
+    let mbsyncrc = dovecot.mbsyncrc(&local);
     dovecot.stop();
-    let output = sync(&[
-        "--config",
-        rc.to_str().unwrap(),
-        "--check-local",
-        "--emacsclient",
-        &recorder,
-        "test:INBOX",
-    ]);
-    assert_ne!(output.status.code(), Some(0));
-    assert!(!log.exists(), "a check ran after a failed sync");
-
-    // The same with mbsync.
-    let rc = dovecot.mbsyncrc(&local);
-    let output = sync(&[
-        "--backend",
-        "mbsync",
-        "--config",
-        rc.to_str().unwrap(),
-        "--check-local",
-        "--emacsclient",
-        &recorder,
-        "test:INBOX",
-    ]);
-    assert_ne!(output.status.code(), Some(0));
-    assert!(!log.exists(), "a check ran after a failed sync");
+    for (backend, config) in [("offlineimap", rc), ("mbsync", mbsyncrc)] {
+        let output = sync(&[
+            "--backend",
+            backend,
+            "--config",
+            config.to_str().unwrap(),
+            "--check-local",
+            "--emacsclient",
+            &recorder,
+            "test:INBOX",
+        ]);
+        assert_ne!(output.status.code(), Some(0), "{backend} did not fail");
+        assert!(!log.exists(), "a check ran after a failed {backend} sync");
+    }
 }
 
 #[test]

@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark in one run, figures and ratios side by side,
+# printed and written to BENCHMARKS.md with the machine they ran on.
+#   MAILSYNC_BENCH_IDLE=SECONDS  the Emacs idle window (default 60)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+idle=${MAILSYNC_BENCH_IDLE:-60}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+{
+  echo "# Benchmarks"
+  echo
+  echo "Written by \`make bench\` (tests/bench.sh) on $(date -u '+%Y-%m-%d %H:%M UTC'):"
+  echo "$(nproc) cores ($(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ *//')),"
+  echo "$(free -g | awk '/^Mem:/ {print $2}') GiB, Linux $(uname -r), $(emacs --version | head -n 1),"
+  echo "$(offlineimap --version 2>/dev/null | head -n 1 | sed 's/^/OfflineIMAP /'), $(mbsync --version 2>/dev/null | head -n 1), $(dovecot --version | sed 's/^/Dovecot /'),"
+  echo "$(inotifywait --help 2>&1 | head -n 1)."
+  echo
+  cargo bench -q --bench watch
+  echo
+  echo "### mailsync in Gnus against Emacs's file-notify and the seed's emacsclient path"
+  echo
+  echo "Delivery → unread count: 200 MDA deliveries one at a time, \`mailsync-delay\` 0. Burst: 1,000"
+  echo "deliveries into 10 folders from another process, default delay. \"Own main-thread time\" is"
+  echo "Emacs's time in each way's own code per burst, Gnus's checks excluded; \"per folder\" divides it by"
+  echo "the 10 folders touched. Idle: ${idle} s with nothing delivered."
+  echo
+  emacs --batch -Q -L . -l tests/bench/emacs-bench.el "$work/emacs" "$idle" </dev/null 2>/dev/null
+} | tee "$work/BENCHMARKS.md"
+cp "$work/BENCHMARKS.md" BENCHMARKS.md
+echo "bench: written to BENCHMARKS.md" >&2
