@@ -84,6 +84,7 @@
 (when (version< emacs-version "28.1")
   (error "The mailsync package needs Emacs 28.1 or later (it has %s)" emacs-version))
 
+;; What the module signals; `mailsync-start' shows it as a `user-error'.
 (define-error 'mailsync-error "mailsync" 'user-error)
 
 ;;;; Options
@@ -162,12 +163,10 @@ checker is the default member; other mail readers can add theirs."
 (defun mailsync--require-module ()
   "Load the dynamic module or signal a clear error."
   (unless module-file-suffix
-    (signal 'mailsync-error
-            '("This Emacs was built without dynamic module support")))
+    (user-error "This Emacs was built without dynamic module support, which mailsync needs"))
   (unless (mailsync--load-module)
-    (signal 'mailsync-error
-            (list (format "The mailsync module %s is missing; build it with M-x mailsync-build-module (or `make' in %s)"
-                          (mailsync--module-file) mailsync--directory)))))
+    (user-error "The mailsync module %s is missing; build it with M-x mailsync-build-module (or `make' in %s)"
+                (mailsync--module-file) mailsync--directory)))
 
 ;;;###autoload
 (defun mailsync-build-module ()
@@ -176,6 +175,9 @@ The module is loaded when the build succeeds."
   (interactive)
   (unless (executable-find "cargo")
     (user-error "Cargo is not on `exec-path'; install Rust (https://rustup.rs) first"))
+  (unless (file-exists-p (expand-file-name "Cargo.toml" mailsync--directory))
+    (user-error "%s is not a mailsync source tree; run `make install' in one instead"
+                mailsync--directory))
   (let* ((default-directory mailsync--directory)
          (buffer (compile "make module")))
     (with-current-buffer buffer
@@ -299,7 +301,7 @@ The module is loaded when the build succeeds."
          (layout (plist-get plist :layout))
          (watch (mailsync--watch-create :directory directory :plist plist)))
     (unless (file-directory-p root)
-      (signal 'mailsync-error (list (format "Maildir %s does not exist" root))))
+      (user-error "Maildir %s does not exist" root))
     (setf (mailsync--watch-process watch)
           (make-pipe-process :name "mailsync-wake" :noquery t :coding 'binary
                              :buffer nil
@@ -317,7 +319,9 @@ The module is loaded when the build succeeds."
                nil
                nil))
       (error (delete-process (mailsync--watch-process watch))
-             (signal (car err) (cdr err))))
+             (if (eq (car err) 'mailsync-error)
+                 (user-error "Cannot watch %s: %s" root (cadr err))
+               (signal (car err) (cdr err)))))
     watch))
 
 ;;;###autoload

@@ -331,6 +331,34 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
     (should (equal (mailsync/gnus-check (list (mailsync-test--group "work"))) 1))
     (should (equal (mailsync-test--unread "work") 2))))
 
+(ert-deftest mailsync-test-module-errors-are-user-errors ()
+  "What the module refuses comes back as a clear `user-error'."
+  (let* ((dir (make-temp-file "mailsync-layout" t))
+         (mailsync-maildirs `((,dir :server "nnmaildir+x" :layout mh))))
+    (unwind-protect
+        (let ((err (should-error (mailsync-start) :type 'user-error)))
+          (should (string-match-p "Cannot watch .*: unknown layout .mh." (error-message-string err)))
+          (should (null mailsync--watches))
+          (should-not (get-process "mailsync-wake")))
+      (delete-directory dir t))))
+
+;;;; Module missing
+
+(ert-deftest mailsync-test-missing-module-says-how-to-build-it ()
+  "Without the module next to it, `mailsync-start' says to build it."
+  (let ((dir (make-temp-file "mailsync-nomodule" t)))
+    (unwind-protect
+        (progn
+          (copy-file (locate-library "mailsync-gnus.el" t) (expand-file-name "mailsync-gnus.el" dir))
+          (with-temp-buffer
+            (call-process (expand-file-name invocation-name invocation-directory) nil t nil
+                          "--batch" "-Q" "-L" dir "-l" "mailsync-gnus"
+                          "--eval" "(condition-case err (mailsync-start) \
+(user-error (princ (format \"user-error: %s\" (error-message-string err)))))")
+            (should (string-match-p "user-error: The mailsync module .* is missing" (buffer-string)))
+            (should (string-match-p "M-x mailsync-build-module" (buffer-string)))))
+      (delete-directory dir t))))
+
 ;;;; nnimap over a real Dovecot, its maildir watched on disk
 
 (defconst mailsync-test--root
