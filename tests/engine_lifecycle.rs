@@ -20,6 +20,22 @@ fn count_entries(dir: &str) -> usize {
     fs::read_dir(dir).unwrap().count()
 }
 
+/// The count once it has stopped changing: notify's threads end right after
+/// they close their descriptors, which `stop` waits for, so a just-stopped
+/// thread may still be on its way out.
+fn settled_count(dir: &str) -> usize {
+    let mut last = count_entries(dir);
+    for _ in 0..100 {
+        std::thread::sleep(Duration::from_millis(20));
+        let now = count_entries(dir);
+        if now == last {
+            return now;
+        }
+        last = now;
+    }
+    last
+}
+
 #[test]
 fn a_thousand_start_stop_cycles_leak_no_descriptors_or_threads() {
     let store = tempfile::tempdir().unwrap();
@@ -35,8 +51,8 @@ fn a_thousand_start_stop_cycles_leak_no_descriptors_or_threads() {
     Engine::start(store.path(), options.clone(), Box::new(Discard))
         .unwrap()
         .stop();
-    let fds_before = count_entries("/proc/self/fd");
-    let threads_before = count_entries("/proc/self/task");
+    let fds_before = settled_count("/proc/self/fd");
+    let threads_before = settled_count("/proc/self/task");
     for cycle in 0..1000 {
         let engine = Engine::start(store.path(), options.clone(), Box::new(Discard)).unwrap();
         assert_eq!(engine.stats().watches, 18, "cycle {cycle}");
@@ -47,9 +63,6 @@ fn a_thousand_start_stop_cycles_leak_no_descriptors_or_threads() {
             drop(engine);
         }
     }
-    // notify's own thread ends right after it closes its descriptors, which
-    // `stop` waits for; give the scheduler a moment to reap it.
-    std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(count_entries("/proc/self/fd"), fds_before, "descriptors leaked");
-    assert_eq!(count_entries("/proc/self/task"), threads_before, "threads leaked");
+    assert_eq!(settled_count("/proc/self/fd"), fds_before, "descriptors leaked");
+    assert_eq!(settled_count("/proc/self/task"), threads_before, "threads leaked");
 }
