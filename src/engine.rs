@@ -507,10 +507,10 @@ impl State {
                 continue;
             };
             for entry in entries.flatten() {
-                let path = entry.path();
-                if !path.is_dir() {
+                if !is_dir_entry(&entry) {
                     continue;
                 }
+                let path = entry.path();
                 match classify_dir(self.layout, &folder, &entry.file_name()) {
                     DirRole::Folder(child) => stack.push((path, child)),
                     DirRole::Mail(which) => {
@@ -641,6 +641,16 @@ impl State {
     }
 }
 
+/// Whether a listed entry is a directory, from the listing's own file type
+/// where it can (no `stat` per entry), following symbolic links.
+fn is_dir_entry(entry: &fs::DirEntry) -> bool {
+    match entry.file_type() {
+        Ok(kind) if kind.is_symlink() => entry.path().is_dir(),
+        Ok(kind) => kind.is_dir(),
+        Err(_) => entry.path().is_dir(),
+    }
+}
+
 /// Which watcher holds the directories of the folder whose directory is `folder_dir`.
 fn shard_of(folder_dir: &Path) -> usize {
     use std::hash::{Hash, Hasher};
@@ -682,10 +692,10 @@ fn discover(root: &Path, layout: Layout) -> Vec<Found> {
             continue;
         };
         for entry in entries.flatten() {
-            let path = entry.path();
-            if !path.is_dir() {
+            if !is_dir_entry(&entry) {
                 continue;
             }
+            let path = entry.path();
             match classify_dir(layout, &folder, &entry.file_name()) {
                 DirRole::Folder(child) => stack.push((path, child)),
                 DirRole::Mail(which) => found.push(Found {

@@ -209,6 +209,23 @@ mailsync stops and Gnus quits, leaving nothing behind."
       (should (equal (window-point (next-window)) other-window-point))
       (should-not (region-active-p)))))
 
+(ert-deftest mailsync-test-typing-defers-the-check-until-idle ()
+  "While input is pending the batch waits for an idle timer, then runs."
+  (mailsync-test--with-gnus '("INBOX" "work")
+    (mailsync-start)
+    (cl-letf (((symbol-function 'input-pending-p) (lambda (&rest _) t)))
+      (mailsync-test--deliver "work")
+      (should (mailsync-test--wait-until (lambda () mailsync--deferred) 1.0))
+      (should (equal mailsync--deferred (list (mailsync-test--group "work"))))
+      (should (timerp mailsync--idle-timer))
+      (should (memq mailsync--idle-timer timer-idle-list))
+      (should (equal (mailsync-test--unread "work") 0)))
+    ;; Batch Emacs is never idle: run what the idle timer runs.
+    (timer-event-handler mailsync--idle-timer)
+    (should (equal (mailsync-test--unread "work") 1))
+    (should (null mailsync--deferred))
+    (should (null mailsync--idle-timer))))
+
 (ert-deftest mailsync-test-hidden-group-is-checked-without-showing-it ()
   "A group not shown in *Group* is checked and stays hidden."
   (mailsync-test--with-gnus '("INBOX" "quiet")

@@ -204,10 +204,12 @@ for n in range(1000):
     (bench-quiet 1.0)))
 
 (defvar bench-timer-runs 0 "Timers that ran, counted by `bench-count-timer'.")
+(defvar bench-timer-functions nil "The functions of the timers that ran.")
 
-(defun bench-count-timer (&rest _)
-  "Advice before `timer-event-handler': count a timer run."
-  (cl-incf bench-timer-runs))
+(defun bench-count-timer (timer)
+  "Advice before `timer-event-handler': count TIMER's run and note its function."
+  (cl-incf bench-timer-runs)
+  (push (timer--function timer) bench-timer-functions))
 
 (defun bench-main-thread-switches ()
   "Voluntary context switches of Emacs's main thread so far."
@@ -247,7 +249,7 @@ for n in range(1000):
                    (burst-own (- (funcall own) own-before))
                    (burst-checks (- bench-checks checks-before))
                    (idle-callbacks-before (funcall callbacks))
-                   (timers-before bench-timer-runs)
+                   (timers-before (progn (setq bench-timer-functions nil) bench-timer-runs))
                    (switches-before (bench-main-thread-switches))
                    (idle-start (float-time)))
               (while (< (- (float-time) idle-start) bench-idle)
@@ -266,6 +268,7 @@ for n in range(1000):
                       :checks burst-checks
                       :own-ms (* 1000 burst-own)
                       :timers timers
+                      :timer-functions (delete-dups (copy-sequence bench-timer-functions))
                       :idle-callbacks idle-callbacks
                       :idle-switches idle-switches)))))))))
 
@@ -299,6 +302,12 @@ for n in range(1000):
                    (plist-get r :callbacks) (plist-get r :checks) (plist-get r :own-ms)
                    (/ (plist-get r :own-ms) 10) (plist-get r :timers)
                    (plist-get r :idle-callbacks) (plist-get r :idle-switches))))
+  (dolist (r results)
+    (when (plist-get r :timer-functions)
+      (princ (format "\nTimers that ran in %s's idle window: %s."
+                     (plist-get r :name)
+                     (mapconcat (lambda (f) (format "`%s'" f)) (plist-get r :timer-functions) ", ")))))
+  (princ "\nThe benchmark's own wait ends once per idle window: one main-thread wake-up in each row is its own.\n")
   (let ((mailsync (car results)))
     (dolist (r (cdr results))
       (princ (format "\n%s / mailsync: %.1f× the callbacks, %.1f× the checks, %.1f× the own main-thread time per burst; latency p50 %.1f×"

@@ -377,6 +377,16 @@ fn main() {
         .skip(1)
         .find(|arg| !arg.starts_with("--"))
         .unwrap_or_default();
+    if only == "startup" {
+        for folders in [1_000, 10_000] {
+            let s = startup(folders);
+            println!(
+                "{folders} folders: ready in {:.0} ms, {:.1} MiB",
+                s.ours.as_secs_f64() * 1000.0,
+                s.rss_mib
+            );
+        }
+    }
     if only.is_empty() || only == "watch" {
         println!("### `mailsync watch` against `inotifywait -m -r`\n");
         let (p50_zero, p99_zero) = latencies(0);
