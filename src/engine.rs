@@ -1,7 +1,7 @@
-//! The watcher engine: inotify watches over one mail store, on one background
-//! thread, turning file-system events into coalesced reports of changed
-//! folders. It knows nothing of Emacs, mswatch or Gnus: a [`Sink`] receives
-//! the reports.
+//! The watcher engine: inotify watches over one mail store (notify's
+//! watchers, see [`WATCHER_SHARDS`]) feeding one engine thread, which turns
+//! file-system events into coalesced reports of changed folders. It knows
+//! nothing of Emacs, mswatch or Gnus: a [`Sink`] receives the reports.
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -32,7 +32,7 @@ const MAX_EVENTS_PER_ROUND: usize = 4096;
 /// trip to notify's thread; with one instance the two threads take turns and
 /// 30,000 watches take 1.7 s on two cores, with four adding in parallel 0.35 s.
 /// A folder's directories all go to one instance.
-const WATCHER_SHARDS: usize = 4;
+pub const WATCHER_SHARDS: usize = 4;
 
 /// How a watch is set up.
 #[derive(Clone, Debug)]
