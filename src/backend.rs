@@ -183,12 +183,7 @@ pub fn mbsync_command(
             if index > 0 {
                 target.push(b',');
             }
-            // A Maildir++ directory name (`.a.b`) may reach us with its dot.
-            let folder = folder
-                .strip_prefix(b".")
-                .filter(|rest| !rest.is_empty())
-                .unwrap_or(folder);
-            target.extend(local.parse(folder).name(&boxes));
+            target.extend(local.parse_dotted(folder).name(&boxes));
         }
     }
     command.push(bytes_to_os(target));

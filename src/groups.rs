@@ -43,11 +43,7 @@ impl GroupMap {
     }
 
     fn group_part(&self, name: &[u8]) -> Vec<u8> {
-        let name = name
-            .strip_prefix(b".")
-            .filter(|rest| !rest.is_empty())
-            .unwrap_or(name);
-        self.local.parse(name).name(&self.group)
+        self.local.parse_dotted(name).name(&self.group)
     }
 }
 

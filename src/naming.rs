@@ -108,14 +108,7 @@ impl Folder {
         if self.levels.is_empty() {
             return style.inbox.clone();
         }
-        let mut out = Vec::new();
-        for (index, level) in self.levels.iter().enumerate() {
-            if index > 0 {
-                out.extend_from_slice(&style.separator);
-            }
-            out.extend_from_slice(level.as_bytes());
-        }
-        out
+        join_bytes(&self.levels, &style.separator)
     }
 
     /// The directory of this folder relative to the root, for a layout.
@@ -156,6 +149,16 @@ impl NameStyle {
             inbox: b"INBOX".to_vec(),
             separator: layout.default_separator().as_bytes().to_vec(),
         }
+    }
+
+    /// Parses a name that may still carry its Maildir++ directory's leading
+    /// dot (`.a.b`, as some watchers print it) into a folder.
+    pub fn parse_dotted(&self, name: &[u8]) -> Folder {
+        let name = name
+            .strip_prefix(b".")
+            .filter(|rest| !rest.is_empty())
+            .unwrap_or(name);
+        self.parse(name)
     }
 
     /// Parses a printed name back into a folder: the inverse of [`Folder::name`].
