@@ -84,8 +84,9 @@ struct MoveOut {
 }
 
 impl Classifier {
-    /// Classifies one change; an empty result means the change is ignored.
-    pub fn classify(&mut self, tree: &dyn Tree, change: FsChange) -> Vec<Effect> {
+    /// Classifies one change seen at `now`; an empty result means the change
+    /// is ignored.
+    pub fn classify(&mut self, tree: &dyn Tree, change: FsChange, now: Instant) -> Vec<Effect> {
         match change {
             FsChange::Overflow => vec![Effect::Rescan],
             FsChange::Other => Vec::new(),
@@ -93,7 +94,8 @@ impl Classifier {
                 Some(WatchedDir::Mail { folder_dir, .. }) if !is_dir => {
                     vec![Effect::MailChanged(folder_dir.clone())]
                 }
-                Some(WatchedDir::Folder) if is_dir => vec![Effect::DirAppeared(path)],
+                // A subfolder, or a link that may lead to one: the engine looks.
+                Some(WatchedDir::Folder) => vec![Effect::DirAppeared(path)],
                 _ => Vec::new(),
             },
             FsChange::Removed { path } => {
@@ -104,7 +106,9 @@ impl Classifier {
                     Some(WatchedDir::Mail { folder_dir, .. }) => {
                         vec![Effect::MailChanged(folder_dir.clone())]
                     }
-                    _ => Vec::new(),
+                    // Perhaps a followed link: the engine knows.
+                    Some(WatchedDir::Folder) => vec![Effect::DirGone(path)],
+                    None => Vec::new(),
                 }
             }
             FsChange::MovedFrom { path, cookie } => {
@@ -122,7 +126,7 @@ impl Classifier {
                         let move_out = MoveOut {
                             folder_dir: folder_dir.clone(),
                             which: *which,
-                            at: Instant::now(),
+                            at: now,
                         };
                         self.moves_out.insert(cookie, move_out);
                         Vec::new()
@@ -130,6 +134,7 @@ impl Classifier {
                     (Some(WatchedDir::Mail { folder_dir, .. }), None) => {
                         vec![Effect::MailChanged(folder_dir.clone())]
                     }
+                    (Some(WatchedDir::Folder), Some(_)) => vec![Effect::DirGone(path)],
                     _ => Vec::new(),
                 }
             }
@@ -223,6 +228,20 @@ pub fn from_notify(event: &notify::Event) -> FsChange {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use once_cell::sync::Lazy;
+
+    /// The tests' clock: every change is seen at this instant.
+    static T0: Lazy<Instant> = Lazy::new(Instant::now);
+
+    trait AtT0 {
+        fn classify0(&mut self, tree: &dyn Tree, change: FsChange) -> Vec<Effect>;
+    }
+
+    impl AtT0 for Classifier {
+        fn classify0(&mut self, tree: &dyn Tree, change: FsChange) -> Vec<Effect> {
+            self.classify(tree, change, *T0)
+        }
+    }
 
     struct FakeTree(HashMap<PathBuf, WatchedDir>);
 
@@ -260,21 +279,21 @@ mod tests {
         to: &str,
         cookie: usize,
     ) -> Vec<Effect> {
-        let mut effects = classifier.classify(
+        let mut effects = classifier.classify0(
             tree,
             FsChange::MovedFrom {
                 path: p(from),
                 cookie: Some(cookie),
             },
         );
-        effects.extend(classifier.classify(
+        effects.extend(classifier.classify0(
             tree,
             FsChange::MovedTo {
                 path: p(to),
                 cookie: Some(cookie),
             },
         ));
-        effects.extend(classifier.expire(Instant::now() + RENAME_PAIRING_WINDOW));
+        effects.extend(classifier.expire(*T0 + RENAME_PAIRING_WINDOW));
         effects
     }
 
@@ -282,7 +301,7 @@ mod tests {
     fn mda_delivery_from_unwatched_tmp_is_mail() {
         let tree = tree();
         let mut classifier = Classifier::default();
-        let effects = classifier.classify(
+        let effects = classifier.classify0(
             &tree,
             FsChange::MovedTo {
                 path: p("/m/.a/new/1.host"),
@@ -297,7 +316,7 @@ mod tests {
         let tree = tree();
         let mut classifier = Classifier::default();
         for path in ["/m/new/1", "/m/cur/2:2,S"] {
-            let effects = classifier.classify(
+            let effects = classifier.classify0(
                 &tree,
                 FsChange::Created {
                     path: p(path),
@@ -339,7 +358,7 @@ mod tests {
     fn move_out_of_the_tree_is_reported_when_the_pairing_window_ends() {
         let tree = tree();
         let mut classifier = Classifier::default();
-        let effects = classifier.classify(
+        let effects = classifier.classify0(
             &tree,
             FsChange::MovedFrom {
                 path: p("/m/cur/1:2,"),
@@ -364,7 +383,7 @@ mod tests {
     fn deleting_a_message_is_mail() {
         let tree = tree();
         let mut classifier = Classifier::default();
-        let effects = classifier.classify(
+        let effects = classifier.classify0(
             &tree,
             FsChange::Removed {
                 path: p("/m/.a/cur/1:2,S"),
@@ -377,15 +396,10 @@ mod tests {
     fn reader_files_in_the_folder_root_and_tmp_are_ignored() {
         let tree = tree();
         let mut classifier = Classifier::default();
-        for path in [
-            "/m/dovecot-uidlist",
-            "/m/dovecot.index.log",
-            "/m/tmp/1",
-            "/m/.a/.nnmaildir/marks/read/1",
-        ] {
+        for path in ["/m/tmp/1", "/m/.a/.nnmaildir/marks/read/1"] {
             assert!(
                 classifier
-                    .classify(
+                    .classify0(
                         &tree,
                         FsChange::Created {
                             path: p(path),
@@ -396,9 +410,21 @@ mod tests {
                 "{path}"
             );
         }
-        assert!(classifier.classify(&tree, FsChange::Other).is_empty());
+        assert!(classifier.classify0(&tree, FsChange::Other).is_empty());
+        // Files in a folder's own directory go to the engine, which looks
+        // whether they are links to folders (and ignores them otherwise).
+        assert_eq!(
+            classifier.classify0(
+                &tree,
+                FsChange::Created {
+                    path: p("/m/dovecot-uidlist"),
+                    is_dir: false
+                }
+            ),
+            vec![Effect::DirAppeared(p("/m/dovecot-uidlist"))]
+        );
         assert!(classifier
-            .classify(
+            .classify0(
                 &tree,
                 FsChange::Created {
                     path: p("/m/new/odd-dir"),
@@ -413,7 +439,7 @@ mod tests {
         let tree = tree();
         let mut classifier = Classifier::default();
         assert_eq!(
-            classifier.classify(
+            classifier.classify0(
                 &tree,
                 FsChange::Created {
                     path: p("/m/.b"),
@@ -423,7 +449,7 @@ mod tests {
             vec![Effect::DirAppeared(p("/m/.b"))]
         );
         assert_eq!(
-            classifier.classify(&tree, FsChange::Removed { path: p("/m/.a") }),
+            classifier.classify0(&tree, FsChange::Removed { path: p("/m/.a") }),
             vec![Effect::DirGone(p("/m/.a"))]
         );
         assert_eq!(
@@ -431,7 +457,7 @@ mod tests {
             vec![Effect::DirGone(p("/m/.a")), Effect::DirAppeared(p("/m/.c"))]
         );
         assert!(classifier
-            .classify(
+            .classify0(
                 &tree,
                 FsChange::MovedFrom {
                     path: p("/m/.a"),
@@ -445,7 +471,7 @@ mod tests {
     fn overflow_asks_for_a_rescan() {
         let mut classifier = Classifier::default();
         assert_eq!(
-            classifier.classify(&tree(), FsChange::Overflow),
+            classifier.classify0(&tree(), FsChange::Overflow),
             vec![Effect::Rescan]
         );
         let event = notify::Event::new(notify::EventKind::Other).set_flag(notify::event::Flag::Rescan);

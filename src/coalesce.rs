@@ -41,6 +41,11 @@ impl<K: Hash + Eq + Clone> Coalescer<K> {
             });
     }
 
+    /// Forgets everything waiting.
+    pub fn clear(&mut self) {
+        self.pending.clear();
+    }
+
     /// Whether anything is waiting.
     pub fn is_empty(&self) -> bool {
         self.pending.is_empty()

@@ -240,11 +240,12 @@ fn module_stats<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
     list(env, plist)
 }
 
-/// Fault injection for tests: act as if the kernel's event queue overflowed.
+/// Rescan WATCH's whole store and report every folder once.
+/// This is what happens by itself when the kernel's event queue overflows.
 #[defun]
-fn module_inject_overflow(watch: &Watch) -> Result<()> {
+fn module_rescan(watch: &Watch) -> Result<()> {
     if let Some(engine) = watch.engine.as_ref() {
-        engine.inject_overflow();
+        engine.rescan();
     }
     Ok(())
 }

@@ -322,7 +322,7 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
   "After a (forced) inotify queue overflow every folder is checked again."
   (mailsync-test--with-gnus '("INBOX" "work")
     (mailsync-start)
-    (mailsync--module-inject-overflow (mailsync--watch-handle (car mailsync--watches)))
+    (mailsync--module-rescan (mailsync--watch-handle (car mailsync--watches)))
     (should (mailsync-test--wait-until
              (lambda () (= (length mailsync-test--checked) 2)) 1.0))))
 

@@ -163,7 +163,7 @@ pub fn run(args: WatchArgs) -> i32 {
                 }
             }
             Event::Warning(message) => eprintln!("mailsync watch: {message}"),
-            Event::Rescan => engine.inject_overflow(),
+            Event::Rescan => engine.rescan(),
             Event::Quit => break,
         }
     }

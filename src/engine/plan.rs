@@ -1,0 +1,191 @@
+//! The one directory traversal: lists, without watching anything, every
+//! directory below a folder that the layout makes a folder, with its `new/`
+//! and `cur/`.
+//!
+//! Symbolic links to directories are followed, as mswatch follows them: the
+//! directory is planned under its canonical path (the path notify reports
+//! events under) and named as the link names it, so a folder reached through
+//! a link is reported under the link's name and its target under its own. A
+//! link whose target is a directory already on the way down (an ancestor,
+//! or a link target crossed earlier on this branch) is a loop: it is listed
+//! in [`Plan::loops`] and not followed.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+
+use crate::classify::WatchedDir;
+use crate::naming::{classify_dir, DirRole, Folder, Layout};
+
+/// A directory to watch.
+#[derive(Debug)]
+pub struct Planned {
+    /// The canonical path of the directory.
+    pub dir: PathBuf,
+    pub role: WatchedDir,
+    /// The folder's name, for a folder's own directory.
+    pub folder: Option<Folder>,
+}
+
+/// What a traversal found.
+#[derive(Debug, Default)]
+pub struct Plan {
+    pub dirs: Vec<Planned>,
+    /// Links followed: (link path, canonical target).
+    pub links: Vec<(PathBuf, PathBuf)>,
+    /// Links not followed because they lead back up: (link path, target).
+    pub loops: Vec<(PathBuf, PathBuf)>,
+    /// Directories that could not be listed.
+    pub unreadable: Vec<(PathBuf, io::Error)>,
+}
+
+/// Where a branch of the traversal crossed links: the directories holding
+/// them, outermost first. A link target that is one of these, or above one,
+/// leads back up the branch.
+type Crossings = Option<Rc<Vec<PathBuf>>>;
+
+/// Plans the directory `top` (canonical) of `folder` and everything below it.
+pub fn plan(layout: Layout, top: &Path, folder: Folder) -> Plan {
+    let mut plan = Plan::default();
+    let mut stack: Vec<(PathBuf, Folder, Crossings)> = vec![(top.to_path_buf(), folder, None)];
+    while let Some((dir, folder, crossings)) = stack.pop() {
+        let entries = fs::read_dir(&dir);
+        plan.dirs.push(Planned {
+            dir: dir.clone(),
+            role: WatchedDir::Folder,
+            folder: Some(folder.clone()),
+        });
+        let entries = match entries {
+            Ok(entries) => entries,
+            Err(err) => {
+                plan.unreadable.push((dir, err));
+                continue;
+            }
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let role = classify_dir(layout, &folder, &name);
+            if role == DirRole::Ignored {
+                continue;
+            }
+            let path = entry.path();
+            let (child_dir, child_crossings) = match entry.file_type() {
+                Ok(kind) if kind.is_dir() => (path, crossings.clone()),
+                Ok(kind) if kind.is_symlink() => {
+                    let Ok(target) = fs::canonicalize(&path) else {
+                        continue; // dangling
+                    };
+                    if !target.is_dir() {
+                        continue;
+                    }
+                    let leads_back = dir.starts_with(&target)
+                        || crossings
+                            .as_deref()
+                            .is_some_and(|crossed| crossed.iter().any(|at| at.starts_with(&target)));
+                    if leads_back {
+                        plan.loops.push((path, target));
+                        continue;
+                    }
+                    plan.links.push((path, target.clone()));
+                    let mut crossed = crossings.as_deref().cloned().unwrap_or_default();
+                    crossed.push(dir.clone());
+                    (target, Some(Rc::new(crossed)))
+                }
+                Ok(_) => continue,
+                Err(_) if path.is_dir() => (path, crossings.clone()),
+                Err(_) => continue,
+            };
+            match role {
+                DirRole::Folder(child) => stack.push((child_dir, child, child_crossings)),
+                DirRole::Mail(which) => plan.dirs.push(Planned {
+                    dir: child_dir,
+                    role: WatchedDir::Mail {
+                        folder_dir: dir.clone(),
+                        which,
+                    },
+                    folder: None,
+                }),
+                DirRole::Ignored => {}
+            }
+        }
+    }
+    plan
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn maildir(path: &Path) {
+        for sub in ["cur", "new", "tmp"] {
+            fs::create_dir_all(path.join(sub)).unwrap();
+        }
+    }
+
+    fn names(plan: &Plan) -> Vec<String> {
+        let mut names: Vec<String> = plan
+            .dirs
+            .iter()
+            .filter_map(|planned| planned.folder.as_ref())
+            .map(|folder| {
+                String::from_utf8_lossy(&folder.name(&crate::naming::NameStyle::for_layout(Layout::Verbatim)))
+                    .into_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn links_up_the_tree_are_loops_and_not_followed() {
+        let store = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(store.path()).unwrap();
+        maildir(&root);
+        maildir(&root.join("z"));
+        symlink("..", root.join("z/up1")).unwrap();
+        symlink("..", root.join("z/up2")).unwrap();
+        let plan = plan(Layout::Verbatim, &root, Folder::root());
+        assert_eq!(names(&plan), ["INBOX", "z"]);
+        assert_eq!(plan.loops.len(), 2);
+        assert!(plan.links.is_empty());
+    }
+
+    #[test]
+    fn links_between_branches_that_meet_again_are_cut() {
+        let store = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(store.path()).unwrap();
+        maildir(&root.join("a"));
+        maildir(&root.join("b"));
+        symlink(root.join("b"), root.join("a/x")).unwrap();
+        symlink(root.join("a"), root.join("b/y")).unwrap();
+        let plan = plan(Layout::Verbatim, &root, Folder::root());
+        // a, b, a/x (= b), b/y (= a); a/x/y and b/y/x lead back.
+        assert_eq!(names(&plan), ["INBOX", "a", "a/x", "b", "b/y"]);
+        assert_eq!(plan.loops.len(), 2);
+    }
+
+    #[test]
+    fn a_linked_folder_is_planned_under_its_target_with_the_links_name() {
+        let store = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(store.path()).unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let elsewhere = fs::canonicalize(outside.path()).unwrap().join("real");
+        maildir(&root);
+        maildir(&elsewhere);
+        symlink(&elsewhere, root.join(".linked")).unwrap();
+        let plan = plan(Layout::MaildirPlusPlus, &root, Folder::root());
+        let linked = plan
+            .dirs
+            .iter()
+            .find(|planned| planned.folder == Some(Folder::from_levels(["linked"])))
+            .unwrap();
+        assert_eq!(linked.dir, elsewhere);
+        assert!(plan
+            .dirs
+            .iter()
+            .any(|planned| planned.dir == elsewhere.join("new")));
+        assert_eq!(plan.links, vec![(root.join(".linked"), elsewhere)]);
+    }
+}
