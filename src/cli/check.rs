@@ -4,7 +4,11 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
 
 use clap::Args;
 
@@ -37,6 +41,9 @@ pub struct CheckArgs {
     /// The Lisp function that checks a list of groups
     #[arg(long, value_name = "FUNCTION", default_value = "mailsync/gnus-check")]
     pub check_function: String,
+    /// A check still running after this many seconds is killed and counts as failed
+    #[arg(long, value_name = "SECS", default_value_t = 10.0)]
+    pub check_timeout: f64,
 }
 
 /// Where a check is sent.
@@ -61,6 +68,8 @@ pub struct Checker {
     map: GroupMap,
     /// Where emacsclient's own output goes: `watch` must keep stdout for mswatch.
     quiet: bool,
+    /// The process id of the check running now (0: none), for [`Checker::abort`].
+    running: Arc<AtomicI32>,
 }
 
 impl Checker {
@@ -81,11 +90,18 @@ impl Checker {
                 args.check_function
             ));
         }
+        if !(args.check_timeout.is_finite() && args.check_timeout > 0.0) {
+            return Err(format!(
+                "--check-timeout {} is not a positive number of seconds",
+                args.check_timeout
+            ));
+        }
         Ok(Some(Checker {
             targets,
             args: args.clone(),
             map,
             quiet,
+            running: Arc::new(AtomicI32::new(0)),
         }))
     }
 
@@ -139,11 +155,19 @@ impl Checker {
             if self.quiet {
                 child.stdout(Stdio::null());
             }
-            let failure = match child.status() {
-                Ok(status) if status.success() => None,
-                Ok(status) => Some(CheckFailure {
+            let program = command[0].to_string_lossy();
+            let failure = match child.spawn().and_then(|child| self.wait(child)) {
+                Ok(Some(status)) if status.success() => None,
+                Ok(Some(status)) => Some(CheckFailure {
                     status: exit_status(status),
-                    message: format!("{} failed ({status})", command[0].to_string_lossy()),
+                    message: format!("{program} failed ({status})"),
+                }),
+                Ok(None) => Some(CheckFailure {
+                    status: 124,
+                    message: format!(
+                        "{program} did not finish within {} s (--check-timeout); killed",
+                        self.args.check_timeout
+                    ),
                 }),
                 Err(err) => Some(CheckFailure {
                     status: 127,
@@ -158,5 +182,34 @@ impl Checker {
             }
         }
         first_failure.map_or(Ok(()), Err)
+    }
+
+    /// Waits for `child` up to the check timeout; kills it after that (None).
+    fn wait(&self, mut child: Child) -> std::io::Result<Option<std::process::ExitStatus>> {
+        self.running.store(child.id() as i32, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs_f64(self.args.check_timeout);
+        let result = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Ok(Some(status)),
+                Ok(None) if Instant::now() >= deadline => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    break Ok(None);
+                }
+                Ok(None) => thread::sleep(Duration::from_millis(5)),
+                Err(err) => break Err(err),
+            }
+        };
+        self.running.store(0, Ordering::SeqCst);
+        result
+    }
+
+    /// Kills the check running now, if any (the watcher is ending).
+    pub fn abort(&self) {
+        let pid = self.running.load(Ordering::SeqCst);
+        if pid > 0 {
+            // SAFETY: kill only sends a signal.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
     }
 }

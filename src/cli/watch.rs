@@ -7,8 +7,10 @@
 //! its standard input closes (so no `inputkill` is needed over ssh) or on
 //! SIGTERM. SIGUSR1 rescans the whole store and reports every folder once.
 
+use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 use std::time::Duration;
 
@@ -92,6 +94,43 @@ fn default_maildir() -> PathBuf {
     PathBuf::from(home).join("Maildir")
 }
 
+/// Folders waiting to be printed, each once, oldest first: however long
+/// the reader stops reading, this holds at most one entry per folder.
+#[derive(Default)]
+struct Pending {
+    queue: Mutex<(VecDeque<Folder>, HashSet<Folder>)>,
+    ready: Condvar,
+}
+
+impl Pending {
+    fn add(&self, folders: Vec<Folder>) {
+        if let Ok(mut guard) = self.queue.lock() {
+            let (queue, queued) = &mut *guard;
+            for folder in folders {
+                if queued.insert(folder.clone()) {
+                    queue.push_back(folder);
+                }
+            }
+            self.ready.notify_one();
+        }
+    }
+
+    /// Waits for folders and takes them all.
+    fn take(&self) -> Vec<Folder> {
+        let Ok(mut guard) = self.queue.lock() else {
+            return Vec::new();
+        };
+        while guard.0.is_empty() {
+            guard = match self.ready.wait(guard) {
+                Ok(guard) => guard,
+                Err(_) => return Vec::new(),
+            };
+        }
+        guard.1.clear();
+        guard.0.drain(..).collect()
+    }
+}
+
 pub fn run(args: WatchArgs) -> i32 {
     let maildir = args.maildir.clone().unwrap_or_else(default_maildir);
     let (events, events_rx) = unbounded();
@@ -125,50 +164,78 @@ pub fn run(args: WatchArgs) -> i32 {
         args.check.template.as_deref(),
     );
     let checker = match Checker::from_args(&args.check, group_map, true) {
-        Ok(checker) => checker,
+        Ok(checker) => checker.map(Arc::new),
         Err(message) => {
             eprintln!("mailsync watch: {message}");
             return 2;
         }
     };
-    if let Some(checker) = &checker {
-        let names: Vec<Vec<u8>> = engine
-            .folders_at_start()
-            .iter()
-            .map(|folder| folder.name(&style))
-            .collect();
-        check(checker, &names);
-    }
     if let Err(err) = forward_signals(events.clone()) {
         eprintln!("mailsync watch: cannot handle signals: {err}");
         return 1;
     }
     watch_stdin(events);
 
-    let stdout = io::stdout();
-    let mut out = stdout.lock();
-    if writeln!(out).and_then(|()| out.flush()).is_err() {
+    // The writer checks and prints; this thread only listens, so signals
+    // and a closed standard input end the watcher even while the reader
+    // has stopped reading or a check hangs.
+    let pending = Arc::new(Pending::default());
+    let at_start: Vec<Vec<u8>> = engine
+        .folders_at_start()
+        .iter()
+        .map(|folder| folder.name(&style))
+        .collect();
+    let writer = {
+        let (pending, checker) = (Arc::clone(&pending), checker.clone());
+        thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || write_reports(&pending, checker.as_deref(), &style, at_start))
+    };
+    if let Err(err) = writer {
+        eprintln!("mailsync watch: cannot start: {err}");
         return 1;
     }
     while let Ok(event) = events_rx.recv() {
         match event {
-            Event::Changed(folders) => {
-                if let Some(checker) = &checker {
-                    let names: Vec<Vec<u8>> = folders.iter().map(|folder| folder.name(&style)).collect();
-                    check(checker, &names);
-                }
-                if print_folders(&mut out, &folders, &style).is_err() {
-                    // mswatch is gone: nobody is left to tell.
-                    return 1;
-                }
-            }
+            Event::Changed(folders) => pending.add(folders),
             Event::Warning(message) => eprintln!("mailsync watch: {message}"),
             Event::Rescan => engine.rescan(),
             Event::Quit => break,
         }
     }
+    if let Some(checker) = &checker {
+        checker.abort();
+    }
     engine.stop();
-    0
+    // The writer may be blocked on a reader that stopped reading: do not wait for it.
+    std::process::exit(0)
+}
+
+/// The writer thread: the start-up check, the ready line, then each batch
+/// of folders checked and printed. Exits the process when the reader is gone.
+fn write_reports(pending: &Pending, checker: Option<&Checker>, style: &NameStyle, at_start: Vec<Vec<u8>>) {
+    if let Some(checker) = checker {
+        check(checker, &at_start);
+    }
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    if writeln!(out).and_then(|()| out.flush()).is_err() {
+        std::process::exit(1);
+    }
+    loop {
+        let folders = pending.take();
+        if folders.is_empty() {
+            continue;
+        }
+        if let Some(checker) = checker {
+            let names: Vec<Vec<u8>> = folders.iter().map(|folder| folder.name(style)).collect();
+            check(checker, &names);
+        }
+        if print_folders(&mut out, &folders, style).is_err() {
+            // mswatch is gone: nobody is left to tell.
+            std::process::exit(1);
+        }
+    }
 }
 
 /// Asks Emacs to check the groups of `names`; a failure is logged and the

@@ -9,11 +9,16 @@
 //! - new folders are traversed ([`plan`]) and watched, then listed once more
 //!   to catch what appeared meanwhile;
 //! - a folder that goes takes its own subtree with it ([`tree`]);
-//! - after lost events (the kernel's queue overflowed, or SIGUSR1), every
+//! - after lost events (the kernel's queue overflowed, or SIGUSR1) the
+//!   watches are made anew on fresh inotify instances and every folder is
+//!   reported once. Nothing less is safe: a folder removed and made again
+//!   while events were lost often gets the same inode number back (seen on
+//!   ext4), so its identity looks unchanged while the kernel has dropped
+//!   its watch, and a renamed folder's watch follows it to its new path;
+//! - when links come or go, or the watch limit left directories out, every
 //!   watched directory whose identity (device, inode) changed is dropped
 //!   first, so that no stale watch removal can take a live folder's watch
-//!   with it, then the whole tree is traversed again and every folder is
-//!   reported once;
+//!   with it, then the whole tree is traversed again;
 //! - the root removed or moved away is noticed; the engine says so, checks
 //!   twice a second for it to come back, then watches and reports it all.
 
@@ -381,7 +386,7 @@ impl State {
             let timeout = next.map_or_else(crossbeam_channel::never, crossbeam_channel::at);
             select! {
                 recv(control_rx) -> message => match message {
-                    Ok(Control::Rescan) => self.reconcile(Report::All),
+                    Ok(Control::Rescan) => self.rebuild(),
                     Ok(Control::Stop) | Err(_) => break,
                 },
                 recv(fs_rx) -> event => match event {
@@ -451,7 +456,7 @@ impl State {
             }
             Effect::DirAppeared(path) => self.dir_appeared(&path),
             Effect::DirGone(path) => self.dir_gone(&path),
-            Effect::Rescan => self.reconcile(Report::All),
+            Effect::Rescan => self.rebuild(),
         }
     }
 
@@ -579,7 +584,46 @@ impl State {
         self.traverse(&root, Folder::root(), again)
     }
 
-    /// After lost events or a change of links: makes the watched set equal
+    /// After lost events: every watch made anew on fresh inotify instances
+    /// (cheaper than one removal per watch, and the only way to be sure),
+    /// every folder reported once.
+    fn rebuild(&mut self) {
+        if self.root_missing {
+            return;
+        }
+        if Identity::of(&self.root).is_none() {
+            return self.lose_root();
+        }
+        if !self.renew_shards() {
+            return;
+        }
+        let missing = self.watch_everything(Report::All);
+        self.settle_budget(missing);
+    }
+
+    /// Closes the inotify instances and makes new ones; forgets every watch.
+    fn renew_shards(&mut self) -> bool {
+        if let Some(old) = self.shards.take() {
+            old.close();
+        }
+        self.tree = Dirs::default();
+        self.classifier = Classifier::default();
+        self.update_counts();
+        match Shards::new() {
+            Ok(shards) => {
+                self.shards = Some(shards);
+                true
+            }
+            Err(err) => {
+                let message = Error::instances(err).to_string();
+                self.warn(message);
+                false
+            }
+        }
+    }
+
+    /// After a change of links, or to retry what the watch limit left out:
+    /// makes the watched set equal
     /// to what is on disk, dropping stale watches before adding any.
     fn reconcile(&mut self, report: Report) {
         if self.root_missing {
@@ -794,18 +838,7 @@ impl State {
         }
         self.root_missing = true;
         self.stats.root_missing.store(true, Ordering::Relaxed);
-        if let Some(old) = self.shards.take() {
-            old.close();
-        }
-        match Shards::new() {
-            Ok(shards) => self.shards = Some(shards),
-            Err(err) => {
-                let message = Error::instances(err).to_string();
-                self.warn(message);
-            }
-        }
-        self.tree = Dirs::default();
-        self.classifier = Classifier::default();
+        self.renew_shards();
         self.coalescer.clear();
         let message = format!(
             "maildir {} was removed or moved away; waiting for it to come back",
