@@ -128,7 +128,7 @@ fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
 pub fn offlineimap_command(
     program: &Path,
     config: Option<&Path>,
-    account: &str,
+    account: &[u8],
     folders: Option<&[Vec<u8>]>,
     names: &RemoteNames,
 ) -> Result<Vec<OsString>, BackendError> {
@@ -138,7 +138,7 @@ pub fn offlineimap_command(
         command.push(config.into());
     }
     command.push("-a".into());
-    command.push(account.into());
+    command.push(bytes_to_os(account.to_vec()));
     if let Some(folders) = folders {
         let mut list = Vec::new();
         for (index, folder) in folders.iter().enumerate() {
@@ -163,7 +163,7 @@ pub fn offlineimap_command(
 pub fn mbsync_command(
     program: &Path,
     config: Option<&Path>,
-    channel: &str,
+    channel: &[u8],
     folders: Option<&[Vec<u8>]>,
     local: &NameStyle,
 ) -> Vec<OsString> {
@@ -172,7 +172,7 @@ pub fn mbsync_command(
         command.push("-c".into());
         command.push(config.into());
     }
-    let mut target = channel.as_bytes().to_vec();
+    let mut target = channel.to_vec();
     if let Some(folders) = folders {
         let boxes = NameStyle {
             inbox: b"INBOX".to_vec(),
@@ -227,7 +227,7 @@ mod tests {
         let command = offlineimap_command(
             Path::new("offlineimap"),
             None,
-            "work",
+            b"work",
             Some(&folders),
             &names(".", "/"),
         )
@@ -252,7 +252,7 @@ mod tests {
         let command = offlineimap_command(
             Path::new("/usr/bin/offlineimap"),
             Some(Path::new("/tmp/rc")),
-            "work",
+            b"work",
             None,
             &names(".", "."),
         )
@@ -288,7 +288,7 @@ mod tests {
         let err = offlineimap_command(
             Path::new("offlineimap"),
             None,
-            "w",
+            b"w",
             Some(&folders),
             &names(".", "."),
         )
@@ -299,13 +299,13 @@ mod tests {
     #[test]
     fn mbsync_boxes_use_slashes_and_lose_maildir_dots() {
         let folders = vec![b"INBOX".to_vec(), b"lists.emacs".to_vec(), b".work".to_vec()];
-        let command = mbsync_command(Path::new("mbsync"), None, "test", Some(&folders), &style("."));
+        let command = mbsync_command(Path::new("mbsync"), None, b"test", Some(&folders), &style("."));
         assert_eq!(strings(command), ["mbsync", "test:INBOX,lists/emacs,work"]);
         assert_eq!(
             strings(mbsync_command(
                 Path::new("mbsync"),
                 None,
-                "test",
+                b"test",
                 None,
                 &style(".")
             )),

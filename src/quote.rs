@@ -50,27 +50,43 @@ pub fn is_lisp_symbol(name: &str) -> bool {
             .all(|c| c.is_ascii_alphanumeric() || "-_/:+*<>=!?$%&~^.".contains(c))
 }
 
-/// One word for a POSIX shell: unchanged when it is plainly safe, else in
-/// single quotes with each `'` written as `'\''`.
-pub fn shell_word(bytes: &[u8]) -> String {
+/// One word for a shell, as bytes: unchanged when it is plainly safe, else
+/// in single quotes, with each `'` written as `'\''` and each `\` as
+/// `'\\'` (outside the quotes). sh, dash, bash and zsh take every byte
+/// inside single quotes literally; fish does too except `\\` and `\'`, which
+/// therefore never appear inside them. So the word means the same to every
+/// login shell ssh may hand it to.
+pub fn shell_word(bytes: &[u8]) -> Vec<u8> {
     let safe = !bytes.is_empty()
         && bytes
             .iter()
             .all(|b| b.is_ascii_alphanumeric() || b"-_./:,=+@%".contains(b));
-    let text = String::from_utf8_lossy(bytes);
     if safe {
-        return text.into_owned();
+        return bytes.to_vec();
     }
-    format!("'{}'", text.replace('\'', "'\\''"))
+    let mut out = Vec::with_capacity(bytes.len() + 2);
+    out.push(b'\'');
+    for &byte in bytes {
+        match byte {
+            b'\'' => out.extend_from_slice(b"'\\''"),
+            b'\\' => out.extend_from_slice(b"'\\\\'"),
+            byte => out.push(byte),
+        }
+    }
+    out.push(b'\'');
+    out
 }
 
-/// A whole command line for a POSIX shell.
-pub fn shell_line<S: AsRef<[u8]>>(words: &[S]) -> String {
-    words
-        .iter()
-        .map(|word| shell_word(word.as_ref()))
-        .collect::<Vec<_>>()
-        .join(" ")
+/// A whole command line for a shell, as bytes.
+pub fn shell_line<S: AsRef<[u8]>>(words: &[S]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (index, word) in words.iter().enumerate() {
+        if index > 0 {
+            out.push(b' ');
+        }
+        out.extend(shell_word(word.as_ref()));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -114,11 +130,13 @@ mod tests {
 
     #[test]
     fn shell_words_cannot_break_out() {
-        assert_eq!(shell_word(b"offlineimap"), "offlineimap");
-        assert_eq!(shell_word(b"INBOX,foo.bar"), "INBOX,foo.bar");
-        assert_eq!(shell_word(b"it's here"), r"'it'\''s here'");
-        assert_eq!(shell_word(b"$(touch PWNED)"), "'$(touch PWNED)'");
-        assert_eq!(shell_word(b""), "''");
-        assert_eq!(shell_line(&["mbsync", "test:a b"]), "mbsync 'test:a b'");
+        assert_eq!(shell_word(b"offlineimap"), b"offlineimap");
+        assert_eq!(shell_word(b"INBOX,foo.bar"), b"INBOX,foo.bar");
+        assert_eq!(shell_word(b"it's here"), br"'it'\''s here'");
+        assert_eq!(shell_word(br"a\b"), br"'a'\\'b'");
+        assert_eq!(shell_word(b"$(touch PWNED)"), b"'$(touch PWNED)'");
+        assert_eq!(shell_word(b""), b"''");
+        assert_eq!(shell_word(b"caf\xe9 x"), b"'caf\xe9 x'");
+        assert_eq!(shell_line(&["mbsync", "test:a b"]), b"mbsync 'test:a b'");
     }
 }

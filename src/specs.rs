@@ -6,7 +6,8 @@ use std::fmt;
 /// What to sync of one account.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AccountSync {
-    pub account: String,
+    /// The account (or mbsync channel) name, byte for byte.
+    pub account: Vec<u8>,
     /// The local folder names, in first-seen order, each once; `None` syncs
     /// the whole account.
     pub folders: Option<Vec<Vec<u8>>>,
@@ -55,7 +56,7 @@ pub fn parse_specs<S: AsRef<[u8]>>(specs: &[S]) -> Result<Vec<AccountSync>, Spec
         if folder.is_some_and(<[u8]>::is_empty) {
             return Err(SpecError::EmptyFolder(shown));
         }
-        let account = String::from_utf8_lossy(account).into_owned();
+        let account = account.to_vec();
         let index = match accounts.iter().position(|entry| entry.account == account) {
             Some(index) => index,
             None => {
@@ -93,11 +94,11 @@ mod tests {
             parsed,
             vec![
                 AccountSync {
-                    account: "work".into(),
+                    account: b"work".to_vec(),
                     folders: folders(&["INBOX", "sent"])
                 },
                 AccountSync {
-                    account: "home".into(),
+                    account: b"home".to_vec(),
                     folders: folders(&["lists.emacs"])
                 },
             ]
@@ -110,7 +111,7 @@ mod tests {
         assert_eq!(
             parsed,
             vec![AccountSync {
-                account: "work".into(),
+                account: b"work".to_vec(),
                 folders: None
             }]
         );

@@ -8,6 +8,7 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::thread;
 use std::time::{Duration, Instant};
 
 use common::servers::{messages, Dovecot};
@@ -188,4 +189,61 @@ fn watch_prints_names_even_when_the_check_fails() {
         .map_while(|_| watch.stderr.recv_timeout(Duration::from_secs(10)).ok())
         .any(|line| line.contains("mailsync watch: Gnus check failed"));
     assert!(logged, "the failed check was not logged");
+}
+
+#[test]
+fn a_hung_emacs_delays_nothing_beyond_the_check_timeout_and_sigterm_ends_the_watcher() {
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    make_maildir(&mail.join("INBOX"));
+    let emacs = EmacsServer::start(dir.path());
+    // A real hang: the Emacs server stops answering, emacsclient waits on it.
+    let stop = |signal: &str| {
+        Command::new("kill")
+            .args([signal, &emacs.child.id().to_string()])
+            .status()
+            .unwrap()
+    };
+    stop("-STOP");
+    let started = Instant::now();
+    let mut watch = Watch::start(&[
+        "--maildir",
+        mail.to_str().unwrap(),
+        "--delay",
+        "0",
+        "--check-local",
+        "--check-timeout",
+        "1",
+        "--socket-name",
+        &emacs.socket(),
+    ]);
+    let ready_after = started.elapsed();
+    assert!(
+        ready_after < Duration::from_secs(4),
+        "ready line after {ready_after:?}"
+    );
+    deliver(&mail.join("INBOX"));
+    let line = watch
+        .line(Duration::from_secs(4))
+        .expect("the name, printed after the timed-out check");
+    assert_eq!(line, b"INBOX");
+    assert!(
+        watch.stderr_text().contains("--check-timeout"),
+        "{}",
+        watch.stderr_text()
+    );
+    deliver(&mail.join("INBOX"));
+    thread::sleep(Duration::from_millis(200)); // a check now hangs again
+    let asked = Instant::now();
+    Command::new("kill")
+        .args(["-TERM", &watch.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert_eq!(watch.wait(Duration::from_secs(5)), 0);
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "SIGTERM took {:?}",
+        asked.elapsed()
+    );
+    stop("-CONT");
 }

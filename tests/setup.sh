@@ -28,6 +28,10 @@ case "$need" in
     [ -d /usr/share/emacs/site-lisp/elpa-src ] && ls /usr/share/emacs/site-lisp/elpa-src | grep -q '^package-lint' \
       || missing+=(elpa-package-lint)
     want dpkg-deb dpkg
+    want python3 python3
+    # Login shells the --check-ssh quoting is tested through.
+    want zsh zsh
+    want fish fish
     ;;
   demo)
     want emacs emacs-nox

@@ -3,6 +3,7 @@
 //! every name a correctly quoted Lisp string.
 
 use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
@@ -13,6 +14,7 @@ use std::time::{Duration, Instant};
 use clap::Args;
 
 use mailsync::groups::GroupMap;
+use mailsync::naming::NameStyle;
 use mailsync::quote::{is_lisp_symbol, lisp_call, shell_line};
 
 use super::exit_status;
@@ -105,6 +107,13 @@ impl Checker {
         }))
     }
 
+    /// The same checks for folders whose local names are spelled `local`.
+    pub fn with_local(&self, local: NameStyle) -> Checker {
+        let mut checker = self.clone();
+        checker.map.local = local;
+        checker
+    }
+
     /// The Gnus groups of local `folders`.
     pub fn groups(&self, folders: &[Vec<u8>]) -> Vec<Vec<u8>> {
         folders.iter().map(|folder| self.map.group(folder)).collect()
@@ -139,7 +148,7 @@ impl Checker {
                         "-o".into(),
                         "BatchMode=yes".into(),
                         host.into(),
-                        shell_line(&remote).into(),
+                        std::ffi::OsString::from_vec(shell_line(&remote)),
                     ]
                 }
             })

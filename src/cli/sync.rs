@@ -26,7 +26,7 @@ use mailsync::backend::{
     RemoteNames,
 };
 use mailsync::groups::GroupMap;
-use mailsync::lock::lock_account;
+use mailsync::lock::{lock_account, LockError};
 use mailsync::naming::NameStyle;
 use mailsync::quote::shell_line;
 use mailsync::specs::{parse_specs, AccountSync};
@@ -109,9 +109,11 @@ pub struct SyncArgs {
 
 /// One account's run, ready to go.
 struct Plan {
-    account: String,
+    account: Vec<u8>,
     folders: Option<Vec<Vec<u8>>>,
     command: Vec<OsString>,
+    /// The checks after it, with this account's own folder names.
+    checker: Option<Checker>,
 }
 
 fn usage_error(message: impl std::fmt::Display) -> i32 {
@@ -120,16 +122,19 @@ fn usage_error(message: impl std::fmt::Display) -> i32 {
     2
 }
 
-fn local_separator(args: &SyncArgs, config_text: Option<&str>, account: &str) -> String {
+/// The local separator of `account`: the flag, else the offlineimaprc's
+/// `sep`, else ".". Resolved once, used by the backend and the check alike.
+fn local_separator(args: &SyncArgs, config_text: Option<&str>, account: &[u8]) -> String {
     if let Some(separator) = &args.local_separator {
         return separator.clone();
     }
+    let account = String::from_utf8_lossy(account);
     config_text
-        .and_then(|text| offlineimap_local_sep(text, account))
+        .and_then(|text| offlineimap_local_sep(text, &account))
         .unwrap_or_else(|| ".".to_string())
 }
 
-fn plan(args: &SyncArgs, accounts: Vec<AccountSync>) -> Result<Vec<Plan>, String> {
+fn plan(args: &SyncArgs, accounts: Vec<AccountSync>, checker: Option<&Checker>) -> Result<Vec<Plan>, String> {
     let config_path = args.config.clone().or_else(|| match args.backend {
         Backend::Offlineimap => default_offlineimap_config(),
         Backend::Mbsync => None,
@@ -151,7 +156,7 @@ fn plan(args: &SyncArgs, accounts: Vec<AccountSync>) -> Result<Vec<Plan>, String
             let command = match args.backend {
                 Backend::Offlineimap => {
                     let names = RemoteNames {
-                        local,
+                        local: local.clone(),
                         remote: NameStyle {
                             inbox: b"INBOX".to_vec(),
                             separator: args.remote_separator.clone().into_bytes(),
@@ -179,14 +184,35 @@ fn plan(args: &SyncArgs, accounts: Vec<AccountSync>) -> Result<Vec<Plan>, String
                 account: account.account,
                 folders: account.folders,
                 command,
+                checker: checker.map(|checker| checker.with_local(local)),
             })
         })
         .collect()
 }
 
-fn line(command: &[OsString]) -> String {
+fn line(command: &[OsString]) -> Vec<u8> {
     let words: Vec<&[u8]> = command.iter().map(|word| word.as_encoded_bytes()).collect();
     shell_line(&words)
+}
+
+/// `--dry-run`: each command shell-quoted, byte for byte, one per line.
+fn show(plans: &[Plan]) -> i32 {
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    for plan in plans {
+        let _ = out.write_all(&line(&plan.command));
+        let _ = out.write_all(b"\n");
+        for command in plan
+            .checker
+            .iter()
+            .flat_map(|checker| checker.commands(plan.folders.as_deref()))
+        {
+            let _ = out.write_all(&line(&command));
+            let _ = out.write_all(b"\n");
+        }
+    }
+    let _ = out.flush();
+    0
 }
 
 /// The child being waited for, so signals can be passed on to it.
@@ -229,56 +255,44 @@ impl Forwarder {
     }
 }
 
-pub fn run(args: SyncArgs) -> i32 {
-    let specs: Vec<Vec<u8>> = args
-        .specs
-        .iter()
-        .map(|spec| spec.as_encoded_bytes().to_vec())
-        .collect();
-    let accounts = match parse_specs(&specs) {
-        Ok(accounts) => accounts,
-        Err(err) => return usage_error(err),
-    };
-    let group_map = GroupMap::new(
-        NameStyle {
-            inbox: b"INBOX".to_vec(),
-            separator: args
-                .local_separator
-                .clone()
-                .unwrap_or_else(|| ".".into())
-                .into_bytes(),
-        },
-        NameStyle {
-            inbox: args.inbox.clone().into_bytes(),
-            separator: args.separator.clone().into_bytes(),
-        },
-        &args.check.server,
-        args.check.template.as_deref(),
-    );
-    let checker = match Checker::from_args(&args.check, group_map, false) {
-        Ok(checker) => checker,
-        Err(message) => return usage_error(message),
-    };
-    let plans = match plan(&args, accounts) {
-        Ok(plans) => plans,
-        Err(message) => return usage_error(message),
-    };
+/// How a whole `mailsync sync` run ends: the first failed sync wins over a
+/// failed check, which wins over success; a signal wins over all.
+#[derive(Debug, Default)]
+struct Outcome {
+    sync: Option<i32>,
+    check: Option<i32>,
+}
 
-    if args.dry_run {
-        let stdout = io::stdout();
-        let mut out = stdout.lock();
-        for plan in &plans {
-            let _ = writeln!(out, "{}", line(&plan.command));
-            for command in checker
-                .iter()
-                .flat_map(|checker| checker.commands(plan.folders.as_deref()))
-            {
-                let _ = writeln!(out, "{}", line(&command));
-            }
+impl Outcome {
+    fn status(&self, signal: Option<i32>) -> i32 {
+        match signal {
+            Some(signal) => 128 + signal,
+            None => self.sync.or(self.check).unwrap_or(0),
         }
-        return 0;
     }
+}
 
+/// Why a backend could not be started, in words that say what to do.
+fn spawn_error(args: &SyncArgs, program: &OsString, err: &io::Error) -> (i32, String) {
+    let shown = program.to_string_lossy();
+    let option = match args.backend {
+        Backend::Offlineimap => "--offlineimap",
+        Backend::Mbsync => "--mbsync",
+    };
+    match err.kind() {
+        io::ErrorKind::NotFound if shown.contains('/') => (
+            127,
+            format!("{shown} does not exist; give the right path with {option} PATH"),
+        ),
+        io::ErrorKind::NotFound => (
+            127,
+            format!("{shown} is not installed (not found on PATH); install it or give its path with {option} PATH"),
+        ),
+        _ => (126, format!("cannot run {shown}: {err}")),
+    }
+}
+
+fn execute(args: &SyncArgs, plans: Vec<Plan>) -> i32 {
     let forwarder = match Forwarder::install() {
         Ok(forwarder) => forwarder,
         Err(err) => {
@@ -286,45 +300,41 @@ pub fn run(args: SyncArgs) -> i32 {
             return 1;
         }
     };
-    let mut first_sync_failure = None;
-    let mut first_check_failure = None;
+    let interrupted = || forwarder.interrupted();
+    let mut outcome = Outcome::default();
     for plan in plans {
         if let Some(signal) = forwarder.interrupted() {
             return 128 + signal;
         }
-        let _lock = match lock_account(
-            args.backend.name(),
-            &plan.account,
-            Duration::from_secs(args.lock_timeout),
-        ) {
+        let timeout = Duration::from_secs(args.lock_timeout);
+        let lock = match lock_account(args.backend.name(), &plan.account, timeout, &interrupted) {
             Ok(lock) => lock,
+            Err(LockError::Interrupted(signal)) => return 128 + signal,
             Err(err) => {
                 eprintln!("mailsync sync: {err}");
-                first_sync_failure.get_or_insert(1);
+                outcome.sync.get_or_insert(1);
                 continue;
             }
         };
-        println!("+ {}", line(&plan.command));
-        let _ = io::stdout().flush();
-        let child = match Command::new(&plan.command[0]).args(&plan.command[1..]).spawn() {
+        {
+            let mut out = io::stdout().lock();
+            let _ = out.write_all(b"+ ");
+            let _ = out.write_all(&line(&plan.command));
+            let _ = out.write_all(b"\n");
+            let _ = out.flush();
+        }
+        let mut command = Command::new(&plan.command[0]);
+        command.args(&plan.command[1..]);
+        lock.inherit_into(&mut command);
+        let child = match command.spawn() {
             Ok(child) => child,
-            Err(err) if err.kind() == io::ErrorKind::NotFound => {
-                let option = match args.backend {
-                    Backend::Offlineimap => "--offlineimap",
-                    Backend::Mbsync => "--mbsync",
-                };
-                eprintln!(
-                    "mailsync sync: {} is not installed (not found on PATH); install it or give its path with {option} PATH",
-                    plan.command[0].to_string_lossy()
-                );
-                return 127;
-            }
             Err(err) => {
-                eprintln!(
-                    "mailsync sync: cannot run {}: {err}",
-                    plan.command[0].to_string_lossy()
-                );
-                first_sync_failure.get_or_insert(126);
+                let (status, message) = spawn_error(args, &plan.command[0], &err);
+                eprintln!("mailsync sync: {message}");
+                if status == 127 {
+                    return 127;
+                }
+                outcome.sync.get_or_insert(status);
                 continue;
             }
         };
@@ -338,22 +348,55 @@ pub fn run(args: SyncArgs) -> i32 {
                 1
             }
         };
+        drop(lock);
         if status != 0 {
-            first_sync_failure.get_or_insert(status);
+            outcome.sync.get_or_insert(status);
             continue;
         }
-        if let Some(checker) = &checker {
+        if let Some(checker) = &plan.checker {
             if let Err(failure) = checker.check(plan.folders.as_deref()) {
                 eprintln!(
                     "mailsync sync: check after syncing {}: {}",
-                    plan.account, failure.message
+                    String::from_utf8_lossy(&plan.account),
+                    failure.message
                 );
-                first_check_failure.get_or_insert(failure.status);
+                outcome.check.get_or_insert(failure.status);
             }
         }
     }
-    if let Some(signal) = forwarder.interrupted() {
-        return 128 + signal;
+    outcome.status(forwarder.interrupted())
+}
+
+pub fn run(args: SyncArgs) -> i32 {
+    let specs: Vec<Vec<u8>> = args
+        .specs
+        .iter()
+        .map(|spec| spec.as_encoded_bytes().to_vec())
+        .collect();
+    let accounts = match parse_specs(&specs) {
+        Ok(accounts) => accounts,
+        Err(err) => return usage_error(err),
+    };
+    // The local side of the map is each account's own (see `plan`).
+    let group_map = GroupMap::new(
+        NameStyle::for_layout(mailsync::naming::Layout::MaildirPlusPlus),
+        NameStyle {
+            inbox: args.inbox.clone().into_bytes(),
+            separator: args.separator.clone().into_bytes(),
+        },
+        &args.check.server,
+        args.check.template.as_deref(),
+    );
+    let checker = match Checker::from_args(&args.check, group_map, false) {
+        Ok(checker) => checker,
+        Err(message) => return usage_error(message),
+    };
+    let plans = match plan(&args, accounts, checker.as_ref()) {
+        Ok(plans) => plans,
+        Err(message) => return usage_error(message),
+    };
+    if args.dry_run {
+        return show(&plans);
     }
-    first_sync_failure.or(first_check_failure).unwrap_or(0)
+    execute(&args, plans)
 }
