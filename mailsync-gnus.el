@@ -224,8 +224,9 @@ The module is loaded when the build succeeds."
 
 (cl-defstruct (mailsync--watch (:constructor mailsync--watch-create)
                                (:copier nil))
-  "One watched mail store."
-  directory plist handle process)
+  "One watched mail store.
+DIRECTORY is the root as configured, TRUENAME the directory it names."
+  directory truename plist handle process)
 
 (defvar mailsync--watches nil
   "The running watches, a list of `mailsync--watch'.")
@@ -298,13 +299,54 @@ Its time, less the Gnus checks it runs, counts as mailsync's own."
     (mailsync--count :own-time (- (float-time) start
                                   (- (plist-get mailsync--counters :check-time) check-time)))))
 
-(defun mailsync--start-watch (directory plist)
-  "Start watching DIRECTORY, configured by PLIST; return the watch."
-  (let* ((root (expand-file-name directory))
-         (layout (plist-get plist :layout))
-         (watch (mailsync--watch-create :directory directory :plist plist)))
-    (unless (file-directory-p root)
-      (user-error "Maildir %s does not exist" root))
+(defun mailsync--truename (directory)
+  "The true name of DIRECTORY, which must be an existing directory.
+Signal a `user-error' naming it otherwise."
+  (let ((root (expand-file-name directory)))
+    (cond ((not (file-exists-p root))
+           (user-error "Maildir %s does not exist" root))
+          ((not (file-directory-p root))
+           (user-error "Maildir %s is not a directory" root)))
+    (directory-file-name (file-truename (file-name-as-directory root)))))
+
+(defun mailsync--inside-p (inner outer)
+  "Non-nil when directory INNER lies below directory OUTER (true names)."
+  (string-prefix-p (file-name-as-directory outer) inner))
+
+(defun mailsync--plan-watches (roots)
+  "The entries of ROOTS to start, each as (DIRECTORY TRUENAME . PLIST).
+Roots that name a store already watched, or named earlier in ROOTS, are
+left out (the same maildir spelled two ways is watched once); a root
+inside another is a `user-error' naming both."
+  (let ((known (mapcar (lambda (watch)
+                         (cons (mailsync--watch-truename watch)
+                               (mailsync--watch-directory watch)))
+                       mailsync--watches))
+        planned)
+    (dolist (root roots)
+      (let* ((directory (car root))
+             (truename (mailsync--truename directory))
+             (same (assoc truename known)))
+        (if same
+            (unless (equal (cdr same) directory)
+              (mailsync--log "%s is %s, already watched; watched once" directory (cdr same)))
+          (dolist (other known)
+            (cond ((mailsync--inside-p truename (car other))
+                   (user-error "Maildir %s lies inside maildir %s: watch one of them"
+                               directory (cdr other)))
+                  ((mailsync--inside-p (car other) truename)
+                   (user-error "Maildir %s lies inside maildir %s: watch one of them"
+                               (cdr other) directory))))
+          (push (cons truename directory) known)
+          (push (cons directory (cons truename (cdr root))) planned))))
+    (nreverse planned)))
+
+(defun mailsync--start-watch (directory truename plist)
+  "Start watching DIRECTORY (true name TRUENAME), configured by PLIST.
+Return the watch."
+  (let ((layout (plist-get plist :layout))
+        (watch (mailsync--watch-create :directory directory :truename truename
+                                       :plist plist)))
     (setf (mailsync--watch-process watch)
           (make-pipe-process :name "mailsync-wake" :noquery t :coding 'binary
                              :buffer nil
@@ -314,7 +356,7 @@ Its time, less the Gnus checks it runs, counts as mailsync's own."
     (condition-case err
         (setf (mailsync--watch-handle watch)
               (mailsync--module-start
-               root (mailsync--watch-process watch)
+               truename (mailsync--watch-process watch)
                (and layout (format "%s" layout))
                (or (plist-get plist :inbox) "INBOX")
                (or (plist-get plist :separator) ".")
@@ -323,30 +365,40 @@ Its time, less the Gnus checks it runs, counts as mailsync's own."
                nil))
       (error (delete-process (mailsync--watch-process watch))
              (if (eq (car err) 'mailsync-error)
-                 (user-error "Cannot watch %s: %s" root (cadr err))
+                 (user-error "Cannot watch %s: %s" directory (cadr err))
                (signal (car err) (cdr err)))))
     watch))
+
+(defun mailsync--stop-watch (watch)
+  "Stop WATCH: its thread, its descriptors and its wake-up pipe."
+  (when (mailsync--watch-handle watch)
+    (mailsync--module-stop (mailsync--watch-handle watch)))
+  (delete-process (mailsync--watch-process watch)))
 
 ;;;###autoload
 (defun mailsync-start ()
   "Watch the maildirs of `mailsync-maildirs' and check changed groups.
-Stores already watched are left as they are.  Every watched group is
-checked once when `mailsync-check-on-start' is non-nil and Gnus runs."
+Stores already watched are left as they are.  Every store starts or
+none does: when one cannot be watched, those started with it stop again
+and the error says why.  Every watched group is checked once when
+`mailsync-check-on-start' is non-nil and Gnus runs."
   (interactive)
   (mailsync--require-module)
   (let ((roots (mailsync--roots))
         started)
     (unless roots
       (user-error "Nothing to watch: set `mailsync-maildirs' or add an nnmaildir server to Gnus"))
-    (dolist (root roots)
-      (unless (cl-find (car root) mailsync--watches
-                       :key #'mailsync--watch-directory :test #'equal)
-        (let ((watch (mailsync--start-watch (car root) (cdr root))))
-          (push watch mailsync--watches)
-          (push watch started)
-          (mailsync--log "watching %s" (car root)))))
+    (condition-case err
+        (dolist (root (mailsync--plan-watches roots))
+          (push (mailsync--start-watch (nth 0 root) (nth 1 root) (nthcdr 2 root)) started))
+      (error (mapc #'mailsync--stop-watch started)
+             (signal (car err) (cdr err))))
+    (setq started (nreverse started))
+    (dolist (watch started)
+      (mailsync--log "watching %s" (mailsync--watch-directory watch)))
+    (setq mailsync--watches (append mailsync--watches started))
     (when (and started mailsync-check-on-start)
-      (dolist (watch (nreverse started))
+      (dolist (watch started)
         (let ((folders (mapcar (lambda (name) (mailsync--folder-name watch name))
                                (mailsync--module-folders (mailsync--watch-handle watch)))))
           (mailsync-gnus-check-folders (mailsync--watch-directory watch) folders))))
@@ -360,8 +412,7 @@ checked once when `mailsync-check-on-start' is non-nil and Gnus runs."
   "Stop watching every mail store."
   (interactive)
   (dolist (watch mailsync--watches)
-    (mailsync--module-stop (mailsync--watch-handle watch))
-    (delete-process (mailsync--watch-process watch))
+    (mailsync--stop-watch watch)
     (mailsync--log "stopped watching %s" (mailsync--watch-directory watch)))
   (setq mailsync--watches nil)
   (setq mailsync--deferred nil)
@@ -390,15 +441,20 @@ checked once when `mailsync-check-on-start' is non-nil and Gnus runs."
       (erase-buffer)
       (insert (format "mailsync: %s\n\n"
                       (if mailsync--watches "running" "stopped")))
-      (dolist (watch (reverse mailsync--watches))
+      (dolist (watch mailsync--watches)
         (let ((stats (mailsync--module-stats (mailsync--watch-handle watch)))
               (plist (mailsync--watch-plist watch)))
           (insert (format "%s\n" (mailsync--watch-directory watch)))
           (insert (format "  server %S, layout %s\n"
                           (or (plist-get plist :server) "")
                           (plist-get stats :layout)))
+          (when (plist-get stats :root-missing)
+            (insert "  MISSING: removed or moved away; waiting for it to come back\n"))
           (insert (format "  folders %d, inotify watches %d\n"
                           (plist-get stats :folders) (plist-get stats :watches)))
+          (when (> (plist-get stats :unwatched) 0)
+            (insert (format "  %d directories NOT watched: the inotify watch limit is reached\n"
+                            (plist-get stats :unwatched))))
           (insert (format "  events %d (%d ignored), folder reports %d\n"
                           (plist-get stats :events) (plist-get stats :ignored)
                           (plist-get stats :reports)))

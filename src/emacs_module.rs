@@ -208,8 +208,8 @@ fn module_stop(watch: &mut Watch) -> Result<()> {
 
 /// Return WATCH's counters as a plist.
 ///
-/// Keys: :running :root :layout :folders :watches :events :ignored
-/// :reports :last-error.
+/// Keys: :running :root :layout :folders :watches :unwatched :events
+/// :ignored :reports :root-missing :last-error.
 #[defun]
 fn module_stats<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
     let Some(engine) = watch.engine.as_ref() else {
@@ -228,12 +228,20 @@ fn module_stats<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
         count(stats.folders).into_lisp(env)?,
         env.intern(":watches")?,
         count(stats.watches).into_lisp(env)?,
+        env.intern(":unwatched")?,
+        count(stats.unwatched).into_lisp(env)?,
         env.intern(":events")?,
         count(stats.events_seen).into_lisp(env)?,
         env.intern(":ignored")?,
         count(stats.events_ignored).into_lisp(env)?,
         env.intern(":reports")?,
         count(stats.reports).into_lisp(env)?,
+        env.intern(":root-missing")?,
+        if stats.root_missing {
+            env.intern("t")?
+        } else {
+            ().into_lisp(env)?
+        },
         env.intern(":last-error")?,
         stats.last_error.into_lisp(env)?,
     ];

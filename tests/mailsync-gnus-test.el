@@ -359,6 +359,100 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
           (should-not (get-process "mailsync-wake")))
       (delete-directory dir t))))
 
+;;;; Roots: one watch per store, all or none
+
+(ert-deftest mailsync-test-one-store-spelled-three-ways-is-watched-once ()
+  "The same maildir as /x, /x/, /y/../x and through a link gives one watch."
+  (mailsync-test--with-gnus '("INBOX" "work")
+    (let* ((link (expand-file-name "link" mailsync-test--tmp))
+           (mailsync-maildirs
+            (mapcar (lambda (dir) (list dir :server (concat "nnmaildir+" mailsync-test--server)
+                                        :layout 'nnmaildir))
+                    (list mailsync-test--mail
+                          (file-name-as-directory mailsync-test--mail)
+                          (expand-file-name "../mail" (expand-file-name "tmpdir-x" mailsync-test--tmp))
+                          link))))
+      (make-directory (expand-file-name "tmpdir-x" mailsync-test--tmp))
+      (make-symbolic-link mailsync-test--mail link)
+      (mailsync-start)
+      (should (= (length mailsync--watches) 1))
+      (mailsync-test--deliver "work")
+      (should (mailsync-test--wait-until
+               (lambda () (equal (mailsync-test--unread "work") 1)) 1.0))
+      (mailsync-test--idle 0.3)
+      (should (equal mailsync-test--checked (list (mailsync-test--group "work")))))))
+
+(ert-deftest mailsync-test-nested-roots-and-files-are-refused ()
+  "A root inside another is refused naming both; a file is not a directory."
+  (let* ((dir (file-name-as-directory (make-temp-file "mailsync-roots" t)))
+         (inner (expand-file-name "inner" dir))
+         (file (expand-file-name "file" dir)))
+    (unwind-protect
+        (progn
+          (make-directory inner)
+          (write-region "" nil file nil 'silent)
+          (let* ((mailsync-maildirs `((,dir :server "a") (,inner :server "b")))
+                 (err (should-error (mailsync-start) :type 'user-error)))
+            (should (string-match-p (regexp-quote inner) (error-message-string err)))
+            (should (string-match-p (regexp-quote dir) (error-message-string err)))
+            (should (null mailsync--watches)))
+          (let* ((mailsync-maildirs `((,file :server "a")))
+                 (err (should-error (mailsync-start) :type 'user-error)))
+            (should (string-match-p "is not a directory" (error-message-string err)))))
+      (mailsync-stop)
+      (delete-directory dir t))))
+
+(ert-deftest mailsync-test-one-bad-root-starts-none ()
+  "With one bad root the mode stays off and no good root is watched."
+  (let* ((good (make-temp-file "mailsync-good" t))
+         (mailsync-maildirs `((,good :server "nnmaildir+a")
+                              ("/nonexistent/mailsync-test" :server "nnmaildir+b"))))
+    (unwind-protect
+        (progn
+          (should-error (mailsync-mode 1) :type 'user-error)
+          (should-not mailsync-mode)
+          (should (null mailsync--watches))
+          (should-not (get-process "mailsync-wake"))
+          ;; A root the module refuses, after a good one, undoes the good one too.
+          (let ((bad (make-temp-file "mailsync-bad" t)))
+            (unwind-protect
+                (let ((mailsync-maildirs `((,good :server "nnmaildir+a")
+                                           (,bad :server "nnmaildir+b" :layout mh))))
+                  (should-error (mailsync-mode 1) :type 'user-error)
+                  (should-not mailsync-mode)
+                  (should (null mailsync--watches))
+                  (should-not (get-process "mailsync-wake")))
+              (delete-directory bad t))))
+      (mailsync-mode -1)
+      (delete-directory good t))))
+
+(ert-deftest mailsync-test-status-says-when-the-root-is-gone ()
+  "A root moved away shows as missing in `mailsync-status', and comes back."
+  (mailsync-test--with-gnus '("INBOX")
+    (mailsync-start)
+    (let ((away (concat mailsync-test--mail ".away")))
+      (rename-file mailsync-test--mail away)
+      (should (mailsync-test--wait-until
+               (lambda () (plist-get (mailsync--module-stats
+                                      (mailsync--watch-handle (car mailsync--watches)))
+                                     :root-missing))
+               2.0))
+      (mailsync-status)
+      (with-current-buffer "*mailsync-status*"
+        (should (string-match-p "MISSING" (buffer-string))))
+      (should (mailsync-test--wait-until
+               (lambda () (string-match-p "removed or moved away" (or mailsync--last-error "")))
+               2.0))
+      (rename-file away mailsync-test--mail)
+      (should (mailsync-test--wait-until
+               (lambda () (not (plist-get (mailsync--module-stats
+                                           (mailsync--watch-handle (car mailsync--watches)))
+                                          :root-missing)))
+               3.0))
+      (mailsync-test--deliver "INBOX")
+      (should (mailsync-test--wait-until
+               (lambda () (equal (mailsync-test--unread "INBOX") 1)) 2.0)))))
+
 ;;;; Module missing
 
 (ert-deftest mailsync-test-missing-module-says-how-to-build-it ()
