@@ -12,6 +12,8 @@ EMACS ?= emacs
 CARGO ?= cargo
 MODULE = mailsync-gnus-module.so
 SEED_NAMES = mailsync_offlineimap mailsync_offlineimap_local mailsync_gnus_watch
+# Names for .mswatchrc without mswatch's keywords in them.
+LINK_NAMES = $(SEED_NAMES) mailsync-sync mailsync-watch
 
 .PHONY: all build module test deps-test demo bench install clean
 
@@ -41,7 +43,7 @@ bench: build
 install: build
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LISPDIR)
 	install -m 755 target/release/mailsync $(DESTDIR)$(BINDIR)/mailsync
-	for name in $(SEED_NAMES); do ln -sf mailsync $(DESTDIR)$(BINDIR)/$$name; done
+	for name in $(LINK_NAMES); do ln -sf mailsync $(DESTDIR)$(BINDIR)/$$name; done
 	install -m 644 mailsync-gnus.el mailsync-pkg.el $(DESTDIR)$(LISPDIR)/
 	install -m 755 $(MODULE) $(DESTDIR)$(LISPDIR)/
 

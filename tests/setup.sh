@@ -29,6 +29,8 @@ case "$need" in
       || missing+=(elpa-package-lint)
     want dpkg-deb dpkg
     want python3 python3
+    # The real mswatch (Debian 11's build, fetched by tests/fetch-mswatch.sh) needs glib.
+    ldconfig -p 2>/dev/null | grep -q 'libglib-2.0.so.0' || missing+=(libglib2.0-0)
     # Login shells the --check-ssh quoting is tested through.
     want zsh zsh
     want fish fish

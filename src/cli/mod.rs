@@ -25,7 +25,8 @@ enum Command {
 
 /// Runs the command line `args` (argv[0] included) and returns the exit status.
 ///
-/// Under the names of rpatterson.mailsync's scripts it behaves as they did.
+/// Under the names of rpatterson.mailsync's scripts it behaves as they did;
+/// `mailsync-sync` and `mailsync-watch` are the subcommands.
 pub fn run(args: Vec<OsString>) -> i32 {
     let program = args
         .first()
@@ -33,6 +34,9 @@ pub fn run(args: Vec<OsString>) -> i32 {
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
     let args = match program.as_str() {
+        // Names without mswatch's keywords `sync` and `watch` as words.
+        "mailsync-sync" => with_subcommand(args, "sync", &[], &[]),
+        "mailsync-watch" => with_subcommand(args, "watch", &[], &[]),
         "mailsync_offlineimap" => with_subcommand(args, "sync", &[], &[]),
         "mailsync_offlineimap_local" => with_subcommand(args, "sync", &["--check-local"], &[]),
         "mailsync_gnus_watch" => with_subcommand(

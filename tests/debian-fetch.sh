@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Downloads Debian packages of another suite and unpacks them into a folder,
+# without installing anything, from the Debian mirror this machine's own apt
+# sources name (so a user behind their own mirror is served).
+#   tests/debian-fetch.sh DIR "APT-SOURCES-SUITES" [apt-get option…] -- PACKAGE…
+# e.g. tests/debian-fetch.sh .cache/mswatch bullseye -- mswatch
+# Unpacks into DIR/root; DIR/debs keeps the packages.
+set -euo pipefail
+
+dir=${1:?usage: $0 DIR SUITES [APT-OPTION…] -- PACKAGE…}
+suites=${2:?usage: $0 DIR SUITES [APT-OPTION…] -- PACKAGE…}
+shift 2
+extra=()
+while [ $# -gt 0 ] && [ "$1" != -- ]; do extra+=("$1"); shift; done
+[ "${1:-}" = -- ] && shift
+[ $# -gt 0 ] || { echo "usage: $0 DIR SUITES [APT-OPTION…] -- PACKAGE…" >&2; exit 2; }
+
+# The first Debian archive URI of the machine's sources (deb822 or one-line).
+mirror=$(
+  { cat /etc/apt/sources.list.d/*.sources 2>/dev/null | sed -n 's/^URIs:[[:space:]]*//p' | tr ' ' '\n'
+    grep -h '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null | awk '{print $2}'
+  } | grep -v -e security -e '^$' | head -n 1
+) || true
+mirror=${mirror:-http://deb.debian.org/debian}
+
+mkdir -p "$dir/debs" "$dir/root"
+apt_dir=$(mktemp -d)
+trap 'rm -rf "$apt_dir"' EXIT
+mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
+for suite in $suites; do
+  echo "deb $mirror $suite main"
+done > "$apt_dir/sources.list"
+opts=(-o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/dev/null
+      -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache::Archives="$apt_dir/archives"
+      -o Debug::NoLocking=1 -o APT::Sandbox::User=root "${extra[@]}")
+apt-get "${opts[@]}" update -qq >&2
+(cd "$dir/debs" && apt-get "${opts[@]}" download -qq "$@" >&2)
+for deb in "$dir"/debs/*.deb; do dpkg-deb -x "$deb" "$dir/root"; done
