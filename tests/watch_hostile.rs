@@ -227,3 +227,39 @@ fn an_unreadable_folder_is_named_in_a_warning() {
     assert!(stderr.contains("Permission denied"), "{stderr}");
     assert!(!stderr.contains(".open"), "{stderr}");
 }
+
+#[test]
+fn a_bind_mount_loop_is_cut_by_device_and_inode() {
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: a bind mount needs root (CI runs as root)");
+        return;
+    }
+    let store = tempfile::tempdir().unwrap();
+    let root = store.path();
+    make_maildir(root);
+    make_maildir(&root.join("a"));
+    fs::create_dir_all(root.join("a/back")).unwrap();
+    // No link to resolve: the same directory under another path.
+    let mounted = Command::new("mount")
+        .args(["--bind", arg(root), arg(&root.join("a/back"))])
+        .status()
+        .is_ok_and(|status| status.success());
+    if !mounted {
+        eprintln!("skipped: mount --bind is not allowed here");
+        return;
+    }
+    let watch = std::panic::catch_unwind(|| {
+        let watch = Watch::start(&["--maildir", arg(root), "--layout", "verbatim", "--delay", "0"]);
+        deliver(&root.join("a"));
+        assert_eq!(watch.next(), "a");
+        thread::sleep(Duration::from_millis(200));
+        assert!(
+            watch.stderr_text().contains("(a loop); not followed"),
+            "{}",
+            watch.stderr_text()
+        );
+        watch
+    });
+    let _ = Command::new("umount").arg(root.join("a/back")).status();
+    drop(watch.unwrap());
+}

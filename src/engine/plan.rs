@@ -6,15 +6,16 @@
 //! directory is planned under its canonical path (the path notify reports
 //! events under) and named as the link names it, so a folder reached through
 //! a link is reported under the link's name and its target under its own. A
-//! link whose target is a directory already on the way down (an ancestor,
-//! or a link target crossed earlier on this branch) is a loop: it is listed
-//! in [`Plan::loops`] and not followed.
+//! subfolder that is, by (device, inode), a directory already on the way down
+//! to it leads back up: through a link, or a bind mount, that is a loop, and
+//! it is listed in [`Plan::loops`] and not followed.
 
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
+use super::tree::Identity;
 use crate::classify::WatchedDir;
 use crate::naming::{classify_dir, DirRole, Folder, Layout};
 
@@ -40,16 +41,34 @@ pub struct Plan {
     pub unreadable: Vec<(PathBuf, io::Error)>,
 }
 
-/// Where a branch of the traversal crossed links: the directories holding
-/// them, outermost first. A link target that is one of these, or above one,
-/// leads back up the branch.
-type Crossings = Option<Rc<Vec<PathBuf>>>;
+/// The folder directories on the way down to one, innermost first.
+struct Way {
+    id: Option<Identity>,
+    up: Option<Rc<Way>>,
+}
+
+impl Way {
+    fn passes(&self, id: Identity) -> bool {
+        let mut way = Some(self);
+        while let Some(step) = way {
+            if step.id == Some(id) {
+                return true;
+            }
+            way = step.up.as_deref();
+        }
+        false
+    }
+}
 
 /// Plans the directory `top` (canonical) of `folder` and everything below it.
 pub fn plan(layout: Layout, top: &Path, folder: Folder) -> Plan {
     let mut plan = Plan::default();
-    let mut stack: Vec<(PathBuf, Folder, Crossings)> = vec![(top.to_path_buf(), folder, None)];
-    while let Some((dir, folder, crossings)) = stack.pop() {
+    let start = Rc::new(Way {
+        id: Identity::of(top),
+        up: None,
+    });
+    let mut stack: Vec<(PathBuf, Folder, Rc<Way>)> = vec![(top.to_path_buf(), folder, start)];
+    while let Some((dir, folder, way)) = stack.pop() {
         let entries = fs::read_dir(&dir);
         plan.dirs.push(Planned {
             dir: dir.clone(),
@@ -70,34 +89,49 @@ pub fn plan(layout: Layout, top: &Path, folder: Folder) -> Plan {
                 continue;
             }
             let path = entry.path();
-            let (child_dir, child_crossings) = match entry.file_type() {
-                Ok(kind) if kind.is_dir() => (path, crossings.clone()),
-                Ok(kind) if kind.is_symlink() => {
-                    let Ok(target) = fs::canonicalize(&path) else {
-                        continue; // dangling
-                    };
-                    if !target.is_dir() {
-                        continue;
-                    }
-                    let leads_back = dir.starts_with(&target)
-                        || crossings
-                            .as_deref()
-                            .is_some_and(|crossed| crossed.iter().any(|at| at.starts_with(&target)));
-                    if leads_back {
-                        plan.loops.push((path, target));
-                        continue;
-                    }
-                    plan.links.push((path, target.clone()));
-                    let mut crossed = crossings.as_deref().cloned().unwrap_or_default();
-                    crossed.push(dir.clone());
-                    (target, Some(Rc::new(crossed)))
-                }
+            let is_link = match entry.file_type() {
+                Ok(kind) if kind.is_dir() => false,
+                Ok(kind) if kind.is_symlink() => true,
                 Ok(_) => continue,
-                Err(_) if path.is_dir() => (path, crossings.clone()),
-                Err(_) => continue,
+                Err(_) => match fs::symlink_metadata(&path) {
+                    Ok(meta) if meta.is_dir() => false,
+                    Ok(meta) if meta.file_type().is_symlink() => true,
+                    _ => continue,
+                },
             };
+            let child_dir = if is_link {
+                match fs::canonicalize(&path) {
+                    Ok(target) => target,
+                    Err(_) => continue, // dangling
+                }
+            } else {
+                path.clone()
+            };
+            let mut id = None;
+            if let DirRole::Folder(_) = role {
+                // Only a folder is descended into, so only a folder can lead back.
+                let Some(folder_id) = Identity::of(&child_dir) else {
+                    continue; // not a directory, or gone
+                };
+                if way.passes(folder_id) {
+                    plan.loops.push((path, child_dir));
+                    continue;
+                }
+                id = Some(folder_id);
+            } else if is_link && !child_dir.is_dir() {
+                continue;
+            }
+            if is_link {
+                plan.links.push((path, child_dir.clone()));
+            }
             match role {
-                DirRole::Folder(child) => stack.push((child_dir, child, child_crossings)),
+                DirRole::Folder(child) => {
+                    let down = Rc::new(Way {
+                        id,
+                        up: Some(Rc::clone(&way)),
+                    });
+                    stack.push((child_dir, child, down))
+                }
                 DirRole::Mail(which) => plan.dirs.push(Planned {
                     dir: child_dir,
                     role: WatchedDir::Mail {
