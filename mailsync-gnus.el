@@ -58,6 +58,7 @@
 ;; Gnus's accessors are macros; Gnus itself is loaded only when it runs.
 (eval-when-compile (require 'gnus))
 
+(declare-function mailsync--module-version "mailsync-gnus-module")
 (declare-function mailsync--module-start "mailsync-gnus-module")
 (declare-function mailsync--module-poll "mailsync-gnus-module")
 (declare-function mailsync--module-stop "mailsync-gnus-module")
@@ -74,7 +75,6 @@
 (declare-function gnus-get-unread-articles-in-group "gnus-start")
 (declare-function gnus-close-group "gnus-int")
 (declare-function gnus-virtual-group-p "gnus")
-(declare-function utf7-decode "utf7")
 (defvar gnus-group-buffer)
 (defvar gnus-group-marked)
 (defvar gnus-goto-next-group-when-activating)
@@ -83,9 +83,6 @@
 
 (when (version< emacs-version "28.1")
   (error "The mailsync package needs Emacs 28.1 or later (it has %s)" emacs-version))
-
-;; What the module signals; `mailsync-start' shows it as a `user-error'.
-(define-error 'mailsync-error "mailsync" 'user-error)
 
 ;;;; Options
 
@@ -160,18 +157,34 @@ checker is the default member; other mail readers can add theirs."
           (module-load file)
           (featurep 'mailsync-gnus-module)))))
 
+(defconst mailsync--module-version 2
+  "The interface of the dynamic module this file talks to.
+The module's `mailsync--module-version' must return the same number.")
+
+(defun mailsync--module-version-loaded ()
+  "The interface version of the loaded module; 1 for modules that had none."
+  (if (fboundp 'mailsync--module-version) (mailsync--module-version) 1))
+
 (defun mailsync--require-module ()
-  "Load the dynamic module or signal a clear error."
+  "Load the dynamic module or signal a clear error.
+A module of another interface version (an old build left by `git pull',
+say) is refused with what to do: rebuild it, then restart Emacs, since
+Emacs cannot unload a module."
   (unless module-file-suffix
     (user-error "This Emacs was built without dynamic module support, which mailsync needs"))
   (unless (mailsync--load-module)
     (user-error "The mailsync module %s is missing; build it with M-x mailsync-build-module (or `make' in %s)"
-                (mailsync--module-file) mailsync--directory)))
+                (mailsync--module-file) mailsync--directory))
+  (let ((loaded (mailsync--module-version-loaded)))
+    (unless (eql loaded mailsync--module-version)
+      (user-error "The mailsync module %s has interface %s, this mailsync-gnus.el needs %s: rebuild it (M-x mailsync-build-module, or `make'), then restart Emacs"
+                  (mailsync--module-file) loaded mailsync--module-version))))
 
 ;;;###autoload
 (defun mailsync-build-module ()
   "Build the mailsync dynamic module with cargo, in a compilation buffer.
-The module is loaded when the build succeeds."
+The module is loaded when the build succeeds, unless an older one is
+loaded already: Emacs cannot unload a module, so then restart Emacs."
   (interactive)
   (unless (executable-find "cargo")
     (user-error "Cargo is not on `exec-path'; install Rust (https://rustup.rs) first"))
@@ -183,11 +196,17 @@ The module is loaded when the build succeeds."
     (with-current-buffer buffer
       (add-hook 'compilation-finish-functions
                 (lambda (_buffer status)
-                  (if (string-prefix-p "finished" status)
-                      (progn (mailsync--load-module)
-                             (message "mailsync: module built and loaded"))
+                  (cond
+                   ((not (string-prefix-p "finished" status))
                     (message "mailsync: building the module failed: %s"
-                             (string-trim status))))
+                             (string-trim status)))
+                   ((featurep 'mailsync-gnus-module)
+                    (message "mailsync: module built; restart Emacs to use it (the one loaded before stays until then)"))
+                   ((and (mailsync--load-module)
+                         (eql (mailsync--module-version-loaded) mailsync--module-version))
+                    (message "mailsync: module built and loaded"))
+                   (t (message "mailsync: module built, but %s does not load as interface %s"
+                               (mailsync--module-file) mailsync--module-version))))
                 nil t))))
 
 ;;;; Log
@@ -258,19 +277,21 @@ DIRECTORY is the root as configured, TRUENAME the directory it names."
   "Return the maildirs to watch: `mailsync-maildirs' or Gnus's nnmaildir servers."
   (or mailsync-maildirs (mailsync--gnus-roots)))
 
-(defun mailsync--folder-name (watch name)
-  "Decode folder NAME from the module as Gnus names the group of WATCH."
-  (let* ((plist (mailsync--watch-plist watch))
-         (server (or (plist-get plist :server) ""))
-         (name (if (multibyte-string-p name)
-                   name
-                 (decode-coding-string name (or file-name-coding-system 'utf-8-unix)))))
-    (if (and (if (plist-member plist :utf7)
-                 (plist-get plist :utf7)
-               (string-prefix-p "nnimap" server))
-             (string-search "&" name))
-        (progn (require 'utf7) (utf7-decode name t))
-      name)))
+(defun mailsync--folder-name (name)
+  "Folder NAME from the module as a Lisp string.
+The module hands finished names (inbox, separator, UTF-7 decoded), as
+text when they are UTF-8 and as raw bytes otherwise, decoded here as
+Emacs decodes file names."
+  (if (multibyte-string-p name)
+      name
+    (decode-coding-string name (or file-name-coding-system 'utf-8-unix))))
+
+(defun mailsync--utf7-p (plist)
+  "Whether folder names on disk are IMAP modified UTF-7 for the store PLIST.
+As PLIST's :utf7 says, else yes for nnimap servers (Dovecot serves the store)."
+  (if (plist-member plist :utf7)
+      (plist-get plist :utf7)
+    (string-prefix-p "nnimap" (or (plist-get plist :server) ""))))
 
 (defun mailsync--group (plist folder)
   "The Gnus group of FOLDER in the store described by PLIST."
@@ -283,8 +304,7 @@ Its time, less the Gnus checks it runs, counts as mailsync's own."
   (let* ((start (float-time))
          (check-time (plist-get mailsync--counters :check-time))
          (result (mailsync--module-poll (mailsync--watch-handle watch)))
-         (folders (mapcar (lambda (name) (mailsync--folder-name watch name))
-                          (car result))))
+         (folders (mapcar #'mailsync--folder-name (car result))))
     (mailsync--count :wakeups 1)
     (dolist (warning (cdr result))
       (mailsync--error "%s: %s" (mailsync--watch-directory watch) warning))
@@ -357,12 +377,11 @@ Return the watch."
         (setf (mailsync--watch-handle watch)
               (mailsync--module-start
                truename (mailsync--watch-process watch)
-               (and layout (format "%s" layout))
-               (or (plist-get plist :inbox) "INBOX")
-               (or (plist-get plist :separator) ".")
-               (max 0 (round (* 1000 mailsync-delay)))
-               nil
-               nil))
+               (list :layout (and layout (format "%s" layout))
+                     :inbox (plist-get plist :inbox)
+                     :separator (plist-get plist :separator)
+                     :utf7 (mailsync--utf7-p plist)
+                     :delay-ms (max 0 (round (* 1000 mailsync-delay))))))
       (error (delete-process (mailsync--watch-process watch))
              (if (eq (car err) 'mailsync-error)
                  (user-error "Cannot watch %s: %s" directory (cadr err))
@@ -399,7 +418,7 @@ and the error says why.  Every watched group is checked once when
     (setq mailsync--watches (append mailsync--watches started))
     (when (and started mailsync-check-on-start)
       (dolist (watch started)
-        (let ((folders (mapcar (lambda (name) (mailsync--folder-name watch name))
+        (let ((folders (mapcar #'mailsync--folder-name
                                (mailsync--module-folders (mailsync--watch-handle watch)))))
           (mailsync-gnus-check-folders (mailsync--watch-directory watch) folders))))
     (when (called-interactively-p 'interactive)

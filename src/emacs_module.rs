@@ -7,8 +7,11 @@
 //! runs in Emacs while nothing happens. The pipe's filter calls
 //! `mailsync--module-poll`, which drains the queue on Emacs's thread.
 //!
-//! Errors reach Lisp as the signal `mailsync-error` (defined in
-//! mailsync-gnus.el as a kind of `user-error`), never as panics.
+//! Errors reach Lisp as the signal `mailsync-error`, a kind of `user-error`
+//! that the module itself defines, never as panics. `mailsync--module-version`
+//! tells mailsync-gnus.el which interface this build has, so a stale module
+//! left by an old build says "rebuild, then restart Emacs" instead of failing
+//! with an arity error.
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -17,12 +20,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use emacs::{defun, Env, IntoLisp, Result, Value};
+use emacs::{defun, Env, IntoLisp, Result, ResultExt, Value};
 
 use crate::engine::{Engine, Options, Sink};
+use crate::groups::GroupMap;
 use crate::naming::{Folder, Layout, NameStyle};
 
 emacs::plugin_is_GPL_compatible!();
+
+/// The interface mailsync-gnus.el talks to: bump it whenever a
+/// `mailsync--module-*` function changes its arguments or results.
+pub const MODULE_VERSION: i64 = 2;
+
+emacs::define_errors! {
+    mailsync_error "mailsync" (user_error)
+}
 
 #[emacs::module(
     name = "mailsync-gnus-module",
@@ -77,40 +89,55 @@ impl Sink for EmacsSink {
 pub struct Watch {
     engine: Option<Engine>,
     mailbox: Arc<Mailbox>,
-    style: NameStyle,
-}
-
-fn signal<T>(env: &Env, message: String) -> Result<T> {
-    env.signal("mailsync-error", (message,))
+    /// Folder → the name Gnus gives it (without the server prefix).
+    names: GroupMap,
 }
 
 fn millis(value: i64) -> Duration {
     Duration::from_millis(value.max(0) as u64)
 }
 
+/// The interface version of this module (see `mailsync--module-version').
+#[defun]
+fn module_version() -> Result<i64> {
+    Ok(MODULE_VERSION)
+}
+
+/// `(plist-get PLIST KEY)`.
+fn option<'e>(env: &'e Env, plist: Value<'e>, key: &str) -> Result<Value<'e>> {
+    env.call("plist-get", (plist, env.intern(key)?))
+}
+
+fn string_option(env: &Env, plist: Value, key: &str) -> Result<Option<String>> {
+    option(env, plist, key)?.into_rust()
+}
+
 /// Start watching the mail store ROOT; return a handle.
 ///
 /// WAKE is a pipe process whose filter calls `mailsync--module-poll'.
-/// LAYOUT is a string (maildir++, verbatim, nnmaildir) or nil to detect it.
-/// INBOX names the root folder; SEPARATOR joins levels (nil: the layout's).
-/// DELAY-MS is the coalescing window, MAX-DELAY-MS its bound (nil: 10×).
-/// REPORT-FLAGS non-nil also reports flag changes.
+/// OPTIONS is a plist: :layout (a string, maildir++, verbatim or
+/// nnmaildir; nil to detect it), :inbox and :separator (how folder names
+/// are spelled; nil for INBOX and \".\"), :utf7 (names on disk are IMAP
+/// modified UTF-7, to decode), :delay-ms (the coalescing window),
+/// :max-delay-ms (its bound; nil for 10 windows), :report-flags.
 #[defun(user_ptr)]
-#[allow(clippy::too_many_arguments)]
-fn module_start(
-    env: &Env,
-    root: String,
-    wake: Value,
-    layout: Option<String>,
-    inbox: String,
-    separator: Option<String>,
-    delay_ms: i64,
-    max_delay_ms: Option<i64>,
-    report_flags: Value,
-) -> Result<Watch> {
-    let layout = match layout.map(|name| name.parse::<Layout>()).transpose() {
-        Ok(layout) => layout,
-        Err(message) => return signal(env, message),
+fn module_start(env: &Env, root: String, wake: Value, options: Value) -> Result<Watch> {
+    let layout = string_option(env, options, ":layout")?
+        .map(|name| name.parse::<Layout>())
+        .transpose()
+        .or_signal(env, mailsync_error)?;
+    let style = NameStyle::new(
+        string_option(env, options, ":inbox")?.unwrap_or_else(|| "INBOX".into()),
+        string_option(env, options, ":separator")?.unwrap_or_else(|| ".".into()),
+    );
+    let utf7 = option(env, options, ":utf7")?.is_not_nil();
+    let delay: Option<i64> = option(env, options, ":delay-ms")?.into_rust()?;
+    let max_delay: Option<i64> = option(env, options, ":max-delay-ms")?.into_rust()?;
+    let engine_options = Options {
+        layout,
+        delay: delay.map_or(crate::engine::DEFAULT_DELAY, millis),
+        max_delay: max_delay.map(millis),
+        report_flags: option(env, options, ":report-flags")?.is_not_nil(),
     };
     let writer = env.open_channel(wake)?;
     let mailbox = Arc::new(Mailbox::default());
@@ -118,24 +145,12 @@ fn module_start(
         mailbox: Arc::clone(&mailbox),
         wake: Box::new(writer),
     };
-    let options = Options {
-        layout,
-        delay: millis(delay_ms),
-        max_delay: max_delay_ms.map(millis),
-        report_flags: report_flags.is_not_nil(),
-    };
-    let engine = match Engine::start(&PathBuf::from(root), options, Box::new(sink)) {
-        Ok(engine) => engine,
-        Err(err) => return signal(env, err.to_string()),
-    };
-    let separator = separator.unwrap_or_else(|| engine.layout().default_separator().to_string());
+    let engine =
+        Engine::start(&PathBuf::from(root), engine_options, Box::new(sink)).or_signal(env, mailsync_error)?;
     Ok(Watch {
         engine: Some(engine),
         mailbox,
-        style: NameStyle {
-            inbox: inbox.into_bytes(),
-            separator: separator.into_bytes(),
-        },
+        names: GroupMap::new(style.clone(), style, "", None, utf7),
     })
 }
 
@@ -169,7 +184,7 @@ fn module_poll<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
     let mut names = Vec::new();
     for folder in folders {
         if seen.insert(folder.clone()) {
-            names.push(name_into_lisp(env, folder.name(&watch.style))?);
+            names.push(name_into_lisp(env, watch.names.folder_name(&folder))?);
         }
     }
     let warnings = warnings
@@ -192,7 +207,7 @@ fn module_folders<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
     let names = engine
         .folders_at_start()
         .iter()
-        .map(|folder| name_into_lisp(env, folder.name(&watch.style)))
+        .map(|folder| name_into_lisp(env, watch.names.folder_name(folder)))
         .collect::<Result<Vec<_>>>()?;
     list(env, names)
 }

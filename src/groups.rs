@@ -1,7 +1,9 @@
-//! Local folder names to Gnus group names, for `emacsclient` checks: the
-//! same mapping the Emacs side makes (server prefix, inbox, separator).
+//! Local folder names to Gnus group names: the one implementation, used by
+//! the Emacs module (which hands Lisp finished names) and by the
+//! `emacsclient` checks of the command line (server prefix, inbox,
+//! separator, and Dovecot's modified UTF-7 decoded).
 
-use crate::naming::NameStyle;
+use crate::naming::{decode_imap_utf7, Folder, NameStyle};
 
 /// How a local folder name becomes a Gnus group name.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -13,12 +15,21 @@ pub struct GroupMap {
     /// The group name with `%s` standing for the folder part, e.g.
     /// `nnimap+local:%s`.
     pub template: String,
+    /// Names on disk are IMAP modified UTF-7 (Dovecot's and mbsync's
+    /// default), which Gnus shows decoded.
+    pub utf7: bool,
+}
+
+/// Whether names of a store read by the Gnus server `server` are modified
+/// UTF-7 on disk, when not said: yes for nnimap (Dovecot serves the store).
+pub fn utf7_by_default(server: &str) -> bool {
+    server.starts_with("nnimap")
 }
 
 impl GroupMap {
     /// `server` is a Gnus server prefix such as `nnimap+local` (empty: the
     /// native method); `template`, when given, overrides it.
-    pub fn new(local: NameStyle, group: NameStyle, server: &str, template: Option<&str>) -> Self {
+    pub fn new(local: NameStyle, group: NameStyle, server: &str, template: Option<&str>, utf7: bool) -> Self {
         let template = match template {
             Some(template) => template.to_string(),
             None if server.is_empty() => "%s".to_string(),
@@ -28,6 +39,16 @@ impl GroupMap {
             local,
             group,
             template,
+            utf7,
+        }
+    }
+
+    /// The folder part of the group name of `folder`.
+    pub fn folder_name(&self, folder: &Folder) -> Vec<u8> {
+        let name = folder.name(&self.group);
+        match self.utf7.then(|| decode_imap_utf7(&name)).flatten() {
+            Some(decoded) => decoded.into_bytes(),
+            None => name,
         }
     }
 
@@ -43,7 +64,7 @@ impl GroupMap {
     }
 
     fn group_part(&self, name: &[u8]) -> Vec<u8> {
-        self.local.parse_dotted(name).name(&self.group)
+        self.folder_name(&self.local.parse_dotted(name))
     }
 }
 
@@ -52,37 +73,76 @@ mod tests {
     use super::*;
 
     fn style(inbox: &str, separator: &str) -> NameStyle {
-        NameStyle {
-            inbox: inbox.as_bytes().to_vec(),
-            separator: separator.as_bytes().to_vec(),
-        }
+        NameStyle::new(inbox, separator)
     }
 
     #[test]
     fn server_prefix_inbox_and_separator() {
-        let map = GroupMap::new(style("INBOX", "."), style("INBOX", "."), "nnimap+local", None);
+        let map = GroupMap::new(
+            style("INBOX", "."),
+            style("INBOX", "."),
+            "nnimap+local",
+            None,
+            false,
+        );
         assert_eq!(map.group(b"INBOX"), b"nnimap+local:INBOX");
         assert_eq!(map.group(b"lists.emacs"), b"nnimap+local:lists.emacs");
-        let slashed = GroupMap::new(style("INBOX", "."), style("INBOX", "/"), "nnimap+local", None);
+        let slashed = GroupMap::new(
+            style("INBOX", "."),
+            style("INBOX", "/"),
+            "nnimap+local",
+            None,
+            false,
+        );
         assert_eq!(slashed.group(b"lists.emacs"), b"nnimap+local:lists/emacs");
     }
 
     #[test]
     fn the_seed_turned_slashes_into_dots() {
-        let map = GroupMap::new(style("INBOX", "/"), style("INBOX", "."), "", None);
+        let map = GroupMap::new(style("INBOX", "/"), style("INBOX", "."), "", None, false);
         assert_eq!(map.group(b"[Gmail]/Sent Mail"), b"[Gmail].Sent Mail");
     }
 
     #[test]
     fn templates_and_inbox_names_as_the_seed_watcher_had_them() {
-        let map = GroupMap::new(style("INBOX", "."), style("mail.inbox", "."), "", Some("nnml:%s"));
+        let map = GroupMap::new(
+            style("INBOX", "."),
+            style("mail.inbox", "."),
+            "",
+            Some("nnml:%s"),
+            false,
+        );
         assert_eq!(map.group(b"INBOX"), b"nnml:mail.inbox");
         assert_eq!(map.group(b"work"), b"nnml:work");
     }
 
     #[test]
+    fn dovecots_utf7_names_become_the_groups_gnus_shows() {
+        let map = GroupMap::new(
+            style("INBOX", "."),
+            style("INBOX", "."),
+            "nnimap+local",
+            None,
+            true,
+        );
+        assert_eq!(map.group(b"Entw&APw-rfe"), "nnimap+local:Entwürfe".as_bytes());
+        assert_eq!(
+            map.group(b"lists.&ZeVnLIqe-"),
+            "nnimap+local:lists.日本語".as_bytes()
+        );
+        assert_eq!(map.group(b"R&-D"), b"nnimap+local:R&D");
+        assert!(utf7_by_default("nnimap+local") && !utf7_by_default("nnmaildir+x"));
+    }
+
+    #[test]
     fn maildir_plus_plus_leading_dots_and_odd_bytes() {
-        let map = GroupMap::new(style("INBOX", "."), style("INBOX", "."), "nnmaildir+x", None);
+        let map = GroupMap::new(
+            style("INBOX", "."),
+            style("INBOX", "."),
+            "nnmaildir+x",
+            None,
+            false,
+        );
         assert_eq!(map.group(b".work"), b"nnmaildir+x:work");
         assert_eq!(map.group(b"caf\xe9 \"q\""), b"nnmaildir+x:caf\xe9 \"q\"");
     }

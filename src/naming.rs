@@ -143,12 +143,16 @@ pub struct NameStyle {
 }
 
 impl NameStyle {
+    pub fn new(inbox: impl Into<Vec<u8>>, separator: impl Into<Vec<u8>>) -> Self {
+        NameStyle {
+            inbox: inbox.into(),
+            separator: separator.into(),
+        }
+    }
+
     /// Inbox `INBOX` and the layout's own separator.
     pub fn for_layout(layout: Layout) -> Self {
-        NameStyle {
-            inbox: b"INBOX".to_vec(),
-            separator: layout.default_separator().as_bytes().to_vec(),
-        }
+        NameStyle::new("INBOX", layout.default_separator())
     }
 
     /// Parses a name that may still carry its Maildir++ directory's leading
@@ -192,6 +196,68 @@ fn split_bytes<'a>(text: &'a [u8], separator: &[u8]) -> Vec<&'a [u8]> {
     }
     parts.push(&text[start..]);
     parts
+}
+
+/// Decodes IMAP's modified UTF-7 (RFC 3501, 5.1.3), in which Dovecot and
+/// mbsync store non-ASCII mailbox names on disk (`Entw&APw-rfe` is
+/// `Entwürfe`, `R&-D` is `R&D`). None when `name` is not valid modified
+/// UTF-7 (then it is a name of its own and stays as it is).
+pub fn decode_imap_utf7(name: &[u8]) -> Option<String> {
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some((&byte, after)) = rest.split_first() {
+        if byte != b'&' {
+            if !(0x20..=0x7e).contains(&byte) {
+                return None;
+            }
+            out.push(byte as char);
+            rest = after;
+            continue;
+        }
+        let end = after.iter().position(|&b| b == b'-')?;
+        let (encoded, tail) = (&after[..end], &after[end + 1..]);
+        if encoded.is_empty() {
+            out.push('&');
+        } else {
+            out.push_str(&decode_utf16_base64(encoded)?);
+        }
+        rest = tail;
+    }
+    Some(out)
+}
+
+/// Modified base64 (`,` for `/`, no padding) of UTF-16BE, to text.
+fn decode_utf16_base64(encoded: &[u8]) -> Option<String> {
+    let mut bits = 0u32;
+    let mut count = 0;
+    let mut bytes = Vec::with_capacity(encoded.len());
+    for &c in encoded {
+        let value = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b',' => 63,
+            _ => return None,
+        };
+        bits = (bits << 6) | u32::from(value);
+        count += 6;
+        if count >= 8 {
+            count -= 8;
+            bytes.push((bits >> count) as u8);
+            bits &= (1 << count) - 1;
+        }
+    }
+    if bytes.is_empty() || bytes.len() % 2 != 0 || bits != 0 {
+        return None;
+    }
+    let units: Vec<u16> = bytes
+        .chunks_exact(2)
+        .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
+        .collect();
+    let text = String::from_utf16(&units).ok()?;
+    // Printable ASCII must not be encoded: such a name is not modified UTF-7.
+    (!text.chars().any(|c| (' '..='~').contains(&c))).then_some(text)
 }
 
 /// What a directory found below a folder's directory is.
@@ -372,6 +438,27 @@ mod tests {
         let style = style("INBOX", "::");
         assert_eq!(folder.name(&style), b"a::b::c");
         assert_eq!(style.parse(b"a::b::c"), folder);
+    }
+
+    #[test]
+    fn imap_utf7_names_decode_and_others_stay() {
+        for (encoded, decoded) in [
+            ("Entw&APw-rfe", Some("Entwürfe")),
+            ("&ZeVnLIqe-", Some("日本語")),
+            ("R&-D", Some("R&D")),
+            ("[Gmail].Sent Mail", Some("[Gmail].Sent Mail")),
+            ("&AGE-", None), // an encoded "a" is not modified UTF-7
+            ("open&", None),
+            ("&ZeV!-", None),
+            ("a&b-c", None),
+        ] {
+            assert_eq!(
+                decode_imap_utf7(encoded.as_bytes()).as_deref(),
+                decoded,
+                "{encoded}"
+            );
+        }
+        assert_eq!(decode_imap_utf7(b"caf\xe9"), None);
     }
 
     #[test]

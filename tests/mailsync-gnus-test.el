@@ -276,7 +276,7 @@ mailsync stops and Gnus quits, leaving nothing behind."
 (defun mailsync-test--start-and-drop (dir process threads-before)
   "Start a watch of DIR waking PROCESS, then drop the handle.
 Return non-nil when it ran more threads than THREADS-BEFORE."
-  (let ((handle (mailsync--module-start dir process nil "INBOX" nil 0 nil nil)))
+  (let ((handle (mailsync--module-start dir process '(:delay-ms 0))))
     (and (plist-get (mailsync--module-stats handle) :running)
          (> (mailsync-test--threads) threads-before))))
 
@@ -315,8 +315,7 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
              2.0))
     (dolist (folder mailsync-test--odd-folders)
       (should (member (mailsync-test--group folder) mailsync-test--checked)))
-    (should-not (file-exists-p (expand-file-name "PWNED" mailsync-test--tmp)))
-    (should-not (file-exists-p "PWNED"))))
+    (should-not (file-exists-p (expand-file-name "PWNED" mailsync-test--tmp)))))
 
 (ert-deftest mailsync-test-overflow-rechecks-every-folder ()
   "After a (forced) inotify queue overflow every folder is checked again."

@@ -167,7 +167,19 @@ fn with_the_server_stopped_the_sync_fails_and_no_check_runs() {
             &recorder,
             "test:INBOX",
         ]);
-        assert_ne!(output.status.code(), Some(0), "{backend} did not fail");
+        // The backend ran (`+ …` printed) and failed as it does when the
+        // server is gone: exit 1 and no connection, not a missing program.
+        let said = format!("{}{}", text(&output.stdout), text(&output.stderr));
+        let no_connection = match backend {
+            "offlineimap" => "could not open socket",
+            _ => "Connection refused",
+        };
+        assert_eq!(output.status.code(), Some(1), "{backend}: {said}");
+        assert!(
+            text(&output.stdout).starts_with(&format!("+ {backend} ")),
+            "{backend}: {said}"
+        );
+        assert!(said.contains(no_connection), "{backend}: {said}");
         assert!(!log.exists(), "a check ran after a failed {backend} sync");
     }
 }
@@ -367,6 +379,7 @@ fn the_seed_script_names_still_work() {
 #[test]
 fn help_documents_every_option_with_examples() {
     let help = text(&sync(&["--help"]).stdout);
+    let documented = common::help_options(&help);
     for option in [
         "--backend",
         "--offlineimap",
@@ -379,16 +392,41 @@ fn help_documents_every_option_with_examples() {
         "--dry-run",
         "--check-local",
         "--check-ssh",
+        "--check-timeout",
         "--server",
         "--template",
-        "--inbox",
-        "--separator",
+        "--group-inbox",
+        "--group-separator",
+        "--utf7",
         "--emacsclient",
         "--socket-name",
         "--check-function",
-        "Examples:",
-        ".mswatchrc",
     ] {
-        assert!(help.contains(option), "--help lacks {option}");
+        assert!(documented.contains(option), "--help lacks {option}");
     }
+    for hidden in ["--inbox", "--separator"] {
+        assert!(
+            !documented.contains(hidden),
+            "--help shows the old spelling {hidden}"
+        );
+    }
+    assert!(
+        help.contains("Examples:") && help.contains(".mswatchrc"),
+        "{help}"
+    );
+    // The old spellings still work, as the group options.
+    let output = sync(&[
+        "--dry-run",
+        "--check-local",
+        "--separator",
+        "/",
+        "--inbox",
+        "In",
+        "a:INBOX",
+        "a:x.y",
+    ]);
+    assert_eq!(
+        text(&output.stdout).lines().nth(1).unwrap(),
+        r#"emacsclient --eval '(mailsync/gnus-check (quote ("In" "x/y")))'"#
+    );
 }

@@ -274,15 +274,22 @@ fn help_and_version() {
     let help = mailsync().args(["watch", "--help"]).output().unwrap();
     assert!(help.status.success());
     let text = String::from_utf8(help.stdout).unwrap();
+    let documented = common::help_options(&text);
     for option in [
         "--maildir",
         "--layout",
         "--delay",
-        "--inbox",
         "--max-delay",
+        "--inbox",
+        "--separator",
         "--report-flags",
+        "--check-local",
+        "--check-timeout",
+        "--group-inbox",
+        "--group-separator",
+        "--utf7",
     ] {
-        assert!(text.contains(option), "--help lacks {option}");
+        assert!(documented.contains(option), "--help lacks {option}");
     }
     let version = mailsync().arg("--version").output().unwrap();
     assert!(String::from_utf8(version.stdout)

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use mailsync::groups::GroupMap;
+use mailsync::groups::{utf7_by_default, GroupMap};
 use mailsync::naming::NameStyle;
 use mailsync::quote::{is_lisp_symbol, lisp_call, shell_line};
 
@@ -34,6 +34,15 @@ pub struct CheckArgs {
     /// Group name pattern, %s standing for the folder, e.g. 'nnml:%s' (overrides --server)
     #[arg(long, value_name = "TEMPLATE")]
     pub template: Option<String>,
+    /// Group name of the root folder (INBOX), for checks
+    #[arg(long, value_name = "NAME", default_value = "INBOX")]
+    pub group_inbox: String,
+    /// Separator between levels in group names, for checks
+    #[arg(long, value_name = "SEP", default_value = ".")]
+    pub group_separator: String,
+    /// Folder names on disk are IMAP modified UTF-7 (Dovecot, mbsync), decoded for group names [default: yes for an nnimap --server]
+    #[arg(long, value_name = "YES|NO")]
+    pub utf7: Option<Switch>,
     /// The emacsclient to run
     #[arg(long, value_name = "PATH", default_value = "emacsclient")]
     pub emacsclient: PathBuf,
@@ -46,6 +55,30 @@ pub struct CheckArgs {
     /// A check still running after this many seconds is killed and counts as failed
     #[arg(long, value_name = "SECS", default_value_t = 10.0)]
     pub check_timeout: f64,
+}
+
+/// A yes or no on the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    Yes,
+    No,
+}
+
+impl CheckArgs {
+    /// The one mapping of local folder names (spelled `local`) to groups.
+    pub fn group_map(&self, local: NameStyle) -> GroupMap {
+        let utf7 = match self.utf7 {
+            Some(switch) => switch == Switch::Yes,
+            None => utf7_by_default(&self.server),
+        };
+        GroupMap::new(
+            local,
+            NameStyle::new(self.group_inbox.as_str(), self.group_separator.as_str()),
+            &self.server,
+            self.template.as_deref(),
+            utf7,
+        )
+    }
 }
 
 /// Where a check is sent.

@@ -25,7 +25,6 @@ use mailsync::backend::{
     default_offlineimap_config, mbsync_command, offlineimap_command, offlineimap_local_sep, read_name_map,
     RemoteNames,
 };
-use mailsync::groups::GroupMap;
 use mailsync::lock::{lock_account, LockError};
 use mailsync::naming::NameStyle;
 use mailsync::quote::shell_line;
@@ -94,12 +93,12 @@ pub struct SyncArgs {
     /// Print the commands, one per line, and run nothing
     #[arg(long)]
     dry_run: bool,
-    /// Group name of the local INBOX, for checks
-    #[arg(long, value_name = "NAME", default_value = "INBOX")]
-    inbox: String,
-    /// Separator between levels in group names, for checks
-    #[arg(long, value_name = "SEP", default_value = ".")]
-    separator: String,
+    /// The old spelling of --group-inbox
+    #[arg(long, value_name = "NAME", hide = true)]
+    inbox: Option<String>,
+    /// The old spelling of --group-separator
+    #[arg(long, value_name = "SEP", hide = true)]
+    separator: Option<String>,
     #[command(flatten)]
     check: CheckArgs,
     /// ACCOUNT or ACCOUNT:FOLDER, as mswatch appends them
@@ -149,18 +148,15 @@ fn plan(args: &SyncArgs, accounts: Vec<AccountSync>, checker: Option<&Checker>) 
     accounts
         .into_iter()
         .map(|account| {
-            let local = NameStyle {
-                inbox: b"INBOX".to_vec(),
-                separator: local_separator(args, config_text.as_deref(), &account.account).into_bytes(),
-            };
+            let local = NameStyle::new(
+                "INBOX",
+                local_separator(args, config_text.as_deref(), &account.account),
+            );
             let command = match args.backend {
                 Backend::Offlineimap => {
                     let names = RemoteNames {
                         local: local.clone(),
-                        remote: NameStyle {
-                            inbox: b"INBOX".to_vec(),
-                            separator: args.remote_separator.clone().into_bytes(),
-                        },
+                        remote: NameStyle::new("INBOX", args.remote_separator.as_str()),
                         map: map.clone(),
                     };
                     offlineimap_command(
@@ -377,17 +373,16 @@ pub fn run(args: SyncArgs) -> i32 {
         Ok(accounts) => accounts,
         Err(err) => return usage_error(err),
     };
+    let mut check = args.check.clone();
+    if let Some(inbox) = &args.inbox {
+        check.group_inbox = inbox.clone();
+    }
+    if let Some(separator) = &args.separator {
+        check.group_separator = separator.clone();
+    }
     // The local side of the map is each account's own (see `plan`).
-    let group_map = GroupMap::new(
-        NameStyle::for_layout(mailsync::naming::Layout::MaildirPlusPlus),
-        NameStyle {
-            inbox: args.inbox.clone().into_bytes(),
-            separator: args.separator.clone().into_bytes(),
-        },
-        &args.check.server,
-        args.check.template.as_deref(),
-    );
-    let checker = match Checker::from_args(&args.check, group_map, false) {
+    let group_map = check.group_map(NameStyle::for_layout(mailsync::naming::Layout::MaildirPlusPlus));
+    let checker = match Checker::from_args(&check, group_map, false) {
         Ok(checker) => checker,
         Err(message) => return usage_error(message),
     };

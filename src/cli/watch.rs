@@ -20,7 +20,6 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use mailsync::engine::{Engine, Options, Sink};
-use mailsync::groups::GroupMap;
 use mailsync::naming::{Folder, Layout, NameStyle};
 
 use super::check::{CheckArgs, Checker};
@@ -57,12 +56,6 @@ pub struct WatchArgs {
     /// Also print folders whose messages only changed flags
     #[arg(long)]
     report_flags: bool,
-    /// Group name of the root folder, for checks
-    #[arg(long, value_name = "NAME", default_value = "INBOX")]
-    group_inbox: String,
-    /// Separator between levels in group names, for checks
-    #[arg(long, value_name = "SEP", default_value = ".")]
-    group_separator: String,
     #[command(flatten)]
     check: CheckArgs,
 }
@@ -147,22 +140,12 @@ pub fn run(args: WatchArgs) -> i32 {
             return 1;
         }
     };
-    let style = NameStyle {
-        inbox: args.inbox.into_bytes(),
-        separator: args
-            .separator
-            .unwrap_or_else(|| engine.layout().default_separator().to_string())
-            .into_bytes(),
-    };
-    let group_map = GroupMap::new(
-        style.clone(),
-        NameStyle {
-            inbox: args.group_inbox.into_bytes(),
-            separator: args.group_separator.into_bytes(),
-        },
-        &args.check.server,
-        args.check.template.as_deref(),
+    let style = NameStyle::new(
+        args.inbox,
+        args.separator
+            .unwrap_or_else(|| engine.layout().default_separator().to_string()),
     );
+    let group_map = args.check.group_map(style.clone());
     let checker = match Checker::from_args(&args.check, group_map, true) {
         Ok(checker) => checker.map(Arc::new),
         Err(message) => {

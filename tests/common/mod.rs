@@ -163,3 +163,12 @@ impl Drop for Watch {
 }
 
 pub mod servers;
+
+/// The long options a `--help` text documents, as whole tokens (so that
+/// `--separator` is not found inside `--local-separator`).
+pub fn help_options(help: &str) -> std::collections::HashSet<String> {
+    help.split(|c: char| c.is_whitespace() || ",[]=<>".contains(c))
+        .filter(|token| token.starts_with("--") && token.len() > 2)
+        .map(str::to_string)
+        .collect()
+}
