@@ -7,7 +7,6 @@
 ;; Version: 0.5.0
 ;; Package-Requires: ((emacs "28.1"))
 ;; Keywords: mail, news
-;; URL: https://pypi.org/project/rpatterson.mailsync/
 
 ;; This file is not part of GNU Emacs.
 
@@ -132,6 +131,12 @@ checker is the default member; other mail readers can add theirs."
 (defcustom mailsync-check-on-start t
   "Non-nil means `mailsync-start' checks every watched group once."
   :type 'boolean)
+
+(defcustom mailsync-after-check-functions nil
+  "Functions called with the list of groups after each Gnus check.
+The groups are full Gnus group names, as asked to be checked (those Gnus
+does not know are logged and skipped)."
+  :type 'hook)
 
 (defcustom mailsync-log-max-lines 1000
   "How many lines `*mailsync-log*' keeps."
@@ -574,7 +579,8 @@ inserting lines."
                                 (save-excursion
                                   (mailsync--goto-line-column (cdr window)))))))))
     (mailsync--count :checks (length groups))
-    (mailsync--count :check-time (- (float-time) start))))
+    (mailsync--count :check-time (- (float-time) start))
+    (run-hook-with-args 'mailsync-after-check-functions groups)))
 
 (defun mailsync--check-hidden-group (group)
   "Check GROUP, which `*Group*' does not show, without showing it."

@@ -2,5 +2,4 @@
 (define-package "mailsync" "0.5.0"
   "Realtime mail for Gnus: check groups the moment mail lands"
   '((emacs "28.1"))
-  :keywords '("mail" "news")
-  :url "https://pypi.org/project/rpatterson.mailsync/")
+  :keywords '("mail" "news"))

@@ -3,7 +3,6 @@
 ;; Copyright (C) 2026 The mailsync developers
 
 ;; Author: The mailsync developers
-;; URL: https://pypi.org/project/rpatterson.mailsync/
 
 ;; This file is not part of GNU Emacs.
 
@@ -36,6 +35,7 @@
 (require 'gnus)
 (require 'gnus-group)
 (require 'mailsync-gnus)
+(require 'mailsync-gnus-sandbox)
 
 (defun mailsync-demo--folders (maildir)
   "The folders of the Maildir++ tree MAILDIR: INBOX and its dot-folders."
@@ -52,29 +52,21 @@ directory, one link per folder), both made by tests/demo.sh."
   (let* ((directory (file-name-as-directory (expand-file-name directory)))
          (maildir (expand-file-name "Maildir" directory))
          (groups (expand-file-name "gnus" directory)))
-    (setq gnus-home-directory directory
-          gnus-directory directory
-          message-directory directory
-          gnus-startup-file (expand-file-name "newsrc" directory)
-          gnus-init-file nil
-          gnus-use-dribble-file nil
-          gnus-save-newsrc-file nil
-          gnus-check-new-newsgroups nil
-          gnus-interactive-exit nil
-          gnus-select-method '(nnnil "")
-          gnus-secondary-select-methods
-          `((nnmaildir "demo" (directory ,groups)))
-          mailsync-maildirs
-          `((,maildir :server "nnmaildir+demo" :layout maildir++))
+    (setq mailsync-maildirs `((,maildir :server "nnmaildir+demo" :layout maildir++))
           mailsync-delay 0.1)
-    (gnus)
-    (dolist (folder (mailsync-demo--folders maildir))
-      (gnus-subscribe-group (concat "nnmaildir+demo:" folder)))
-    (gnus-group-get-new-news)
-    (gnus-group-list-groups 5 t)
+    (mailsync-gnus-sandbox-start
+     directory `((nnmaildir "demo" (directory ,groups)))
+     (mapcar (lambda (folder) (concat "nnmaildir+demo:" folder))
+             (mailsync-demo--folders maildir)))
     (mailsync-mode 1)
     (add-hook 'kill-emacs-hook #'mailsync-stop)
     (message "mailsync demo: mail arrives every few seconds; watch the counts.  C-x C-c quits.")))
+
+(defun mailsync-demo-command-line ()
+  "Run `mailsync-demo' on the directory named next on the command line.
+For `emacs -f mailsync-demo-command-line DIR': the name is data, never
+pasted into Lisp code."
+  (mailsync-demo (pop command-line-args-left)))
 
 (provide 'mailsync-demo)
 ;;; mailsync-demo.el ends here

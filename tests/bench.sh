@@ -26,7 +26,7 @@ trap 'rm -rf "$work"' EXIT
   echo "Emacs's time in each way's own code per burst, Gnus's checks excluded; \"per folder\" divides it by"
   echo "the 10 folders touched. Idle: ${idle} s with nothing delivered."
   echo
-  emacs --batch -Q -L . -l tests/bench/emacs-bench.el "$work/emacs" "$idle" </dev/null 2>/dev/null
+  emacs --batch -Q -L . -L lisp -l tests/bench/emacs-bench.el "$work/emacs" "$idle" </dev/null 2>/dev/null
 } | tee "$work/BENCHMARKS.md"
 cp "$work/BENCHMARKS.md" BENCHMARKS.md
 echo "bench: written to BENCHMARKS.md" >&2

@@ -6,8 +6,8 @@
 ;;   emacs --batch -Q -L REPO -l tests/check-server.el DIR
 ;; Gnus runs over the nnmaildir store DIR/mail (server "test"), every folder
 ;; subscribed; an Emacs server listens on DIR/socket/server.  Every group
-;; that `mailsync--check-groups' is asked to check is appended to
-;; DIR/checked, one per line, as raw bytes.  DIR/ready appears when all is up.
+;; checked (`mailsync-after-check-functions') is appended to DIR/checked,
+;; one per line, as raw bytes.  DIR/ready appears when all is up.
 
 ;;; Code:
 
@@ -15,23 +15,15 @@
 (require 'gnus-group)
 (require 'server)
 (require 'mailsync-gnus)
+(require 'mailsync-gnus-sandbox)
 
 (let* ((dir (file-name-as-directory (expand-file-name (pop command-line-args-left))))
        (mail (expand-file-name "mail" dir)))
-  (setq default-directory dir
-        gnus-home-directory dir gnus-directory dir message-directory dir
-        gnus-startup-file (expand-file-name "newsrc" dir)
-        gnus-init-file nil gnus-use-dribble-file nil gnus-save-newsrc-file nil
-        gnus-check-new-newsgroups nil gnus-interactive-exit nil
-        gnus-select-method '(nnnil "")
-        gnus-secondary-select-methods `((nnmaildir "test" (directory ,mail))))
-  (let ((inhibit-message t))
-    (gnus)
-    (dolist (folder (directory-files mail nil "\\`[^.]"))
-      (gnus-subscribe-group (concat "nnmaildir+test:" folder)))
-    (gnus-group-get-new-news)
-    (gnus-group-list-groups 5 t))
-  (advice-add 'mailsync--check-groups :before
+  (setq default-directory dir)
+  (mailsync-gnus-sandbox-start dir `((nnmaildir "test" (directory ,mail)))
+                               (mapcar (lambda (folder) (concat "nnmaildir+test:" folder))
+                                       (directory-files mail nil "\\`[^.]")))
+  (add-hook 'mailsync-after-check-functions
               (lambda (groups)
                 (let ((coding-system-for-write 'utf-8-unix))
                   (dolist (group groups)

@@ -27,8 +27,9 @@ impl EmacsServer {
     fn start(dir: &Path) -> EmacsServer {
         let repo = env!("CARGO_MANIFEST_DIR");
         let emacs = std::env::var("EMACS").unwrap_or_else(|_| "emacs".into());
+        let lisp = format!("{repo}/lisp");
         let child = Command::new(emacs)
-            .args(["--batch", "-Q", "-L", repo, "-l"])
+            .args(["--batch", "-Q", "-L", repo, "-L", &lisp, "-l"])
             .arg(Path::new(repo).join("tests/check-server.el"))
             .arg(dir)
             .stdin(Stdio::null())

@@ -58,4 +58,4 @@ done
 deliverer=$!
 
 "$emacs" -nw -Q -L "$repo" -L "$repo/lisp" -l mailsync-demo \
-  --eval "(mailsync-demo \"$demo\")"
+  -f mailsync-demo-command-line "$demo"

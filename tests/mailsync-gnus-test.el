@@ -17,6 +17,7 @@
 (require 'nsm)
 (require 'auth-source)
 (require 'mailsync-gnus)
+(require 'mailsync-gnus-sandbox)
 
 (defvar mailsync-test--tmp nil "The temporary directory of the running test.")
 (defvar mailsync-test--mail nil "The nnmaildir directory of the running test.")
@@ -70,7 +71,7 @@
   (mailsync-test--wait-until #'ignore seconds))
 
 (defun mailsync-test--record-check (groups)
-  "Advice before `mailsync--check-groups': remember GROUPS."
+  "In `mailsync-after-check-functions': remember GROUPS."
   (setq mailsync-test--checked (append mailsync-test--checked groups)))
 
 (defun mailsync-test--checks-of (folder)
@@ -82,36 +83,23 @@
 Checks of groups are recorded in `mailsync-test--checked'.  Afterwards
 mailsync stops and Gnus quits, leaving nothing behind."
   (declare (indent 3) (debug t))
-  `(let* ((mailsync-test--checked nil)
-          (gnus-home-directory ,tmp)
-          (gnus-directory ,tmp)
-          (message-directory ,tmp)
-          (gnus-startup-file (expand-file-name "newsrc" ,tmp))
-          (gnus-init-file nil)
-          (gnus-use-dribble-file nil)
-          (gnus-save-newsrc-file nil)
-          (gnus-check-new-newsgroups nil)
-          (gnus-interactive-exit nil)
-          (gnus-select-method '(nnnil ""))
-          (gnus-secondary-select-methods (list ,method))
-          (mailsync-delay 0.05)
-          (mailsync-check-on-start nil))
+  `(let ((mailsync-test--checked nil)
+         (mailsync-delay 0.05)
+         (mailsync-check-on-start nil)
+         (settings (mailsync-gnus-sandbox-settings ,tmp (list ,method))))
+     (cl-progv (mapcar #'car settings) (mapcar #'cdr settings)
      (unwind-protect
          (progn
-           (let ((inhibit-message t)) (gnus))
-           (mapc #'gnus-subscribe-group ,groups)
-           (let ((inhibit-message t))
-             (gnus-group-get-new-news)
-             (gnus-group-list-groups 5 t))
-           (advice-add 'mailsync--check-groups :before #'mailsync-test--record-check)
+           (mailsync-gnus-sandbox-open ,groups)
+           (add-hook 'mailsync-after-check-functions #'mailsync-test--record-check)
            ,@body)
-       (advice-remove 'mailsync--check-groups #'mailsync-test--record-check)
+       (remove-hook 'mailsync-after-check-functions #'mailsync-test--record-check)
        (mailsync-stop)
        (let ((inhibit-message t)) (ignore-errors (gnus-group-quit)))
        (dolist (buffer (buffer-list))
          (when (string-match-p "\\`\\*\\(Group\\|Summary\\|Article\\|Server\\)" (buffer-name buffer))
            (kill-buffer buffer)))
-       (setq gnus-newsrc-alist nil gnus-newsrc-hashtb nil gnus-active-hashtb nil))))
+       (setq gnus-newsrc-alist nil gnus-newsrc-hashtb nil gnus-active-hashtb nil)))))
 
 (defmacro mailsync-test--with-gnus (folders &rest body)
   "Run BODY with Gnus up over an nnmaildir store of FOLDERS, mailsync off."

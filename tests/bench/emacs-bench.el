@@ -23,6 +23,7 @@
 (require 'filenotify)
 (require 'server)
 (require 'mailsync-gnus)
+(require 'mailsync-gnus-sandbox)
 
 (defvar bench-dir (file-name-as-directory (expand-file-name (pop command-line-args-left))))
 (defvar bench-idle (string-to-number (or (pop command-line-args-left) "60")))
@@ -64,7 +65,7 @@
     value))
 
 (defun bench-count-checks (groups)
-  "Advice before `mailsync--check-groups': count GROUPS."
+  "In `mailsync-after-check-functions': count GROUPS."
   (cl-incf bench-checks (length groups)))
 
 (defun bench-time-checks (function groups)
@@ -277,18 +278,9 @@ for n in range(1000):
 (dolist (folder bench-folders)
   (dolist (sub '("cur" "new" "tmp"))
     (make-directory (expand-file-name sub (expand-file-name folder bench-mail)) t)))
-(setq gnus-home-directory bench-dir gnus-directory bench-dir message-directory bench-dir
-      gnus-startup-file (expand-file-name "newsrc" bench-dir)
-      gnus-init-file nil gnus-use-dribble-file nil gnus-save-newsrc-file nil
-      gnus-check-new-newsgroups nil gnus-interactive-exit nil
-      gnus-select-method '(nnnil "")
-      gnus-secondary-select-methods `((nnmaildir "bench" (directory ,bench-mail))))
-(let ((inhibit-message t))
-  (gnus)
-  (dolist (folder bench-folders) (gnus-subscribe-group (bench-group folder)))
-  (gnus-group-get-new-news)
-  (gnus-group-list-groups 5 t))
-(advice-add 'mailsync--check-groups :before #'bench-count-checks)
+(mailsync-gnus-sandbox-start bench-dir `((nnmaildir "bench" (directory ,bench-mail)))
+                             (mapcar #'bench-group bench-folders))
+(add-hook 'mailsync-after-check-functions #'bench-count-checks)
 (advice-add 'mailsync--check-groups :around #'bench-time-checks)
 (advice-add 'timer-event-handler :before #'bench-count-timer)
 
