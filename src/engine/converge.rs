@@ -1,0 +1,330 @@
+//! How the watched set converges to what is on disk: traversals, the
+//! reconcile after a change of links or of the watch budget, the rebuild
+//! after lost events, and the root going away and coming back.
+
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use super::error::Error;
+use super::plan::{plan, Plan};
+use super::shards::{Added, BudgetNews, Shards};
+use super::state::{Report, State};
+use super::tree::{Dirs, Identity, Watched};
+use crate::classify::{Classifier, WatchedDir};
+use crate::naming::Folder;
+
+impl State {
+    /// Watches the whole tree at start-up or once the root is back;
+    /// returns how many directories the watch limit left out.
+    pub(super) fn watch_everything(&mut self, report: Report) -> usize {
+        let root = self.root.clone();
+        self.traverse(&root, Folder::root(), report);
+        // Listed again once watched, for anything made meanwhile; what the
+        // watch limit left out the first time is tried again and counted.
+        let again = if report == Report::None {
+            Report::None
+        } else {
+            Report::New
+        };
+        self.traverse(&root, Folder::root(), again)
+    }
+
+    /// After lost events: every watch made anew on fresh inotify instances
+    /// (cheaper than one removal per watch, and the only way to be sure),
+    /// every folder reported once.
+    pub(super) fn rebuild(&mut self) {
+        if self.root_missing {
+            return;
+        }
+        if Identity::of(&self.root).is_none() {
+            return self.lose_root();
+        }
+        if !self.renew_shards() {
+            return;
+        }
+        let missing = self.watch_everything(Report::All);
+        self.settle_budget(missing);
+    }
+
+    /// Closes the inotify instances and makes new ones; forgets every watch.
+    pub(super) fn renew_shards(&mut self) -> bool {
+        if let Some(old) = self.shards.take() {
+            old.close();
+        }
+        self.tree = Dirs::default();
+        self.classifier = Classifier::default();
+        self.update_counts();
+        match Shards::new() {
+            Ok(shards) => {
+                self.shards = Some(shards);
+                true
+            }
+            Err(err) => {
+                let message = Error::instances(err).to_string();
+                self.warn(message);
+                false
+            }
+        }
+    }
+
+    /// After a change of links, or to retry what the watch limit left out:
+    /// makes the watched set equal
+    /// to what is on disk, dropping stale watches before adding any.
+    pub(super) fn reconcile(&mut self, report: Report) {
+        if self.root_missing {
+            return;
+        }
+        if Identity::of(&self.root).is_none() {
+            return self.lose_root();
+        }
+        let stale = self.tree.stale();
+        self.unwatch_each(&stale);
+        let root = self.root.clone();
+        let plan = plan(self.layout, &root, Folder::root());
+        let planned: HashSet<&PathBuf> = plan.dirs.iter().map(|planned| &planned.dir).collect();
+        let unreachable: Vec<PathBuf> = self
+            .tree
+            .paths()
+            .filter(|dir| !planned.contains(dir))
+            .cloned()
+            .collect();
+        self.unwatch_each(&unreachable);
+        let before = self.tree.take_names();
+        let missing = self.apply_plan(plan, report, Some(&before));
+        self.settle_budget(missing);
+        self.update_counts();
+    }
+
+    pub(super) fn unwatch_each(&mut self, dirs: &[PathBuf]) {
+        for dir in dirs {
+            if let Some(watched) = self.tree.remove(dir) {
+                if let Some(shards) = self.shards.as_mut() {
+                    shards.unwatch(watched.shard, dir);
+                }
+            }
+        }
+    }
+
+    /// Plans and watches `top` and everything below it; returns how many
+    /// directories the watch limit left out.
+    pub(super) fn traverse(&mut self, top: &Path, folder: Folder, report: Report) -> usize {
+        let plan = plan(self.layout, top, folder);
+        let missing = self.apply_plan(plan, report, None);
+        self.update_counts();
+        missing
+    }
+
+    /// Watches what `plan` lists and is not watched yet, records names and
+    /// links, and reports as `report` says. `before` holds the names known
+    /// before a whole-tree traversal, to tell which are new.
+    pub(super) fn apply_plan(
+        &mut self,
+        plan: Plan,
+        report: Report,
+        before: Option<&HashMap<PathBuf, Vec<Folder>>>,
+    ) -> usize {
+        self.warn_about(&plan);
+        let mut touched: HashSet<PathBuf> = HashSet::new();
+        for (link, target) in plan.links {
+            self.tree.add_link(link, target);
+        }
+        let mut requests: Vec<(usize, PathBuf)> = Vec::new();
+        let mut roles: Vec<WatchedDir> = Vec::new();
+        let mut requested: HashSet<PathBuf> = HashSet::new();
+        for planned in plan.dirs {
+            let folder_dir = match &planned.role {
+                WatchedDir::Mail { folder_dir, .. } => folder_dir.clone(),
+                WatchedDir::Folder => planned.dir.clone(),
+            };
+            if let Some(folder) = planned.folder {
+                let known = before.is_some_and(|names| {
+                    names
+                        .get(&planned.dir)
+                        .is_some_and(|names| names.contains(&folder))
+                });
+                if self.tree.add_name(&planned.dir, folder)
+                    && before.is_some()
+                    && !known
+                    && report == Report::New
+                {
+                    touched.insert(folder_dir.clone());
+                }
+            }
+            let is_mail = matches!(planned.role, WatchedDir::Mail { .. });
+            if self.tree.contains(&planned.dir) {
+                if is_mail && report == Report::All {
+                    touched.insert(folder_dir);
+                }
+                continue;
+            }
+            if requested.insert(planned.dir.clone()) {
+                requests.push((Shards::shard_of(&folder_dir), planned.dir));
+                roles.push(planned.role);
+            }
+        }
+        let Some(shards) = self.shards.as_mut() else {
+            return 0;
+        };
+        let results = if requests.len() > 64 {
+            shards.watch_all(&requests)
+        } else {
+            requests
+                .iter()
+                .map(|(shard, dir)| shards.watch(*shard, dir))
+                .collect()
+        };
+        let mut missing = 0;
+        let mut failures = Vec::new();
+        for (((shard, dir), role), added) in requests.into_iter().zip(roles).zip(results) {
+            match added {
+                Added::Yes => match Identity::of(&dir) {
+                    Some(id) => {
+                        if let WatchedDir::Mail { folder_dir, .. } = &role {
+                            if report != Report::None {
+                                touched.insert(folder_dir.clone());
+                            }
+                        }
+                        self.tree.insert(dir, Watched { id, role, shard });
+                    }
+                    None => shards.unwatch(shard, &dir),
+                },
+                Added::Limit => missing += 1,
+                Added::Vanished => {}
+                Added::Failed(message) => failures.push((dir, message)),
+            }
+        }
+        for (dir, message) in failures {
+            self.warn_once(
+                format!("watch {}", dir.display()),
+                format!(
+                    "cannot watch {}: {message}; its mail is not reported",
+                    dir.display()
+                ),
+            );
+        }
+        let now = Instant::now();
+        for folder_dir in touched {
+            if self.tree.names(&folder_dir).is_empty() {
+                continue;
+            }
+            let has_mail =
+                self.tree.contains(&folder_dir.join("new")) || self.tree.contains(&folder_dir.join("cur"));
+            if has_mail {
+                self.coalescer.touch(folder_dir, now);
+            }
+        }
+        missing
+    }
+
+    pub(super) fn warn_about(&mut self, plan: &Plan) {
+        for (link, target) in &plan.loops {
+            self.warn_once(
+                format!("loop {}", link.display()),
+                format!(
+                    "symbolic link {} leads back to {} (a loop); not followed",
+                    link.display(),
+                    target.display()
+                ),
+            );
+        }
+        for (dir, err) in &plan.unreadable {
+            self.warn_once(
+                format!("read {}", dir.display()),
+                format!("cannot read folder {}: {err}; it is not watched", dir.display()),
+            );
+        }
+    }
+
+    pub(super) fn watch_one(&mut self, dir: &Path, role: WatchedDir) -> Added {
+        let folder_dir = match &role {
+            WatchedDir::Mail { folder_dir, .. } => folder_dir.clone(),
+            WatchedDir::Folder => dir.to_path_buf(),
+        };
+        let shard = Shards::shard_of(&folder_dir);
+        let Some(shards) = self.shards.as_mut() else {
+            return Added::Vanished;
+        };
+        let added = shards.watch(shard, dir);
+        if let Added::Yes = added {
+            match Identity::of(dir) {
+                Some(id) => self.tree.insert(dir.to_path_buf(), Watched { id, role, shard }),
+                None => shards.unwatch(shard, dir),
+            }
+        }
+        added
+    }
+
+    pub(super) fn settle_budget(&mut self, missing: usize) {
+        match self.budget.settle(missing) {
+            BudgetNews::Nothing => {}
+            BudgetNews::LimitReached { missing } => {
+                let added = self.tree.len();
+                let error = Error::watch_limit(self.root.clone(), added, added + missing);
+                self.warn(format!(
+                    "{error}; {missing} directories are not watched until then"
+                ));
+            }
+            BudgetNews::Recovered => self.warn(format!(
+                "every folder of {} is watched again",
+                self.root.display()
+            )),
+        }
+        self.stats
+            .unwatched
+            .store(self.budget.missing() as u64, Ordering::Relaxed);
+    }
+
+    /// The root was removed or moved away: drop every watch (with fresh
+    /// inotify instances, which is cheaper than one removal per watch) and
+    /// wait for it to come back.
+    pub(super) fn lose_root(&mut self) {
+        if self.root_missing {
+            return;
+        }
+        self.root_missing = true;
+        self.stats.root_missing.store(true, Ordering::Relaxed);
+        self.renew_shards();
+        self.coalescer.clear();
+        let message = format!(
+            "maildir {} was removed or moved away; waiting for it to come back",
+            self.given_root.display()
+        );
+        self.warn(message);
+        self.update_counts();
+    }
+
+    pub(super) fn look_for_root(&mut self) {
+        if self.shards.is_none() {
+            match Shards::new() {
+                Ok(shards) => self.shards = Some(shards),
+                Err(_) => return,
+            }
+        }
+        let Ok(root) = fs::canonicalize(&self.given_root) else {
+            return;
+        };
+        if !root.is_dir() {
+            return;
+        }
+        self.root = root;
+        self.root_missing = false;
+        self.stats.root_missing.store(false, Ordering::Relaxed);
+        self.warned.clear();
+        let missing = self.watch_everything(Report::All);
+        self.settle_budget(missing);
+        let message = format!("maildir {} is back; watching it again", self.given_root.display());
+        self.warn(message);
+    }
+
+    pub(super) fn update_counts(&self) {
+        self.stats
+            .watches
+            .store(self.tree.len() as u64, Ordering::Relaxed);
+        self.stats
+            .folders
+            .store(self.tree.folder_count() as u64, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,250 @@
+//! The engine's thread: its state, its loop, and what each kind of event
+//! does. How the watched set converges to the disk is in `converge`.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crossbeam_channel::{select, Receiver};
+
+use super::shards::{Added, FsEvent, Shards, WatchBudget};
+use super::stats::Stats;
+use super::tree::Dirs;
+use super::{Control, Sink, MAX_EVENTS_PER_ROUND, ROOT_POLL};
+use crate::classify::{self, Classifier, Effect, FsChange, WatchedDir};
+use crate::coalesce::Coalescer;
+use crate::naming::{classify_dir, DirRole, Folder, Layout};
+
+/// Which folders a traversal reports.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Report {
+    /// Start-up: none.
+    None,
+    /// Folders newly watched or newly named.
+    New,
+    /// Every folder found (events were lost).
+    All,
+}
+
+pub(super) struct State {
+    /// The root as the user named it, looked for again when it goes away.
+    pub(super) given_root: PathBuf,
+    pub(super) root: PathBuf,
+    pub(super) layout: Layout,
+    /// `None` only while shutting down.
+    pub(super) shards: Option<Shards>,
+    pub(super) tree: Dirs,
+    pub(super) classifier: Classifier,
+    pub(super) coalescer: Coalescer<PathBuf>,
+    pub(super) report_flags: bool,
+    pub(super) stats: Arc<Stats>,
+    pub(super) sink: Box<dyn Sink>,
+    pub(super) budget: WatchBudget,
+    pub(super) root_missing: bool,
+    /// Things already warned about (loops, unreadable folders), each once.
+    pub(super) warned: HashSet<String>,
+}
+
+impl State {
+    pub(super) fn run(mut self, control_rx: Receiver<Control>) {
+        loop {
+            let Some(fs_rx) = self.shards.as_ref().map(|shards| shards.events().clone()) else {
+                break;
+            };
+            let now = Instant::now();
+            let mut next = [self.coalescer.next_due(), self.classifier.next_expiry()]
+                .into_iter()
+                .flatten()
+                .min();
+            if self.root_missing {
+                next = Some(next.map_or(now + ROOT_POLL, |at| at.min(now + ROOT_POLL)));
+            }
+            let timeout = next.map_or_else(crossbeam_channel::never, crossbeam_channel::at);
+            select! {
+                recv(control_rx) -> message => match message {
+                    Ok(Control::Rescan) => self.rebuild(),
+                    Ok(Control::Stop) | Err(_) => break,
+                },
+                recv(fs_rx) -> event => match event {
+                    Ok(event) => self.on_event(event),
+                    Err(_) => break,
+                },
+                recv(timeout) -> _ => {}
+            }
+            for _ in 0..MAX_EVENTS_PER_ROUND {
+                match fs_rx.try_recv() {
+                    Ok(event) => self.on_event(event),
+                    Err(_) => break,
+                }
+            }
+            let now = Instant::now();
+            for effect in self.classifier.expire(now) {
+                self.apply(effect, now);
+            }
+            if self.root_missing {
+                self.look_for_root();
+            }
+            self.send_due(now);
+        }
+        self.shut_down();
+    }
+
+    pub(super) fn shut_down(&mut self) {
+        if let Some(shards) = self.shards.take() {
+            shards.close();
+        }
+    }
+
+    pub(super) fn on_event(&mut self, event: FsEvent) {
+        self.stats.events_seen.fetch_add(1, Ordering::Relaxed);
+        let event = match event {
+            Ok(event) => event,
+            Err(err) => {
+                self.warn(format!("inotify error: {err}"));
+                return;
+            }
+        };
+        let change = classify::from_notify(&event);
+        let now = Instant::now();
+        // The root itself removed (its DELETE_SELF) or moved (its MOVE_SELF).
+        match &change {
+            FsChange::Removed { path } | FsChange::MovedFrom { path, cookie: None } if *path == self.root => {
+                self.lose_root();
+                return;
+            }
+            _ => {}
+        }
+        let effects = self.classifier.classify(&self.tree, change, now);
+        if effects.is_empty() {
+            self.stats.events_ignored.fetch_add(1, Ordering::Relaxed);
+        }
+        for effect in effects {
+            self.apply(effect, now);
+        }
+    }
+
+    pub(super) fn apply(&mut self, effect: Effect, now: Instant) {
+        match effect {
+            Effect::MailChanged(folder_dir) => self.coalescer.touch(folder_dir, now),
+            Effect::FlagsChanged(folder_dir) if self.report_flags => self.coalescer.touch(folder_dir, now),
+            Effect::FlagsChanged(_) => {
+                self.stats.events_ignored.fetch_add(1, Ordering::Relaxed);
+            }
+            Effect::DirAppeared(path) => self.dir_appeared(&path),
+            Effect::DirGone(path) => self.dir_gone(&path),
+            Effect::Rescan => self.rebuild(),
+        }
+    }
+
+    pub(super) fn send_due(&mut self, now: Instant) {
+        if self.coalescer.is_empty() {
+            return;
+        }
+        let folders: Vec<Folder> = self
+            .coalescer
+            .take_due(now)
+            .into_iter()
+            .flat_map(|folder_dir| self.tree.names(&folder_dir).to_vec())
+            .collect();
+        if !folders.is_empty() {
+            self.stats
+                .reports
+                .fetch_add(folders.len() as u64, Ordering::Relaxed);
+            self.sink.changed(folders);
+        }
+    }
+
+    pub(super) fn warn(&mut self, message: String) {
+        self.stats.set_error(&message);
+        self.sink.warning(message);
+    }
+
+    pub(super) fn warn_once(&mut self, key: String, message: String) {
+        if self.warned.insert(key) {
+            self.warn(message);
+        }
+    }
+
+    /// An entry appeared in a folder's directory: a subfolder, a `new/` or
+    /// `cur/`, a link, or (ignored) a file.
+    pub(super) fn dir_appeared(&mut self, path: &Path) {
+        if self.budget.short() {
+            // Retry what the watch limit left out, with this.
+            return self.reconcile(Report::New);
+        }
+        let Some(parent) = path.parent() else {
+            return;
+        };
+        let Ok(meta) = fs::symlink_metadata(path) else {
+            return;
+        };
+        if meta.file_type().is_symlink() {
+            if path.is_dir() {
+                self.reconcile(Report::New);
+            }
+            return;
+        }
+        let names = self.tree.names(parent);
+        if !meta.is_dir() || names.is_empty() || self.tree.contains(path) {
+            return;
+        }
+        if names.len() > 1 {
+            // A folder reached by links too: every name gets the new entry.
+            return self.reconcile(Report::New);
+        }
+        let Some(name) = path.file_name() else {
+            return;
+        };
+        let parent = parent.to_path_buf();
+        match classify_dir(self.layout, &names[0], name) {
+            DirRole::Folder(folder) => {
+                // List again once watched: notify-rs issue 727, `mkdir -p`
+                // and deliveries racing the watches.
+                let mut missing = self.traverse(path, folder.clone(), Report::New);
+                missing += self.traverse(path, folder, Report::New);
+                if missing > 0 {
+                    self.reconcile(Report::New);
+                }
+            }
+            DirRole::Mail(which) => {
+                let role = WatchedDir::Mail {
+                    folder_dir: parent.clone(),
+                    which,
+                };
+                match self.watch_one(path, role) {
+                    Added::Limit => self.reconcile(Report::New),
+                    _ => self.coalescer.touch(parent, Instant::now()),
+                }
+            }
+            DirRole::Ignored => {}
+        }
+        self.update_counts();
+    }
+
+    /// An entry left a folder's directory.
+    pub(super) fn dir_gone(&mut self, path: &Path) {
+        if path == self.root {
+            return self.lose_root();
+        }
+        if self.tree.is_link(path) {
+            return self.reconcile(Report::New);
+        }
+        if !self.tree.contains(path) {
+            return;
+        }
+        let through_links = self.tree.links_touch(path);
+        let removed = self.tree.remove_subtree(path);
+        if let Some(shards) = self.shards.as_mut() {
+            for (dir, shard) in removed {
+                shards.unwatch(shard, &dir);
+            }
+        }
+        if through_links {
+            self.reconcile(Report::New);
+        }
+        self.update_counts();
+    }
+}
