@@ -20,24 +20,24 @@ LINK_NAMES = $(SEED_NAMES) mailsync-sync mailsync-watch
 all: build
 
 build:
-	@tests/setup.sh build
+	@scripts/setup.sh build
 	$(CARGO) build --release
 	cp target/release/libmailsync.so $(MODULE)
 
 module: build
 
 deps-test:
-	@tests/setup.sh test
+	@scripts/setup.sh test
 
 test: deps-test
 	tests/run-all.sh
 
 demo: build
-	@tests/setup.sh demo
-	tests/demo.sh
+	@scripts/setup.sh demo
+	scripts/demo.sh
 
 bench: build
-	@tests/setup.sh bench
+	@scripts/setup.sh bench
 	tests/bench.sh
 
 install: build

@@ -21,7 +21,7 @@
 
 ;;; Commentary:
 
-;; Used by `make demo' (tests/demo.sh): starts Gnus over a temporary
+;; Used by `make demo' (scripts/demo.sh): starts Gnus over a temporary
 ;; Maildir++ tree, as OfflineIMAP or mbsync would leave it, read through
 ;; an nnmaildir server whose group directories link into that tree.
 ;; mailsync watches the Maildir++ tree; a deliverer outside Emacs drops
@@ -48,7 +48,7 @@
 (defun mailsync-demo (directory)
   "Start Gnus over the demo store in DIRECTORY and let mailsync watch it.
 DIRECTORY holds `Maildir' (the Maildir++ tree) and `gnus' (nnmaildir's
-directory, one link per folder), both made by tests/demo.sh."
+directory, one link per folder), both made by scripts/demo.sh."
   (let* ((directory (file-name-as-directory (expand-file-name directory)))
          (maildir (expand-file-name "Maildir" directory))
          (groups (expand-file-name "gnus" directory)))

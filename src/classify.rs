@@ -233,15 +233,80 @@ mod tests {
     /// The tests' clock: every change is seen at this instant.
     static T0: Lazy<Instant> = Lazy::new(Instant::now);
 
-    trait AtT0 {
-        fn classify0(&mut self, tree: &dyn Tree, change: FsChange) -> Vec<Effect>;
-    }
+    /// What the file system did and what must come of it, as data. A case
+    /// is a `#` line naming it, one change a line, and `=>` with the
+    /// effects (separated by `;`, none when empty) once the pairing window
+    /// has ended. Changes: `create PATH`, `mkdir PATH`, `delete PATH`,
+    /// `from PATH COOKIE` and `to PATH COOKIE` (a rename's halves, `-` for
+    /// no cookie), `overflow`, `other`. Effects: `mail DIR`, `flags DIR`,
+    /// `appeared PATH`, `gone PATH`, `rescan`. The tree watched is
+    /// `/m` (INBOX) and `/m/.a`, each with `new/` and `cur/`.
+    const CASES: &str = r#"
+# an MDA's rename from the unwatched tmp/ into new/ is mail
+to /m/.a/new/1.host 7
+=> mail /m/.a
 
-    impl AtT0 for Classifier {
-        fn classify0(&mut self, tree: &dyn Tree, change: FsChange) -> Vec<Effect> {
-            self.classify(tree, change, *T0)
-        }
-    }
+# a file made in new/ or cur/ is mail
+create /m/new/1
+create /m/cur/2:2,S
+=> mail /m; mail /m
+
+# reading a group (new/ to cur/) is not mail
+from /m/.a/new/1 1
+to /m/.a/cur/1:2, 1
+=>
+
+# a flag change is flags only
+from /m/cur/1:2, 2
+to /m/cur/1:2,S 2
+=> flags /m
+
+# a move between folders is mail in both
+from /m/cur/1:2, 3
+to /m/.a/cur/1:2, 3
+=> mail /m; mail /m/.a
+
+# a move out of the tree is mail once the window ends
+from /m/cur/1:2, 4
+=> mail /m
+
+# a deletion is mail
+delete /m/.a/cur/1:2,S
+=> mail /m/.a
+
+# tmp/, .nnmaildir/ and opens or writes are not mail
+create /m/tmp/1
+create /m/.a/.nnmaildir/marks/read/1
+other
+=>
+
+# a directory in new/ is not mail
+mkdir /m/new/odd-dir
+=>
+
+# files in a folder's own directory go to the engine, which looks for links
+create /m/dovecot-uidlist
+delete /m/dovecot-uidlist.lock
+=> appeared /m/dovecot-uidlist; gone /m/dovecot-uidlist.lock
+
+# folders made, removed and renamed change the tree
+mkdir /m/.b
+delete /m/.a
+=> appeared /m/.b; gone /m/.a
+
+# a renamed folder is gone under its old name and appears under the new
+from /m/.a 5
+to /m/.c 5
+=> gone /m/.a; appeared /m/.c
+
+# a watched directory's own move (no cookie) is its parent's news
+from /m/.a -
+=>
+
+# an overflow asks for a rescan
+overflow
+=> rescan
+"#;
 
     struct FakeTree(HashMap<PathBuf, WatchedDir>);
 
@@ -268,240 +333,112 @@ mod tests {
         FakeTree(dirs)
     }
 
-    fn p(path: &str) -> PathBuf {
-        PathBuf::from(path)
+    fn change(line: &str) -> FsChange {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let cookie = || match words[2] {
+            "-" => None,
+            number => Some(number.parse().unwrap()),
+        };
+        let path = || PathBuf::from(words[1]);
+        match words[0] {
+            "create" => FsChange::Created {
+                path: path(),
+                is_dir: false,
+            },
+            "mkdir" => FsChange::Created {
+                path: path(),
+                is_dir: true,
+            },
+            "delete" => FsChange::Removed { path: path() },
+            "from" => FsChange::MovedFrom {
+                path: path(),
+                cookie: cookie(),
+            },
+            "to" => FsChange::MovedTo {
+                path: path(),
+                cookie: cookie(),
+            },
+            "overflow" => FsChange::Overflow,
+            "other" => FsChange::Other,
+            other => panic!("unknown change {other}"),
+        }
     }
 
-    fn moved(
-        classifier: &mut Classifier,
-        tree: &FakeTree,
-        from: &str,
-        to: &str,
-        cookie: usize,
-    ) -> Vec<Effect> {
-        let mut effects = classifier.classify0(
-            tree,
-            FsChange::MovedFrom {
-                path: p(from),
-                cookie: Some(cookie),
-            },
-        );
-        effects.extend(classifier.classify0(
-            tree,
-            FsChange::MovedTo {
-                path: p(to),
-                cookie: Some(cookie),
-            },
-        ));
-        effects.extend(classifier.expire(*T0 + RENAME_PAIRING_WINDOW));
-        effects
-    }
-
-    #[test]
-    fn mda_delivery_from_unwatched_tmp_is_mail() {
-        let tree = tree();
-        let mut classifier = Classifier::default();
-        let effects = classifier.classify0(
-            &tree,
-            FsChange::MovedTo {
-                path: p("/m/.a/new/1.host"),
-                cookie: Some(7),
-            },
-        );
-        assert_eq!(effects, vec![Effect::MailChanged(p("/m/.a"))]);
-    }
-
-    #[test]
-    fn file_created_in_new_or_cur_is_mail() {
-        let tree = tree();
-        let mut classifier = Classifier::default();
-        for path in ["/m/new/1", "/m/cur/2:2,S"] {
-            let effects = classifier.classify0(
-                &tree,
-                FsChange::Created {
-                    path: p(path),
-                    is_dir: false,
-                },
-            );
-            assert_eq!(effects, vec![Effect::MailChanged(p("/m"))]);
+    fn effect(text: &str) -> Effect {
+        let (kind, path) = text.trim().split_once(' ').unwrap_or((text.trim(), ""));
+        let path = PathBuf::from(path);
+        match kind {
+            "mail" => Effect::MailChanged(path),
+            "flags" => Effect::FlagsChanged(path),
+            "appeared" => Effect::DirAppeared(path),
+            "gone" => Effect::DirGone(path),
+            "rescan" => Effect::Rescan,
+            other => panic!("unknown effect {other}"),
         }
     }
 
     #[test]
-    fn reading_a_group_is_not_mail() {
+    fn every_case_gives_its_effects() {
         let tree = tree();
-        let mut classifier = Classifier::default();
-        assert!(moved(&mut classifier, &tree, "/m/.a/new/1", "/m/.a/cur/1:2,", 1).is_empty());
+        let cases: Vec<&str> = CASES
+            .split("\n\n")
+            .map(str::trim)
+            .filter(|case| !case.is_empty())
+            .collect();
+        assert!(cases.len() >= 14, "{} cases", cases.len());
+        for case in cases {
+            let mut lines = case.lines();
+            let name = lines.next().unwrap().trim_start_matches("# ");
+            let mut classifier = Classifier::default();
+            let mut effects = Vec::new();
+            let mut expected = None;
+            for line in lines {
+                match line.strip_prefix("=>") {
+                    Some(list) => {
+                        expected = Some(
+                            list.split(';')
+                                .filter(|item| !item.trim().is_empty())
+                                .map(effect)
+                                .collect::<Vec<_>>(),
+                        )
+                    }
+                    None => effects.extend(classifier.classify(&tree, change(line), *T0)),
+                }
+            }
+            effects.extend(classifier.expire(*T0 + RENAME_PAIRING_WINDOW));
+            assert_eq!(effects, expected.expect("a => line"), "case: {name}");
+        }
     }
 
     #[test]
-    fn flag_change_is_reported_as_flags_only() {
-        let tree = tree();
+    fn a_half_rename_waits_exactly_the_pairing_window() {
         let mut classifier = Classifier::default();
+        let from = change("from /m/cur/1:2, 4");
+        assert!(classifier.classify(&tree(), from, *T0).is_empty());
+        assert_eq!(classifier.next_expiry(), Some(*T0 + RENAME_PAIRING_WINDOW));
+        assert!(classifier.expire(*T0 + RENAME_PAIRING_WINDOW / 2).is_empty());
         assert_eq!(
-            moved(&mut classifier, &tree, "/m/cur/1:2,", "/m/cur/1:2,S", 2),
-            vec![Effect::FlagsChanged(p("/m"))]
+            classifier.expire(*T0 + RENAME_PAIRING_WINDOW),
+            vec![effect("mail /m")]
         );
-    }
-
-    #[test]
-    fn move_between_folders_reports_both() {
-        let tree = tree();
-        let mut classifier = Classifier::default();
-        assert_eq!(
-            moved(&mut classifier, &tree, "/m/cur/1:2,", "/m/.a/cur/1:2,", 3),
-            vec![Effect::MailChanged(p("/m")), Effect::MailChanged(p("/m/.a"))]
-        );
-    }
-
-    #[test]
-    fn move_out_of_the_tree_is_reported_when_the_pairing_window_ends() {
-        let tree = tree();
-        let mut classifier = Classifier::default();
-        let effects = classifier.classify0(
-            &tree,
-            FsChange::MovedFrom {
-                path: p("/m/cur/1:2,"),
-                cookie: Some(4),
-            },
-        );
-        assert!(effects.is_empty());
-        let moved_at = classifier.next_expiry().unwrap() - RENAME_PAIRING_WINDOW;
-        assert!(
-            classifier.expire(moved_at).is_empty(),
-            "expired before the window ended"
-        );
-        assert_eq!(
-            classifier.expire(moved_at + RENAME_PAIRING_WINDOW),
-            vec![Effect::MailChanged(p("/m"))]
-        );
-        assert!(classifier.expire(moved_at + RENAME_PAIRING_WINDOW).is_empty());
         assert_eq!(classifier.next_expiry(), None);
-    }
-
-    #[test]
-    fn deleting_a_message_is_mail() {
-        let tree = tree();
-        let mut classifier = Classifier::default();
-        let effects = classifier.classify0(
-            &tree,
-            FsChange::Removed {
-                path: p("/m/.a/cur/1:2,S"),
-            },
-        );
-        assert_eq!(effects, vec![Effect::MailChanged(p("/m/.a"))]);
-    }
-
-    #[test]
-    fn reader_files_in_the_folder_root_and_tmp_are_ignored() {
-        let tree = tree();
-        let mut classifier = Classifier::default();
-        for path in ["/m/tmp/1", "/m/.a/.nnmaildir/marks/read/1"] {
-            assert!(
-                classifier
-                    .classify0(
-                        &tree,
-                        FsChange::Created {
-                            path: p(path),
-                            is_dir: false
-                        }
-                    )
-                    .is_empty(),
-                "{path}"
-            );
-        }
-        assert!(classifier.classify0(&tree, FsChange::Other).is_empty());
-        // Files in a folder's own directory go to the engine, which looks
-        // whether they are links to folders (and ignores them otherwise).
-        assert_eq!(
-            classifier.classify0(
-                &tree,
-                FsChange::Created {
-                    path: p("/m/dovecot-uidlist"),
-                    is_dir: false
-                }
-            ),
-            vec![Effect::DirAppeared(p("/m/dovecot-uidlist"))]
-        );
-        assert!(classifier
-            .classify0(
-                &tree,
-                FsChange::Created {
-                    path: p("/m/new/odd-dir"),
-                    is_dir: true
-                }
-            )
-            .is_empty());
-    }
-
-    #[test]
-    fn directories_coming_and_going_change_the_tree() {
-        let tree = tree();
-        let mut classifier = Classifier::default();
-        assert_eq!(
-            classifier.classify0(
-                &tree,
-                FsChange::Created {
-                    path: p("/m/.b"),
-                    is_dir: true
-                }
-            ),
-            vec![Effect::DirAppeared(p("/m/.b"))]
-        );
-        assert_eq!(
-            classifier.classify0(&tree, FsChange::Removed { path: p("/m/.a") }),
-            vec![Effect::DirGone(p("/m/.a"))]
-        );
-        assert_eq!(
-            moved(&mut classifier, &tree, "/m/.a", "/m/.c", 5),
-            vec![Effect::DirGone(p("/m/.a")), Effect::DirAppeared(p("/m/.c"))]
-        );
-        assert!(classifier
-            .classify0(
-                &tree,
-                FsChange::MovedFrom {
-                    path: p("/m/.a"),
-                    cookie: None
-                }
-            )
-            .is_empty());
-    }
-
-    #[test]
-    fn overflow_asks_for_a_rescan() {
-        let mut classifier = Classifier::default();
-        assert_eq!(
-            classifier.classify0(&tree(), FsChange::Overflow),
-            vec![Effect::Rescan]
-        );
-        let event = notify::Event::new(notify::EventKind::Other).set_flag(notify::event::Flag::Rescan);
-        assert_eq!(from_notify(&event), FsChange::Overflow);
     }
 
     #[test]
     fn notify_events_map_to_changes() {
         use notify::event::{CreateKind, EventKind, ModifyKind, RenameMode};
+        let p = PathBuf::from;
         let created = notify::Event::new(EventKind::Create(CreateKind::Folder)).add_path(p("/m/.x"));
-        assert_eq!(
-            from_notify(&created),
-            FsChange::Created {
-                path: p("/m/.x"),
-                is_dir: true
-            }
-        );
+        assert_eq!(from_notify(&created), change("mkdir /m/.x"));
         let to = notify::Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::To)))
             .add_path(p("/m/new/1"))
             .set_tracker(9);
-        assert_eq!(
-            from_notify(&to),
-            FsChange::MovedTo {
-                path: p("/m/new/1"),
-                cookie: Some(9)
-            }
-        );
+        assert_eq!(from_notify(&to), change("to /m/new/1 9"));
         let both = notify::Event::new(EventKind::Modify(ModifyKind::Name(RenameMode::Both)))
             .add_path(p("/m/new/1"))
             .add_path(p("/m/cur/1"));
         assert_eq!(from_notify(&both), FsChange::Other);
+        let overflow = notify::Event::new(EventKind::Other).set_flag(notify::event::Flag::Rescan);
+        assert_eq!(from_notify(&overflow), FsChange::Overflow);
     }
 }

@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
 # Lints the Lisp files and runs the ERT suite in a real `emacs --batch` with
 # real Gnus. With EMACS set, on that Emacs only; otherwise on Debian's Emacs
-# (28.2 on Debian 12) and on Emacs 30.1 unpacked by tests/fetch-emacs30.sh.
+# (28.2 on Debian 12) and on Emacs 30.1 unpacked by scripts/fetch-emacs30.sh.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 [ -f mailsync-gnus-module.so ] || { echo "emacs-tests: build the module first (make)" >&2; exit 1; }
 
 lisp_files=(mailsync-gnus.el lisp/*.el)
-echo "== lint (byte-compile, checkdoc, package-lint) on $(emacs --version | head -n 1)"
-emacs --batch -Q -L . -L lisp -l tests/lint.el "${lisp_files[@]}"
+lint_emacs=${EMACS:-emacs}
+echo "== lint (byte-compile, checkdoc, package-lint) on $("$lint_emacs" --version | head -n 1)"
+"$lint_emacs" --batch -Q -L . -L lisp -l tests/lint.el "${lisp_files[@]}"
 
 if [ -n "${EMACS:-}" ]; then
   emacsen=("$EMACS")
 else
-  emacsen=(emacs "$(tests/fetch-emacs30.sh)")
+  emacsen=(emacs "$(scripts/fetch-emacs30.sh)")
 fi
 for emacs in "${emacsen[@]}"; do
   version=$("$emacs" --batch -Q --eval '(princ emacs-version)' 2>/dev/null)

@@ -465,9 +465,9 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
   "The repository's top directory.")
 
 (defun mailsync-test--dovecot (command dir)
-  "Run tests/dovecot.sh COMMAND DIR; return its output, trimmed."
+  "Run scripts/dovecot.sh COMMAND DIR; return its output, trimmed."
   (with-temp-buffer
-    (let ((status (call-process (expand-file-name "tests/dovecot.sh" mailsync-test--root)
+    (let ((status (call-process (expand-file-name "scripts/dovecot.sh" mailsync-test--root)
                                 nil (list t nil) nil command dir)))
       (unless (eql status 0)
         (error "Dovecot %s failed: %s" command (buffer-string)))
@@ -490,7 +490,7 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
             (insert (format "machine 127.0.0.1 port %d login test password secret\n" port)))
           (mailsync-test--maildir ".work")
           (when (zerop (user-uid))
-            ;; Dovecot serves this maildir as nobody (tests/dovecot.sh).
+            ;; Dovecot serves this maildir as nobody (scripts/dovecot.sh).
             (call-process "chown" nil nil nil "-R" "nobody:nogroup" maildir))
           (mailsync-test--with-gnus-running tmp
               `(nnimap "local" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
@@ -505,7 +505,7 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
             ;; Dovecot moving the message to cur/ and writing its indexes is no mail.
             (mailsync-test--idle 0.5)
             (should (equal mailsync-test--checked '("nnimap+local:work")))))
-      (mailsync-test--dovecot "stop" server)
+      (mailsync-test--dovecot "remove" server)
       (delete-directory tmp t))))
 
 (provide 'mailsync-gnus-test)

@@ -1,5 +1,5 @@
 //! The real mswatch 1.2.0 (Debian 11's build, unpacked by
-//! tests/fetch-mswatch.sh) runs `mailsync watch` on both stores and
+//! scripts/fetch-mswatch.sh) runs `mailsync watch` on both stores and
 //! `mailsync sync` with real mbsync against a real Dovecot on 127.0.0.1:
 //! mail saved on the server reaches the local maildir, mail delivered
 //! locally reaches the server. The configuration is written the way the
@@ -17,9 +17,9 @@ use common::servers::{messages, Dovecot};
 use common::{deliver, make_maildir};
 
 fn mswatch() -> PathBuf {
-    let output = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fetch-mswatch.sh"))
+    let output = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-mswatch.sh"))
         .output()
-        .expect("run tests/fetch-mswatch.sh");
+        .expect("run scripts/fetch-mswatch.sh");
     assert!(
         output.status.success(),
         "mswatch could not be fetched: {}",

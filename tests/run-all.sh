@@ -12,8 +12,7 @@ run() {
   set -e
   $cargo fmt --check
   $cargo clippy --all-targets -- -D warnings
-  $cargo build --release
-  cp target/release/libmailsync.so mailsync-gnus-module.so
+  make --no-print-directory build
   $cargo test --release
   tests/emacs-tests.sh
 }

@@ -308,7 +308,7 @@ fn check_ssh_reaches_emacsclient_intact_through_every_login_shell() {
     let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap());
     for shell in SHELLS {
         let Ok(found) = which(shell) else {
-            panic!("{shell} is not installed: run `make test` (tests/setup.sh installs it)");
+            panic!("{shell} is not installed: run `make test` (scripts/setup.sh installs it)");
         };
         let _ = fs::remove_file(&argv);
         let output = mailsync()

@@ -1,4 +1,4 @@
-//! A real Dovecot on 127.0.0.1 (tests/dovecot.sh) with an IMAP client for
+//! A real Dovecot on 127.0.0.1 (scripts/dovecot.sh) with an IMAP client for
 //! putting mail on it, and configurations for real OfflineIMAP and mbsync.
 #![allow(dead_code)]
 
@@ -21,12 +21,12 @@ pub struct Dovecot {
 impl Dovecot {
     pub fn start(separator: &'static str) -> Dovecot {
         let dir = tempfile::tempdir().unwrap();
-        let output = Command::new(repo().join("tests/dovecot.sh"))
+        let output = Command::new(repo().join("scripts/dovecot.sh"))
             .arg("start")
             .arg(dir.path().join("server"))
             .arg(separator)
             .output()
-            .expect("run tests/dovecot.sh");
+            .expect("run scripts/dovecot.sh");
         assert!(
             output.status.success(),
             "dovecot did not start: {}",
@@ -43,12 +43,16 @@ impl Dovecot {
 
     pub fn stop(&mut self) {
         if self.running {
-            let _ = Command::new(repo().join("tests/dovecot.sh"))
-                .arg("stop")
-                .arg(self.dir.path().join("server"))
-                .status();
+            self.script("stop");
             self.running = false;
         }
+    }
+
+    fn script(&self, command: &str) {
+        let _ = Command::new(repo().join("scripts/dovecot.sh"))
+            .arg(command)
+            .arg(self.dir.path().join("server"))
+            .status();
     }
 
     /// Creates `folder` (the server's name) if needed and saves one message in it.
@@ -116,7 +120,7 @@ imap.logout()
 
 impl Drop for Dovecot {
     fn drop(&mut self) {
-        self.stop();
+        self.script("remove");
     }
 }
 

@@ -2,7 +2,7 @@
 # Unpacks the real mswatch 1.2.0 from Debian 11 (bullseye; it left Debian
 # after that) into a folder, without installing it, and prints the path of
 # its binary, which runs on Debian 12 (it needs only glib).
-# Usage: tests/fetch-mswatch.sh [DIR]   (default: .cache/mswatch)
+# Usage: scripts/fetch-mswatch.sh [DIR]   (default: .cache/mswatch)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 dir=${1:-"$here/../.cache/mswatch"}

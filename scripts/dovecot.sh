@@ -1,40 +1,52 @@
 #!/usr/bin/env bash
 # A throw-away Dovecot IMAP server on 127.0.0.1 for tests, everything under DIR.
-#   tests/dovecot.sh start DIR [SEPARATOR]   prints the port; user "test", password "secret"
-#   tests/dovecot.sh stop DIR
+#   scripts/dovecot.sh start DIR [SEPARATOR]   prints the port; user "test", password "secret"
+#   scripts/dovecot.sh stop DIR
 # The served maildir is DIR/mail: Maildir++ with SEPARATOR "." (default),
 # nested directories (LAYOUT=fs) with "/".
 set -euo pipefail
 
 command=${1:?usage: $0 start|stop DIR [SEPARATOR]}
-dir=$(realpath -m "${2:?usage: $0 start|stop DIR [SEPARATOR]}")
+given=$(realpath -m -s "${2:?usage: $0 start|stop|remove DIR [SEPARATOR]}")
+dir=$(realpath -m "$given")
 separator=${3:-.}
 
+stop() {
+  if [ -f "$dir/dovecot.conf" ]; then
+    dovecot -c "$dir/dovecot.conf" stop 2>/dev/null || true
+    for _ in $(seq 50); do [ -e "$dir/run/master.pid" ] || break; sleep 0.1; done
+  fi
+}
 case "$command" in
-  stop)
-    if [ -f "$dir/dovecot.conf" ]; then
-      dovecot -c "$dir/dovecot.conf" stop 2>/dev/null || true
-      for _ in $(seq 50); do [ -e "$dir/run/master.pid" ] || break; sleep 0.1; done
-    fi
+  stop) stop; exit 0 ;;
+  remove)
+    stop
+    # As root DIR is a link to Dovecot's own directory (see below).
+    if [ -L "$given" ]; then rm -rf "$dir"; rm -f "$given"; else rm -rf "$dir"; fi
     exit 0 ;;
   start) ;;
-  *) echo "usage: $0 start|stop DIR [SEPARATOR]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|remove DIR [SEPARATOR]" >&2; exit 2 ;;
 esac
 
 command -v dovecot >/dev/null || { echo "dovecot is missing: apt-get install dovecot-imapd" >&2; exit 1; }
 port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+if [ "$(id -u)" -eq 0 ] && [ ! -e "$given" ]; then
+  # Dovecot's own processes (nobody, dovenull) must reach its files, which
+  # the caller's private temp dirs do not let them: it gets a directory of
+  # its own, mode 0711, in /tmp, and DIR links to it. No other directory's
+  # mode is touched.
+  own=$(mktemp -d /tmp/mailsync-dovecot.XXXXXX)
+  chmod 0711 "$own"
+  mkdir -p "$(dirname "$given")"
+  ln -s "$own" "$given"
+  dir=$own
+fi
 mkdir -p "$dir/run" "$dir/state" "$dir/home" "$dir/mail"
 if [ "$(id -u)" -eq 0 ]; then
   # Dovecot refuses to serve mail as root: the mail belongs to nobody.
   mail_uid=$(id -u nobody); mail_gid=$(id -g nobody)
   login_user=dovenull; internal_user=dovecot
   chown -R nobody:nogroup "$dir/home" "$dir/mail"
-  # ... and its processes must reach DIR through the test's private temp dirs.
-  path=$dir
-  while [ "$path" != / ]; do
-    [ -O "$path" ] && chmod o+x "$path"
-    path=$(dirname "$path")
-  done
 else
   mail_uid=$(id -u); mail_gid=$(id -g)
   login_user=$(id -un); internal_user=$(id -un)

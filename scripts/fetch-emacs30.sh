@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Unpacks Emacs 30.1 from Debian's bookworm-backports into a folder, without
 # installing it, and prints the path of a wrapper that runs it.
-# Usage: tests/fetch-emacs30.sh [DIR]   (default: .cache/emacs-30)
+# Usage: scripts/fetch-emacs30.sh [DIR]   (default: .cache/emacs-30)
 set -euo pipefail
 
 dir=$(realpath -m "${1:-"$(dirname "$0")/../.cache/emacs-30"}")
@@ -23,7 +23,7 @@ dump=$(ls "$libexec"/*.pdmp | head -n 1)
 libdir=$(ls -d "$dir"/root/usr/lib/*-linux-gnu | head -n 1)
 cat > "$wrapper" <<WRAPPER
 #!/bin/sh
-# Emacs 30 unpacked from Debian's bookworm-backports by tests/fetch-emacs30.sh.
+# Emacs 30 unpacked from Debian's bookworm-backports by scripts/fetch-emacs30.sh.
 export LD_LIBRARY_PATH="$libdir\${LD_LIBRARY_PATH:+:\$LD_LIBRARY_PATH}"
 export EMACSLOADPATH="$share/lisp:"
 export EMACSDATA="$share/etc"

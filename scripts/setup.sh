@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what `make test`, `make demo` or `make bench` needs and a fresh
 # Debian 12 machine lacks. As root it uses apt-get; otherwise it says what to
-# install and fails. Usage: tests/setup.sh build|test|demo|bench
+# install and fails. Usage: scripts/setup.sh build|test|demo|bench
 set -euo pipefail
 
 need=${1:-build}
@@ -25,11 +25,11 @@ case "$need" in
     want offlineimap offlineimap3
     want mbsync isync
     want emacsclient emacs-bin-common
-    [ -d /usr/share/emacs/site-lisp/elpa-src ] && ls /usr/share/emacs/site-lisp/elpa-src | grep -q '^package-lint' \
-      || missing+=(elpa-package-lint)
+    # Where tests/lint.el looks for it.
+    ls /usr/share/emacs/site-lisp/elpa 2>/dev/null | grep -q '^package-lint' || missing+=(elpa-package-lint)
     want dpkg-deb dpkg
     want python3 python3
-    # The real mswatch (Debian 11's build, fetched by tests/fetch-mswatch.sh) needs glib.
+    # The real mswatch (Debian 11's build, fetched by scripts/fetch-mswatch.sh) needs glib.
     ldconfig -p 2>/dev/null | grep -q 'libglib-2.0.so.0' || missing+=(libglib2.0-0)
     # Login shells the --check-ssh quoting is tested through.
     want zsh zsh

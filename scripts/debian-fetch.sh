@@ -2,8 +2,8 @@
 # Downloads Debian packages of another suite and unpacks them into a folder,
 # without installing anything, from the Debian mirror this machine's own apt
 # sources name (so a user behind their own mirror is served).
-#   tests/debian-fetch.sh DIR "APT-SOURCES-SUITES" [apt-get option…] -- PACKAGE…
-# e.g. tests/debian-fetch.sh .cache/mswatch bullseye -- mswatch
+#   scripts/debian-fetch.sh DIR "APT-SOURCES-SUITES" [apt-get option…] -- PACKAGE…
+# e.g. scripts/debian-fetch.sh .cache/mswatch bullseye -- mswatch
 # Unpacks into DIR/root; DIR/debs keeps the packages.
 set -euo pipefail
 
