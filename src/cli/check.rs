@@ -17,7 +17,7 @@ use mailsync::groups::{utf7_by_default, GroupMap};
 use mailsync::naming::NameStyle;
 use mailsync::quote::{is_lisp_symbol, lisp_call, shell_line};
 
-use super::exit_status;
+use super::status::Status;
 
 /// Options shared by `sync` and `watch` for the Gnus checks.
 #[derive(Args, Debug, Clone)]
@@ -91,7 +91,7 @@ enum Target {
 /// A failed check: its exit status and what went wrong.
 #[derive(Debug)]
 pub struct CheckFailure {
-    pub status: i32,
+    pub status: Status,
     pub message: String,
 }
 
@@ -201,18 +201,19 @@ impl Checker {
             let failure = match child.spawn().and_then(|child| self.wait(child)) {
                 Ok(Some(status)) if status.success() => None,
                 Ok(Some(status)) => Some(CheckFailure {
-                    status: exit_status(status),
+                    status: Status::of_child(status),
                     message: format!("{program} failed ({status})"),
                 }),
                 Ok(None) => Some(CheckFailure {
-                    status: 124,
+                    // 124, as timeout(1) reports one.
+                    status: Status::Failed(124),
                     message: format!(
                         "{program} did not finish within {} s (--check-timeout); killed",
                         self.args.check_timeout
                     ),
                 }),
                 Err(err) => Some(CheckFailure {
-                    status: 127,
+                    status: Status::NotFound,
                     message: format!(
                         "cannot run {}: {err} (give its path with --emacsclient)",
                         command[0].to_string_lossy()

@@ -6,8 +6,11 @@ use std::path::Path;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod status;
 mod sync;
 mod watch;
+
+use status::Status;
 
 /// Realtime mail for Gnus: an mswatch watcher and sync program.
 #[derive(Parser, Debug)]
@@ -23,7 +26,7 @@ enum Command {
     Sync(sync::SyncArgs),
 }
 
-/// Runs the command line `args` (argv[0] included) and returns the exit status.
+/// Runs the command line `args` (argv[0] included) and returns the exit code.
 ///
 /// Under the names of rpatterson.mailsync's scripts it behaves as they did;
 /// `mailsync-sync` and `mailsync-watch` are the subcommands.
@@ -55,13 +58,19 @@ pub fn run(args: Vec<OsString>) -> i32 {
         Ok(cli) => cli,
         Err(err) => {
             let _ = err.print();
-            return if err.use_stderr() { 2 } else { 0 };
+            return if err.use_stderr() {
+                Status::Usage
+            } else {
+                Status::Success
+            }
+            .code();
         }
     };
     match cli.command {
         Command::Watch(args) => watch::run(args),
         Command::Sync(args) => sync::run(args),
     }
+    .code()
 }
 
 /// `prog ARGS…` as `mailsync SUBCOMMAND EXTRA… ARGS…`, with the seed's short
@@ -81,13 +90,4 @@ fn with_subcommand(
         }
     }));
     rewritten
-}
-
-/// A child's exit status as a shell shows it: its code, or 128+N for signal N.
-pub fn exit_status(status: std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .or_else(|| status.signal().map(|signal| 128 + signal))
-        .unwrap_or(1)
 }

@@ -31,7 +31,7 @@ use mailsync::quote::shell_line;
 use mailsync::specs::{parse_specs, AccountSync};
 
 use super::check::{CheckArgs, Checker};
-use super::exit_status;
+use super::status::{CliError, Outcome, Status};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
@@ -115,12 +115,6 @@ struct Plan {
     checker: Option<Checker>,
 }
 
-fn usage_error(message: impl std::fmt::Display) -> i32 {
-    eprintln!("mailsync sync: {message}");
-    eprintln!("Try 'mailsync sync --help'.");
-    2
-}
-
 /// The local separator of `account`: the flag, else the offlineimaprc's
 /// `sep`, else ".". Resolved once, used by the backend and the check alike.
 fn local_separator(args: &SyncArgs, config_text: Option<&str>, account: &[u8]) -> String {
@@ -192,7 +186,7 @@ fn line(command: &[OsString]) -> Vec<u8> {
 }
 
 /// `--dry-run`: each command shell-quoted, byte for byte, one per line.
-fn show(plans: &[Plan]) -> i32 {
+fn show(plans: &[Plan]) -> Status {
     let stdout = io::stdout();
     let mut out = stdout.lock();
     for plan in plans {
@@ -208,7 +202,7 @@ fn show(plans: &[Plan]) -> i32 {
         }
     }
     let _ = out.flush();
-    0
+    Status::Success
 }
 
 /// The child being waited for, so signals can be passed on to it.
@@ -251,64 +245,46 @@ impl Forwarder {
     }
 }
 
-/// How a whole `mailsync sync` run ends: the first failed sync wins over a
-/// failed check, which wins over success; a signal wins over all.
-#[derive(Debug, Default)]
-struct Outcome {
-    sync: Option<i32>,
-    check: Option<i32>,
-}
-
-impl Outcome {
-    fn status(&self, signal: Option<i32>) -> i32 {
-        match signal {
-            Some(signal) => 128 + signal,
-            None => self.sync.or(self.check).unwrap_or(0),
-        }
-    }
-}
-
 /// Why a backend could not be started, in words that say what to do.
-fn spawn_error(args: &SyncArgs, program: &OsString, err: &io::Error) -> (i32, String) {
+fn spawn_error(args: &SyncArgs, program: &OsString, err: &io::Error) -> CliError {
     let shown = program.to_string_lossy();
     let option = match args.backend {
         Backend::Offlineimap => "--offlineimap",
         Backend::Mbsync => "--mbsync",
     };
     match err.kind() {
-        io::ErrorKind::NotFound if shown.contains('/') => (
-            127,
+        io::ErrorKind::NotFound if shown.contains('/') => CliError::new(
+            Status::NotFound,
             format!("{shown} does not exist; give the right path with {option} PATH"),
         ),
-        io::ErrorKind::NotFound => (
-            127,
+        io::ErrorKind::NotFound => CliError::new(
+            Status::NotFound,
             format!("{shown} is not installed (not found on PATH); install it or give its path with {option} PATH"),
         ),
-        _ => (126, format!("cannot run {shown}: {err}")),
+        _ => CliError::new(Status::CannotRun, format!("cannot run {shown}: {err}")),
     }
 }
 
-fn execute(args: &SyncArgs, plans: Vec<Plan>) -> i32 {
+fn execute(args: &SyncArgs, plans: Vec<Plan>) -> Status {
     let forwarder = match Forwarder::install() {
         Ok(forwarder) => forwarder,
         Err(err) => {
-            eprintln!("mailsync sync: cannot handle signals: {err}");
-            return 1;
+            return CliError::new(Status::Failed(1), format!("cannot handle signals: {err}")).report("sync")
         }
     };
     let interrupted = || forwarder.interrupted();
     let mut outcome = Outcome::default();
     for plan in plans {
         if let Some(signal) = forwarder.interrupted() {
-            return 128 + signal;
+            return Status::Signal(signal);
         }
         let timeout = Duration::from_secs(args.lock_timeout);
         let lock = match lock_account(args.backend.name(), &plan.account, timeout, &interrupted) {
             Ok(lock) => lock,
-            Err(LockError::Interrupted(signal)) => return 128 + signal,
+            Err(LockError::Interrupted(signal)) => return Status::Signal(signal),
             Err(err) => {
                 eprintln!("mailsync sync: {err}");
-                outcome.sync.get_or_insert(1);
+                outcome.sync_failed(Status::Failed(1));
                 continue;
             }
         };
@@ -325,28 +301,28 @@ fn execute(args: &SyncArgs, plans: Vec<Plan>) -> i32 {
         let child = match command.spawn() {
             Ok(child) => child,
             Err(err) => {
-                let (status, message) = spawn_error(args, &plan.command[0], &err);
-                eprintln!("mailsync sync: {message}");
-                if status == 127 {
-                    return 127;
+                let status = spawn_error(args, &plan.command[0], &err).report("sync");
+                if status == Status::NotFound {
+                    // The same backend is missing for every account.
+                    return status;
                 }
-                outcome.sync.get_or_insert(status);
+                outcome.sync_failed(status);
                 continue;
             }
         };
         let status = match forwarder.wait(child) {
-            Ok(status) => exit_status(status),
+            Ok(status) => Status::of_child(status),
             Err(err) => {
                 eprintln!(
                     "mailsync sync: waiting for {}: {err}",
                     plan.command[0].to_string_lossy()
                 );
-                1
+                Status::Failed(1)
             }
         };
         drop(lock);
-        if status != 0 {
-            outcome.sync.get_or_insert(status);
+        if !status.is_success() {
+            outcome.sync_failed(status);
             continue;
         }
         if let Some(checker) = &plan.checker {
@@ -356,14 +332,17 @@ fn execute(args: &SyncArgs, plans: Vec<Plan>) -> i32 {
                     String::from_utf8_lossy(&plan.account),
                     failure.message
                 );
-                outcome.check.get_or_insert(failure.status);
+                outcome.check_failed(failure.status);
             }
         }
     }
-    outcome.status(forwarder.interrupted())
+    if let Some(signal) = forwarder.interrupted() {
+        outcome.interrupted(signal);
+    }
+    outcome.status()
 }
 
-pub fn run(args: SyncArgs) -> i32 {
+pub fn run(args: SyncArgs) -> Status {
     let specs: Vec<Vec<u8>> = args
         .specs
         .iter()
@@ -371,7 +350,7 @@ pub fn run(args: SyncArgs) -> i32 {
         .collect();
     let accounts = match parse_specs(&specs) {
         Ok(accounts) => accounts,
-        Err(err) => return usage_error(err),
+        Err(err) => return CliError::usage(err).report("sync"),
     };
     let mut check = args.check.clone();
     if let Some(inbox) = &args.inbox {
@@ -384,11 +363,11 @@ pub fn run(args: SyncArgs) -> i32 {
     let group_map = check.group_map(NameStyle::for_layout(mailsync::naming::Layout::MaildirPlusPlus));
     let checker = match Checker::from_args(&check, group_map, false) {
         Ok(checker) => checker,
-        Err(message) => return usage_error(message),
+        Err(message) => return CliError::usage(message).report("sync"),
     };
     let plans = match plan(&args, accounts, checker.as_ref()) {
         Ok(plans) => plans,
-        Err(message) => return usage_error(message),
+        Err(message) => return CliError::usage(message).report("sync"),
     };
     if args.dry_run {
         return show(&plans);

@@ -23,6 +23,7 @@ use mailsync::engine::{Engine, Options, Sink};
 use mailsync::naming::{Folder, Layout, NameStyle};
 
 use super::check::{CheckArgs, Checker};
+use super::status::{CliError, Status};
 
 #[derive(Args, Debug)]
 #[command(
@@ -124,7 +125,7 @@ impl Pending {
     }
 }
 
-pub fn run(args: WatchArgs) -> i32 {
+pub fn run(args: WatchArgs) -> Status {
     let maildir = args.maildir.clone().unwrap_or_else(default_maildir);
     let (events, events_rx) = unbounded();
     let options = Options {
@@ -135,10 +136,7 @@ pub fn run(args: WatchArgs) -> i32 {
     };
     let engine = match Engine::start(&maildir, options, Box::new(ChannelSink(events.clone()))) {
         Ok(engine) => engine,
-        Err(err) => {
-            eprintln!("mailsync watch: {err}");
-            return 1;
-        }
+        Err(err) => return CliError::new(Status::Failed(1), err).report("watch"),
     };
     let style = NameStyle::new(
         args.inbox,
@@ -148,14 +146,10 @@ pub fn run(args: WatchArgs) -> i32 {
     let group_map = args.check.group_map(style.clone());
     let checker = match Checker::from_args(&args.check, group_map, true) {
         Ok(checker) => checker.map(Arc::new),
-        Err(message) => {
-            eprintln!("mailsync watch: {message}");
-            return 2;
-        }
+        Err(message) => return CliError::usage(message).report("watch"),
     };
     if let Err(err) = forward_signals(events.clone()) {
-        eprintln!("mailsync watch: cannot handle signals: {err}");
-        return 1;
+        return CliError::new(Status::Failed(1), format!("cannot handle signals: {err}")).report("watch");
     }
     watch_stdin(events);
 
@@ -175,8 +169,7 @@ pub fn run(args: WatchArgs) -> i32 {
             .spawn(move || write_reports(&pending, checker.as_deref(), &style, at_start))
     };
     if let Err(err) = writer {
-        eprintln!("mailsync watch: cannot start: {err}");
-        return 1;
+        return CliError::new(Status::Failed(1), format!("cannot start: {err}")).report("watch");
     }
     while let Ok(event) = events_rx.recv() {
         match event {
@@ -191,7 +184,7 @@ pub fn run(args: WatchArgs) -> i32 {
     }
     engine.stop();
     // The writer may be blocked on a reader that stopped reading: do not wait for it.
-    std::process::exit(0)
+    std::process::exit(Status::Success.code())
 }
 
 /// The writer thread: the start-up check, the ready line, then each batch
@@ -203,7 +196,7 @@ fn write_reports(pending: &Pending, checker: Option<&Checker>, style: &NameStyle
     let stdout = io::stdout();
     let mut out = stdout.lock();
     if writeln!(out).and_then(|()| out.flush()).is_err() {
-        std::process::exit(1);
+        std::process::exit(Status::Failed(1).code());
     }
     loop {
         let folders = pending.take();
@@ -216,7 +209,7 @@ fn write_reports(pending: &Pending, checker: Option<&Checker>, style: &NameStyle
         }
         if print_folders(&mut out, &folders, style).is_err() {
             // mswatch is gone: nobody is left to tell.
-            std::process::exit(1);
+            std::process::exit(Status::Failed(1).code());
         }
     }
 }
