@@ -199,13 +199,7 @@ fn a_hung_emacs_delays_nothing_beyond_the_check_timeout_and_sigterm_ends_the_wat
     make_maildir(&mail.join("INBOX"));
     let emacs = EmacsServer::start(dir.path());
     // A real hang: the Emacs server stops answering, emacsclient waits on it.
-    let stop = |signal: &str| {
-        Command::new("kill")
-            .args([signal, &emacs.child.id().to_string()])
-            .status()
-            .unwrap()
-    };
-    stop("-STOP");
+    common::kill(emacs.child.id(), "-STOP");
     let started = Instant::now();
     let mut watch = Watch::start(&[
         "--maildir",
@@ -236,15 +230,12 @@ fn a_hung_emacs_delays_nothing_beyond_the_check_timeout_and_sigterm_ends_the_wat
     deliver(&mail.join("INBOX"));
     thread::sleep(Duration::from_millis(200)); // a check now hangs again
     let asked = Instant::now();
-    Command::new("kill")
-        .args(["-TERM", &watch.child.id().to_string()])
-        .status()
-        .unwrap();
+    common::kill(watch.child.id(), "-TERM");
     assert_eq!(watch.wait(Duration::from_secs(5)), 0);
     assert!(
         asked.elapsed() < Duration::from_secs(1),
         "SIGTERM took {:?}",
         asked.elapsed()
     );
-    stop("-CONT");
+    common::kill(emacs.child.id(), "-CONT");
 }

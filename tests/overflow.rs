@@ -9,20 +9,11 @@ mod common;
 use std::collections::{BTreeSet, HashMap};
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{deliver, make_maildir, Watch};
 
 const QUEUE: &str = "/proc/sys/fs/inotify/max_queued_events";
-
-fn signal(watch: &Watch, name: &str) {
-    let status = Command::new("kill")
-        .args([name, &watch.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
 
 /// The folders on disk now, as `mailsync watch` names them.
 fn on_disk(root: &Path) -> BTreeSet<String> {
@@ -51,7 +42,7 @@ fn one_round(round: usize) {
     let watch = started.unwrap();
     watch.lines_until_quiet(Duration::from_millis(500));
 
-    signal(&watch, "-STOP");
+    common::kill(watch.child.id(), "-STOP");
     for n in 0..300 {
         deliver(&root.join(format!(".f{}", n % 40)));
     }
@@ -72,7 +63,7 @@ fn one_round(round: usize) {
     for n in 0..5 {
         make_maildir(&root.join(format!(".new{n}")));
     }
-    signal(&watch, "-CONT");
+    common::kill(watch.child.id(), "-CONT");
 
     let expected = on_disk(root);
     let mut printed: HashMap<String, usize> = HashMap::new();

@@ -156,10 +156,7 @@ fn sigterm_while_waiting_for_the_lock_ends_at_once_and_runs_nothing() {
         .unwrap();
     thread::sleep(Duration::from_millis(300));
     let asked = Instant::now();
-    Command::new("kill")
-        .args(["-TERM", &second.id().to_string()])
-        .status()
-        .unwrap();
+    common::kill(second.id(), "-TERM");
     let status = second.wait().unwrap();
     assert!(
         asked.elapsed() < Duration::from_millis(500),

@@ -188,11 +188,7 @@ fn a_forced_overflow_reports_every_folder_once() {
     let watch = Watch::start(&["--maildir", arg(root), "--delay", "50"]);
     // SIGUSR1 is the fault-injection hook: the engine handles it exactly as
     // notify's rescan flag after an IN_Q_OVERFLOW.
-    let status = std::process::Command::new("kill")
-        .args(["-USR1", &watch.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::kill(watch.child.id(), "-USR1");
     let mut lines = watch.lines_until_quiet(Duration::from_millis(800));
     lines.sort();
     let mut expected: Vec<String> = (0..20).map(|n| format!("f{n}")).collect();
@@ -214,11 +210,7 @@ fn sigterm_exits_zero() {
     let store = tempfile::tempdir().unwrap();
     make_maildir(store.path());
     let mut watch = Watch::start(&["--maildir", arg(store.path())]);
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &watch.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    common::kill(watch.child.id(), "-TERM");
     assert_eq!(watch.wait(Duration::from_secs(10)), 0);
 }
 

@@ -161,10 +161,7 @@ fn a_reader_that_stops_reading_holds_one_name_per_folder_and_sigterm_still_ends_
         .spawn()
         .unwrap();
     thread::sleep(Duration::from_secs(2));
-    Command::new("kill")
-        .args(["-USR1", &child.id().to_string()])
-        .status()
-        .unwrap();
+    common::kill(child.id(), "-USR1");
     thread::sleep(Duration::from_millis(500));
     let before = rss_kib(child.id());
     for round in 0..10 {
@@ -182,10 +179,7 @@ fn a_reader_that_stops_reading_holds_one_name_per_folder_and_sigterm_still_ends_
         "memory grew from {before} KiB to {after} KiB while the reader slept"
     );
     let asked = Instant::now();
-    Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
+    common::kill(child.id(), "-TERM");
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert_eq!(status.code(), Some(0));

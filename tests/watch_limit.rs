@@ -7,7 +7,6 @@ mod common;
 
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 use std::sync::Mutex;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -73,6 +72,20 @@ fn roots_inotify_use() -> (usize, usize) {
     (watches, instances)
 }
 
+/// `mailsync watch` on `store` with `fs.inotify.NAME` set to `value` while it
+/// starts; it must fail with status 1. Returns what it said.
+fn refused_start(store: &Path, name: &str, value: usize) -> String {
+    let output = {
+        let _limit = Limit::set(name, value);
+        common::mailsync()
+            .args(["watch", "--maildir", store.to_str().unwrap()])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(output.status.code(), Some(1));
+    String::from_utf8(output.stderr).unwrap()
+}
+
 #[test]
 fn hitting_the_watch_limit_at_start_names_the_sysctl_and_the_count() {
     let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|err| err.into_inner());
@@ -84,15 +97,7 @@ fn hitting_the_watch_limit_at_start_names_the_sysctl_and_the_count() {
     for n in 0..40 {
         make_maildir(&store.path().join(format!(".f{n}")));
     }
-    let output = {
-        let _limit = Limit::set("max_user_watches", roots_inotify_use().0 + 20);
-        common::mailsync()
-            .args(["watch", "--maildir", store.path().to_str().unwrap()])
-            .output()
-            .unwrap()
-    };
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = refused_start(store.path(), "max_user_watches", roots_inotify_use().0 + 20);
     assert!(stderr.contains("fs.inotify.max_user_watches"), "{stderr}");
     assert!(
         stderr.contains("needs 123 watches, only 20 could be added"),
@@ -111,20 +116,11 @@ fn hitting_the_watch_limit_while_running_warns_once_and_recovers_when_raised() {
     make_maildir(root);
     let watch = Watch::start(&["--maildir", root.to_str().unwrap(), "--delay", "0"]);
     let limit = Limit::set("max_user_watches", roots_inotify_use().0 + 5);
-    let stop = || {
-        Command::new("kill")
-            .args(["-STOP", &watch.child.id().to_string()])
-            .status()
-            .unwrap()
-    };
-    stop();
+    common::kill(watch.child.id(), "-STOP");
     for n in 0..10 {
         make_maildir(&root.join(format!(".f{n}")));
     }
-    Command::new("kill")
-        .args(["-CONT", &watch.child.id().to_string()])
-        .status()
-        .unwrap();
+    common::kill(watch.child.id(), "-CONT");
     thread::sleep(Duration::from_millis(500));
     // 11 folders × 3 watches; 3 + 5 could be had.
     let stderr = watch.stderr_text();
@@ -169,15 +165,7 @@ fn no_inotify_instance_left_names_max_user_instances() {
     }
     let store = tempfile::tempdir().unwrap();
     make_maildir(store.path());
-    let output = {
-        let _limit = Limit::set("max_user_instances", roots_inotify_use().1 + 2);
-        common::mailsync()
-            .args(["watch", "--maildir", store.path().to_str().unwrap()])
-            .output()
-            .unwrap()
-    };
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8(output.stderr).unwrap();
+    let stderr = refused_start(store.path(), "max_user_instances", roots_inotify_use().1 + 2);
     assert!(stderr.contains("fs.inotify.max_user_instances"), "{stderr}");
     assert!(stderr.contains("mailsync needs 4 per watched store"), "{stderr}");
 }

@@ -172,3 +172,12 @@ pub fn help_options(help: &str) -> std::collections::HashSet<String> {
         .map(str::to_string)
         .collect()
 }
+
+/// Sends `signal` (as `kill` spells it: `-TERM`, `-STOP`, …) to process `pid`.
+pub fn kill(pid: u32, signal: &str) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
