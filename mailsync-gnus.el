@@ -49,6 +49,10 @@
 ;; `mailsync-gnus-check' (alias `mailsync/gnus-check', the name
 ;; rpatterson.mailsync 0.4 used) serves `emacsclient --eval' callers such
 ;; as `mailsync sync --check-local'.
+;;
+;; One file on purpose: `(require 'mailsync-gnus)' with this directory on
+;; `load-path' is all a user needs.  Its parts, in order: options, the
+;; module (loading, version, building), the log, watches, Gnus checks.
 
 ;;; Code:
 

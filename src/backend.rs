@@ -174,10 +174,7 @@ pub fn mbsync_command(
     }
     let mut target = channel.to_vec();
     if let Some(folders) = folders {
-        let boxes = NameStyle {
-            inbox: b"INBOX".to_vec(),
-            separator: b"/".to_vec(),
-        };
+        let boxes = NameStyle::new("INBOX", "/");
         target.push(b':');
         for (index, folder) in folders.iter().enumerate() {
             if index > 0 {
@@ -200,10 +197,7 @@ mod tests {
     use super::*;
 
     fn style(separator: &str) -> NameStyle {
-        NameStyle {
-            inbox: b"INBOX".to_vec(),
-            separator: separator.as_bytes().to_vec(),
-        }
+        NameStyle::new("INBOX", separator)
     }
 
     fn names(local: &str, remote: &str) -> RemoteNames {

@@ -6,6 +6,8 @@
 //! Renames inside one folder (`new/` to `cur/`, flag changes in `cur/`) are what
 //! Gnus and Dovecot do when a group is read or checked: they are not reported,
 //! or Gnus would re-check itself in a loop.
+//!
+//! Half of this file is its test cases, kept as data (`CASES`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};

@@ -5,6 +5,9 @@
 //! A [`Folder`] is a list of levels (raw bytes, since file names on Linux need
 //! not be UTF-8); the root of the tree is the folder with no levels, shown as
 //! the inbox name. How levels map to directories depends on the [`Layout`].
+//!
+//! Longer than most modules on purpose: every rule of naming stays in this
+//! one place, and a third of it is the tests of those rules.
 
 use std::ffi::{OsStr, OsString};
 use std::fmt;
@@ -309,10 +312,7 @@ mod tests {
     }
 
     fn style(inbox: &str, separator: &str) -> NameStyle {
-        NameStyle {
-            inbox: inbox.as_bytes().to_vec(),
-            separator: separator.as_bytes().to_vec(),
-        }
+        NameStyle::new(inbox, separator)
     }
 
     #[test]

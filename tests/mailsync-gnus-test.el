@@ -5,6 +5,8 @@
 ;; Run by `make test' in `emacs --batch': a real Gnus with an nnmaildir
 ;; server over temporary maildirs, and the real module watching them.
 ;; The tests deliver mail on disk and wait; they never ask Gnus to check.
+;; One file, so that one `ert-run-tests-batch-and-exit' runs them all on
+;; each Emacs.
 
 ;;; Code:
 

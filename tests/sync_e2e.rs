@@ -1,5 +1,6 @@
 //! `mailsync sync` end to end: a real Dovecot on 127.0.0.1, real OfflineIMAP
-//! and real mbsync, server separators "." and "/".
+//! and real mbsync, server separators "." and "/". One file, so that the
+//! tests sharing a Dovecot set-up stay together.
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! `make bench`, the watcher and the sync wrapper: figures measured side by
-//! side in one run, printed as Markdown tables.
+//! side in one run, printed as Markdown tables. One file, so that every
+//! figure of BENCHMARKS.md comes from one program run.
 //!
 //! - `mailsync watch`: delivery → name latency (delay 0 and the default),
 //!   lines per burst, start-up and peak RSS on large trees, inotify watches
