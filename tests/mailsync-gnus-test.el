@@ -459,6 +459,24 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
             (should (string-match-p "M-x mailsync-build-module" (buffer-string)))))
       (delete-directory dir t))))
 
+;;;; A module of another interface
+
+(ert-deftest mailsync-test-a-stale-module-says-rebuild-then-restart ()
+  "A module whose interface differs is refused with what to do.
+A stand-in for a module left by an older build: the real module, loaded
+in a child Emacs, with its version function answering 1, as modules
+built before versions existed are taken to be."
+  (let ((dir (file-name-directory (locate-library "mailsync-gnus.el" t))))
+    (with-temp-buffer
+      (call-process (expand-file-name invocation-name invocation-directory) nil t nil
+                    "--batch" "-Q" "-L" dir "-l" "mailsync-gnus"
+                    "--eval" "(progn (mailsync--load-module) \
+(fset 'mailsync--module-version (lambda () 1)) \
+(condition-case err (mailsync-start) \
+(user-error (princ (format \"user-error: %s\" (error-message-string err))))))")
+      (should (string-match-p "user-error: The mailsync module .* has interface 1, this mailsync-gnus.el needs [0-9]+: rebuild it .*, then restart Emacs"
+                              (buffer-string))))))
+
 ;;;; nnimap over a real Dovecot, its maildir watched on disk
 
 (defconst mailsync-test--root

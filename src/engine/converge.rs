@@ -9,7 +9,7 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use super::error::Error;
-use super::plan::{plan, Plan};
+use super::plan::{plan, Findings};
 use super::shards::{Added, BudgetNews, Shards};
 use super::state::{Report, State};
 use super::tree::{Dirs, Identity, Watched};
@@ -71,8 +71,9 @@ impl State {
     }
 
     /// After a change of links, or to retry what the watch limit left out:
-    /// makes the watched set equal
-    /// to what is on disk, dropping stale watches before adding any.
+    /// makes the watched set equal to what is on disk, unwatching what is
+    /// no longer reached before watching anything new. (No event was lost
+    /// here; a directory replaced meanwhile has its own events queued.)
     pub(super) fn reconcile(&mut self, report: Report) {
         if self.root_missing {
             return;
@@ -80,20 +81,21 @@ impl State {
         if Identity::of(&self.root).is_none() {
             return self.lose_root();
         }
-        let stale = self.tree.stale();
-        self.unwatch_each(&stale);
         let root = self.root.clone();
-        let plan = plan(self.layout, &root, Folder::root());
-        let planned: HashSet<&PathBuf> = plan.dirs.iter().map(|planned| &planned.dir).collect();
+        let mut reached: HashSet<PathBuf> = HashSet::new();
+        plan(self.layout, &root, Folder::root(), &mut |planned| {
+            reached.insert(planned.dir);
+        });
         let unreachable: Vec<PathBuf> = self
             .tree
             .paths()
-            .filter(|dir| !planned.contains(dir))
+            .filter(|dir| !reached.contains(*dir))
             .cloned()
             .collect();
+        drop(reached);
         self.unwatch_each(&unreachable);
         let before = self.tree.take_names();
-        let missing = self.apply_plan(plan, report, Some(&before));
+        let missing = self.visit_and_watch(&root, Folder::root(), report, Some(&before));
         self.settle_budget(missing);
         self.update_counts();
     }
@@ -108,36 +110,35 @@ impl State {
         }
     }
 
-    /// Plans and watches `top` and everything below it; returns how many
-    /// directories the watch limit left out.
+    /// Traverses and watches `top` and everything below it; returns how
+    /// many directories the watch limit left out.
     pub(super) fn traverse(&mut self, top: &Path, folder: Folder, report: Report) -> usize {
-        let plan = plan(self.layout, top, folder);
-        let missing = self.apply_plan(plan, report, None);
+        let missing = self.visit_and_watch(top, folder, report, None);
         self.update_counts();
         missing
     }
 
-    /// Watches what `plan` lists and is not watched yet, records names and
-    /// links, and reports as `report` says. `before` holds the names known
-    /// before a whole-tree traversal, to tell which are new.
-    pub(super) fn apply_plan(
+    /// Visits `top` and below, recording names and links, watches what is
+    /// not watched yet, and reports as `report` says. `before` holds the
+    /// names known before a whole-tree traversal, to tell which are new.
+    fn visit_and_watch(
         &mut self,
-        plan: Plan,
+        top: &Path,
+        folder: Folder,
         report: Report,
         before: Option<&HashMap<PathBuf, Vec<Folder>>>,
     ) -> usize {
-        self.warn_about(&plan);
         let mut touched: HashSet<PathBuf> = HashSet::new();
-        for (link, target) in plan.links {
-            self.tree.add_link(link, target);
-        }
+        // Watches to add, moved out of the visit: (shard, directory) and role.
         let mut requests: Vec<(usize, PathBuf)> = Vec::new();
         let mut roles: Vec<WatchedDir> = Vec::new();
+        // A directory is visited twice only when links lead to it twice.
         let mut requested: HashSet<PathBuf> = HashSet::new();
-        for planned in plan.dirs {
+        let tree = &mut self.tree;
+        let findings = plan(self.layout, top, folder, &mut |planned| {
             let folder_dir = match &planned.role {
-                WatchedDir::Mail { folder_dir, .. } => folder_dir.clone(),
-                WatchedDir::Folder => planned.dir.clone(),
+                WatchedDir::Mail { folder_dir, .. } => folder_dir,
+                WatchedDir::Folder => &planned.dir,
             };
             if let Some(folder) = planned.folder {
                 let known = before.is_some_and(|names| {
@@ -145,25 +146,27 @@ impl State {
                         .get(&planned.dir)
                         .is_some_and(|names| names.contains(&folder))
                 });
-                if self.tree.add_name(&planned.dir, folder)
-                    && before.is_some()
-                    && !known
-                    && report == Report::New
+                if tree.add_name(&planned.dir, folder) && before.is_some() && !known && report == Report::New
                 {
                     touched.insert(folder_dir.clone());
                 }
             }
-            let is_mail = matches!(planned.role, WatchedDir::Mail { .. });
-            if self.tree.contains(&planned.dir) {
-                if is_mail && report == Report::All {
-                    touched.insert(folder_dir);
+            if tree.contains(&planned.dir) {
+                if matches!(planned.role, WatchedDir::Mail { .. }) && report == Report::All {
+                    touched.insert(folder_dir.clone());
                 }
-                continue;
+                return;
             }
-            if requested.insert(planned.dir.clone()) {
-                requests.push((Shards::shard_of(&folder_dir), planned.dir));
-                roles.push(planned.role);
+            let shard = Shards::shard_of(folder_dir);
+            if planned.via_link && !requested.insert(planned.dir.clone()) {
+                return;
             }
+            requests.push((shard, planned.dir));
+            roles.push(planned.role);
+        });
+        self.warn_about(&findings);
+        for (link, target) in findings.links {
+            self.tree.add_link(link, target);
         }
         let Some(shards) = self.shards.as_mut() else {
             return 0;
@@ -180,17 +183,14 @@ impl State {
         let mut failures = Vec::new();
         for (((shard, dir), role), added) in requests.into_iter().zip(roles).zip(results) {
             match added {
-                Added::Yes => match Identity::of(&dir) {
-                    Some(id) => {
-                        if let WatchedDir::Mail { folder_dir, .. } = &role {
-                            if report != Report::None {
-                                touched.insert(folder_dir.clone());
-                            }
+                Added::Yes => {
+                    if let WatchedDir::Mail { folder_dir, .. } = &role {
+                        if report != Report::None {
+                            touched.insert(folder_dir.clone());
                         }
-                        self.tree.insert(dir, Watched { id, role, shard });
                     }
-                    None => shards.unwatch(shard, &dir),
-                },
+                    self.tree.insert(dir, Watched { role, shard });
+                }
                 Added::Limit => missing += 1,
                 Added::Vanished => {}
                 Added::Failed(message) => failures.push((dir, message)),
@@ -219,7 +219,7 @@ impl State {
         missing
     }
 
-    pub(super) fn warn_about(&mut self, plan: &Plan) {
+    pub(super) fn warn_about(&mut self, plan: &Findings) {
         for (link, target) in &plan.loops {
             self.warn_once(
                 format!("loop {}", link.display()),
@@ -249,10 +249,7 @@ impl State {
         };
         let added = shards.watch(shard, dir);
         if let Added::Yes = added {
-            match Identity::of(dir) {
-                Some(id) => self.tree.insert(dir.to_path_buf(), Watched { id, role, shard }),
-                None => shards.unwatch(shard, dir),
-            }
+            self.tree.insert(dir.to_path_buf(), Watched { role, shard });
         }
         added
     }

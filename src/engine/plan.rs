@@ -1,6 +1,7 @@
-//! The one directory traversal: lists, without watching anything, every
+//! The one directory traversal: visits, without watching anything, every
 //! directory below a folder that the layout makes a folder, with its `new/`
-//! and `cur/`.
+//! and `cur/`. The caller's visitor decides what to do with each, so no
+//! list of the whole tree is ever built.
 //!
 //! Symbolic links to directories are followed, as mswatch follows them: the
 //! directory is planned under its canonical path (the path notify reports
@@ -27,12 +28,13 @@ pub struct Planned {
     pub role: WatchedDir,
     /// The folder's name, for a folder's own directory.
     pub folder: Option<Folder>,
+    /// Reached through a link: it may be visited again under another name.
+    pub via_link: bool,
 }
 
-/// What a traversal found.
+/// What a traversal found besides the directories.
 #[derive(Debug, Default)]
-pub struct Plan {
-    pub dirs: Vec<Planned>,
+pub struct Findings {
     /// Links followed: (link path, canonical target).
     pub links: Vec<(PathBuf, PathBuf)>,
     /// Links not followed because they lead back up: (link path, target).
@@ -60,20 +62,23 @@ impl Way {
     }
 }
 
-/// Plans the directory `top` (canonical) of `folder` and everything below it.
-pub fn plan(layout: Layout, top: &Path, folder: Folder) -> Plan {
-    let mut plan = Plan::default();
+/// Visits the directory `top` (canonical) of `folder` and everything below
+/// it, each directory once per name it has (a folder reached by a link too
+/// is visited under both names).
+pub fn plan(layout: Layout, top: &Path, folder: Folder, visit: &mut dyn FnMut(Planned)) -> Findings {
+    let mut plan = Findings::default();
     let start = Rc::new(Way {
         id: Identity::of(top),
         up: None,
     });
-    let mut stack: Vec<(PathBuf, Folder, Rc<Way>)> = vec![(top.to_path_buf(), folder, start)];
-    while let Some((dir, folder, way)) = stack.pop() {
+    let mut stack: Vec<(PathBuf, Folder, Rc<Way>, bool)> = vec![(top.to_path_buf(), folder, start, false)];
+    while let Some((dir, folder, way, linked)) = stack.pop() {
         let entries = fs::read_dir(&dir);
-        plan.dirs.push(Planned {
+        visit(Planned {
             dir: dir.clone(),
             role: WatchedDir::Folder,
             folder: Some(folder.clone()),
+            via_link: linked,
         });
         let entries = match entries {
             Ok(entries) => entries,
@@ -130,15 +135,16 @@ pub fn plan(layout: Layout, top: &Path, folder: Folder) -> Plan {
                         id,
                         up: Some(Rc::clone(&way)),
                     });
-                    stack.push((child_dir, child, down))
+                    stack.push((child_dir, child, down, linked || is_link))
                 }
-                DirRole::Mail(which) => plan.dirs.push(Planned {
+                DirRole::Mail(which) => visit(Planned {
                     dir: child_dir,
                     role: WatchedDir::Mail {
                         folder_dir: dir.clone(),
                         which,
                     },
                     folder: None,
+                    via_link: linked || is_link,
                 }),
                 DirRole::Ignored => {}
             }
@@ -158,9 +164,15 @@ mod tests {
         }
     }
 
-    fn names(plan: &Plan) -> Vec<String> {
-        let mut names: Vec<String> = plan
-            .dirs
+    /// Every directory visited, and the findings.
+    fn plan_all(layout: Layout, top: &Path) -> (Vec<Planned>, Findings) {
+        let mut dirs = Vec::new();
+        let findings = plan(layout, top, Folder::root(), &mut |planned| dirs.push(planned));
+        (dirs, findings)
+    }
+
+    fn names(dirs: &[Planned]) -> Vec<String> {
+        let mut names: Vec<String> = dirs
             .iter()
             .filter_map(|planned| planned.folder.as_ref())
             .map(|folder| {
@@ -180,8 +192,8 @@ mod tests {
         maildir(&root.join("z"));
         symlink("..", root.join("z/up1")).unwrap();
         symlink("..", root.join("z/up2")).unwrap();
-        let plan = plan(Layout::Verbatim, &root, Folder::root());
-        assert_eq!(names(&plan), ["INBOX", "z"]);
+        let (dirs, plan) = plan_all(Layout::Verbatim, &root);
+        assert_eq!(names(&dirs), ["INBOX", "z"]);
         assert_eq!(plan.loops.len(), 2);
         assert!(plan.links.is_empty());
     }
@@ -194,9 +206,9 @@ mod tests {
         maildir(&root.join("b"));
         symlink(root.join("b"), root.join("a/x")).unwrap();
         symlink(root.join("a"), root.join("b/y")).unwrap();
-        let plan = plan(Layout::Verbatim, &root, Folder::root());
+        let (dirs, plan) = plan_all(Layout::Verbatim, &root);
         // a, b, a/x (= b), b/y (= a); a/x/y and b/y/x lead back.
-        assert_eq!(names(&plan), ["INBOX", "a", "a/x", "b", "b/y"]);
+        assert_eq!(names(&dirs), ["INBOX", "a", "a/x", "b", "b/y"]);
         assert_eq!(plan.loops.len(), 2);
     }
 
@@ -209,17 +221,16 @@ mod tests {
         maildir(&root);
         maildir(&elsewhere);
         symlink(&elsewhere, root.join(".linked")).unwrap();
-        let plan = plan(Layout::MaildirPlusPlus, &root, Folder::root());
-        let linked = plan
-            .dirs
+        let (dirs, plan) = plan_all(Layout::MaildirPlusPlus, &root);
+        let linked = dirs
             .iter()
             .find(|planned| planned.folder == Some(Folder::from_levels(["linked"])))
             .unwrap();
         assert_eq!(linked.dir, elsewhere);
-        assert!(plan
-            .dirs
+        assert!(dirs
             .iter()
-            .any(|planned| planned.dir == elsewhere.join("new")));
+            .any(|planned| planned.dir == elsewhere.join("new") && planned.via_link));
+        assert!(!linked.via_link || linked.dir == elsewhere);
         assert_eq!(plan.links, vec![(root.join(".linked"), elsewhere)]);
     }
 }

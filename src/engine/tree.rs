@@ -1,5 +1,5 @@
-//! What the engine knows of the watched directories: each one's identity
-//! (device, inode) when it was watched, its role, the directories watched
+//! What the engine knows of the watched directories: each one's role, the
+//! inotify instance holding its watch, the directories watched
 //! below it (so removing a folder costs its own subtree, not the whole
 //! tree), the names of each folder (more than one when links reach it), and
 //! the links followed.
@@ -33,7 +33,6 @@ impl Identity {
 /// One watched directory.
 #[derive(Debug)]
 pub struct Watched {
-    pub id: Identity,
     pub role: WatchedDir,
     /// The inotify instance holding its watch.
     pub shard: usize,
@@ -42,7 +41,8 @@ pub struct Watched {
 #[derive(Default)]
 pub struct Dirs {
     dirs: HashMap<PathBuf, Watched>,
-    /// Watched directories right below each directory (by path).
+    /// Folder directories watched right below each directory (by path). A
+    /// folder's `new/` and `cur/` are not listed: they are known by name.
     children: HashMap<PathBuf, Vec<PathBuf>>,
     /// Folder directory → the folder's names.
     names: HashMap<PathBuf, Vec<Folder>>,
@@ -56,10 +56,11 @@ impl Tree for Dirs {
     }
 }
 
-fn parent_of(dir: &Path, role: &WatchedDir) -> Option<PathBuf> {
+/// The directory whose children list holds `dir`: none for `new/` and `cur/`.
+fn listed_under<'a>(dir: &'a Path, role: &WatchedDir) -> Option<&'a Path> {
     match role {
-        WatchedDir::Mail { folder_dir, .. } => Some(folder_dir.clone()),
-        WatchedDir::Folder => dir.parent().map(Path::to_path_buf),
+        WatchedDir::Mail { .. } => None,
+        WatchedDir::Folder => dir.parent(),
     }
 }
 
@@ -74,8 +75,11 @@ impl Dirs {
     }
 
     pub fn insert(&mut self, dir: PathBuf, watched: Watched) {
-        if let Some(parent) = parent_of(&dir, &watched.role) {
-            self.children.entry(parent).or_default().push(dir.clone());
+        if let Some(parent) = listed_under(&dir, &watched.role) {
+            self.children
+                .entry(parent.to_path_buf())
+                .or_default()
+                .push(dir.clone());
         }
         self.dirs.insert(dir, watched);
     }
@@ -83,13 +87,13 @@ impl Dirs {
     /// Forgets `dir` alone; returns its entry.
     pub fn remove(&mut self, dir: &Path) -> Option<Watched> {
         let watched = self.dirs.remove(dir)?;
-        if let Some(parent) = parent_of(dir, &watched.role) {
-            if let Some(siblings) = self.children.get_mut(&parent) {
+        if let Some(parent) = listed_under(dir, &watched.role) {
+            if let Some(siblings) = self.children.get_mut(parent) {
                 if let Some(at) = siblings.iter().position(|sibling| sibling == dir) {
                     siblings.swap_remove(at);
                 }
                 if siblings.is_empty() {
-                    self.children.remove(&parent);
+                    self.children.remove(parent);
                 }
             }
         }
@@ -104,21 +108,17 @@ impl Dirs {
         let mut stack = vec![top.to_path_buf()];
         while let Some(dir) = stack.pop() {
             stack.extend(self.children.remove(&dir).unwrap_or_default());
+            for mail in ["new", "cur"] {
+                let mail_dir = dir.join(mail);
+                if let Some(watched) = self.remove(&mail_dir) {
+                    removed.push((mail_dir, watched.shard));
+                }
+            }
             if let Some(watched) = self.remove(&dir) {
                 removed.push((dir, watched.shard));
             }
         }
         removed
-    }
-
-    /// Watched directories that are gone or are no longer the directory
-    /// that was watched (replaced, or another one renamed into the place).
-    pub fn stale(&self) -> Vec<PathBuf> {
-        self.dirs
-            .iter()
-            .filter(|(dir, watched)| Identity::of(dir) != Some(watched.id))
-            .map(|(dir, _)| dir.clone())
-            .collect()
     }
 
     /// Every watched directory.
@@ -190,11 +190,7 @@ mod tests {
     use crate::naming::MailDir;
 
     fn watched(role: WatchedDir) -> Watched {
-        Watched {
-            id: Identity { dev: 0, ino: 0 },
-            role,
-            shard: 0,
-        }
+        Watched { role, shard: 0 }
     }
 
     #[test]
