@@ -493,8 +493,10 @@ built before versions existed are taken to be."
         (error "Dovecot %s failed: %s" command (buffer-string)))
       (string-trim (buffer-string)))))
 
-(ert-deftest mailsync-test-nnimap-over-dovecot-delivery ()
-  "Gnus over nnimap to a local Dovecot sees a delivery into Dovecot's maildir."
+(defun mailsync-test--over-dovecot (folders groups body)
+  "Run BODY with Gnus on nnimap over a Dovecot whose maildir has FOLDERS.
+FOLDERS are Maildir++ directory names as on disk; GROUPS the nnimap groups
+to subscribe; mailsync watches the maildir for server nnimap+local."
   (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-dovecot" t)))
          (server (expand-file-name "dovecot" tmp))
          (port (string-to-number (mailsync-test--dovecot "start" server)))
@@ -508,25 +510,52 @@ built before versions existed are taken to be."
         (progn
           (with-temp-file authinfo
             (insert (format "machine 127.0.0.1 port %d login test password secret\n" port)))
-          (mailsync-test--maildir ".work")
+          (mapc #'mailsync-test--maildir folders)
           (when (zerop (user-uid))
             ;; Dovecot serves this maildir as nobody (scripts/dovecot.sh).
             (call-process "chown" nil nil nil "-R" "nobody:nogroup" maildir))
           (mailsync-test--with-gnus-running tmp
               `(nnimap "local" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
                        (nnimap-stream plain))
-              '("nnimap+local:INBOX" "nnimap+local:work")
-            (should (equal (gnus-group-unread "nnimap+local:work") 0))
-            (mailsync-start)
-            (mailsync-test--deliver ".work")
-            (should (mailsync-test--wait-until
-                     (lambda () (equal (gnus-group-unread "nnimap+local:work") 1)) 2.0))
-            (should (equal mailsync-test--checked '("nnimap+local:work")))
-            ;; Dovecot moving the message to cur/ and writing its indexes is no mail.
-            (mailsync-test--idle 0.5)
-            (should (equal mailsync-test--checked '("nnimap+local:work")))))
+              groups
+            (funcall body)))
       (mailsync-test--dovecot "remove" server)
       (delete-directory tmp t))))
+
+(ert-deftest mailsync-test-nnimap-over-dovecot-delivery ()
+  "Gnus over nnimap to a local Dovecot sees a delivery into Dovecot's maildir."
+  (mailsync-test--over-dovecot
+   '(".work") '("nnimap+local:INBOX" "nnimap+local:work")
+   (lambda ()
+     (should (equal (gnus-group-unread "nnimap+local:work") 0))
+     (mailsync-start)
+     (mailsync-test--deliver ".work")
+     (should (mailsync-test--wait-until
+              (lambda () (equal (gnus-group-unread "nnimap+local:work") 1)) 2.0))
+     (should (equal mailsync-test--checked '("nnimap+local:work")))
+     ;; Dovecot moving the message to cur/ and writing its indexes is no mail.
+     (mailsync-test--idle 0.5)
+     (should (equal mailsync-test--checked '("nnimap+local:work"))))))
+
+(ert-deftest mailsync-test-dovecots-utf7-folders-check-the-unicode-groups ()
+  "Folders Dovecot stores in modified UTF-7 check the groups Gnus names in Unicode.
+Entwürfe is `.Entw&APw-rfe' on disk, 日本語 `.&ZeVnLIqe-', R&D `.R&-D'."
+  (let ((pairs '((".Entw&APw-rfe" . "nnimap+local:Entwürfe")
+                 (".&ZeVnLIqe-" . "nnimap+local:日本語")
+                 (".R&-D" . "nnimap+local:R&D"))))
+    (mailsync-test--over-dovecot
+     (mapcar #'car pairs) (mapcar #'cdr pairs)
+     (lambda ()
+       ;; Gnus itself knows them under their Unicode names.
+       (dolist (pair pairs)
+         (should (equal (gnus-group-unread (cdr pair)) 0)))
+       (mailsync-start)
+       (dolist (pair pairs)
+         (mailsync-test--deliver (car pair))
+         (should (mailsync-test--wait-until
+                  (lambda () (equal (gnus-group-unread (cdr pair)) 1)) 2.0)))
+       (mailsync-test--idle 0.3)
+       (should (equal mailsync-test--checked (mapcar #'cdr pairs)))))))
 
 (provide 'mailsync-gnus-test)
 ;;; mailsync-gnus-test.el ends here
