@@ -239,3 +239,55 @@ fn a_hung_emacs_delays_nothing_beyond_the_check_timeout_and_sigterm_ends_the_wat
     );
     common::kill(emacs.child.id(), "-CONT");
 }
+
+/// Dovecot's wire and disk names (modified UTF-7) and the groups Gnus shows.
+const UTF7: [(&str, &str); 3] = [
+    ("Entw&APw-rfe", "nnimap+local:Entwürfe"),
+    ("&ZeVnLIqe-", "nnimap+local:日本語"),
+    ("R&-D", "nnimap+local:R&D"),
+];
+
+#[test]
+fn sync_check_local_names_the_unicode_groups_after_mbsync_and_offlineimap() {
+    let dovecot = Dovecot::start(".");
+    for (folder, _) in UTF7 {
+        dovecot.save(folder, "non-ASCII folder");
+    }
+    let emacs_dir = dovecot.dir.path().join("emacs");
+    fs::create_dir_all(emacs_dir.join("mail")).unwrap();
+    let emacs = EmacsServer::start(&emacs_dir);
+    let specs: Vec<String> = UTF7.iter().map(|(folder, _)| format!("test:{folder}")).collect();
+    let expected: Vec<Vec<u8>> = UTF7.iter().map(|(_, group)| group.as_bytes().to_vec()).collect();
+    let check = [
+        "--check-local",
+        "--server",
+        "nnimap+local",
+        "--socket-name",
+        &emacs.socket(),
+    ];
+
+    let mbsyncrc = dovecot.mbsyncrc(&dovecot.dir.path().join("mbsync"));
+    let output = mailsync()
+        .args(["sync", "--backend", "mbsync", "--local-separator", "/", "--config"])
+        .arg(&mbsyncrc)
+        .args(check)
+        .args(&specs)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    // mbsync keeps the server's names on disk.
+    assert_eq!(messages(&dovecot.dir.path().join("mbsync/Entw&APw-rfe")), 1);
+    assert_eq!(emacs.checked(), expected);
+
+    let offlineimaprc = dovecot.offlineimaprc(&dovecot.dir.path().join("offlineimap"));
+    let output = mailsync()
+        .args(["sync", "--config"])
+        .arg(&offlineimaprc)
+        .args(check)
+        .args(&specs)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(messages(&dovecot.dir.path().join("offlineimap/R&-D")), 1);
+    assert_eq!(emacs.checked(), [expected.clone(), expected].concat());
+}
