@@ -431,3 +431,38 @@ fn help_documents_every_option_with_examples() {
         r#"emacsclient --eval '(mailsync/gnus-check (quote ("In" "x/y")))'"#
     );
 }
+
+/// A Gmail-like server (separator `/`, `[Gmail]/…` folders) whose names
+/// OfflineIMAP's `nametrans` changes locally: the name map finds the mapped
+/// ones, the separator the others, and exactly those folders are pulled.
+#[test]
+fn gmail_style_names_reach_their_folders_through_the_name_map() {
+    let dovecot = Dovecot::start("/");
+    for folder in ["[Gmail]/Sent Mail", "[Gmail]/All Mail", "[Gmail]/Starred"] {
+        dovecot.save(folder, "gmail-like");
+    }
+    let local = dovecot.dir.path().join("local");
+    // What Gmail users write: Sent Mail becomes `sent`, All Mail `all`.
+    let rc = dovecot.offlineimaprc_with(
+        &local,
+        "nametrans = lambda f: {'sent': '[Gmail]/Sent Mail', 'all': '[Gmail]/All Mail'}.get(f, f.replace('.', '/'))\n",
+        "nametrans = lambda f: {'[Gmail]/Sent Mail': 'sent', '[Gmail]/All Mail': 'all'}.get(f, f.replace('/', '.'))\n\
+         createfolders = False\n",
+    );
+    let map = dovecot.dir.path().join("gmail-map");
+    fs::write(&map, "# local\tremote\nsent\t[Gmail]/Sent Mail\nall\t[Gmail]/All Mail\n").unwrap();
+    let args = ["--remote-separator", "/", "--name-map", map.to_str().unwrap(), "--config", rc.to_str().unwrap()];
+
+    let output = sync(&[&args[..], &["test:sent"]].concat());
+    assert_success(&output);
+    assert!(text(&output.stdout).contains("-f '[Gmail]/Sent Mail'"), "{}", text(&output.stdout));
+    assert_eq!(messages(&local.join("sent")), 1);
+    assert_eq!(messages(&local.join("all")), 0, "a folder not named was pulled");
+    assert_eq!(messages(&local.join("[Gmail].Starred")), 0, "a folder not named was pulled");
+
+    let output = sync(&[&args[..], &["test:[Gmail].Starred"]].concat());
+    assert_success(&output);
+    assert!(text(&output.stdout).contains("-f '[Gmail]/Starred'"), "{}", text(&output.stdout));
+    assert_eq!(messages(&local.join("[Gmail].Starred")), 1);
+    assert_eq!(messages(&local.join("all")), 0, "a folder not named was pulled");
+}

@@ -79,6 +79,12 @@ imap.logout()
 
     /// An offlineimaprc syncing into `local` (local `sep` is ".").
     pub fn offlineimaprc(&self, local: &Path) -> PathBuf {
+        self.offlineimaprc_with(local, "", "")
+    }
+
+    /// The same with lines added to the local and the remote repository
+    /// (`nametrans`, say).
+    pub fn offlineimaprc_with(&self, local: &Path, local_extra: &str, remote_extra: &str) -> PathBuf {
         let path = self.dir.path().join("offlineimaprc");
         fs::create_dir_all(local).unwrap();
         fs::write(
@@ -86,9 +92,9 @@ imap.logout()
             format!(
                 "[general]\naccounts = test\nmetadata = {meta}\n\n\
                  [Account test]\nlocalrepository = test-local\nremoterepository = test-remote\n\n\
-                 [Repository test-local]\ntype = Maildir\nlocalfolders = {local}\nsep = .\n\n\
+                 [Repository test-local]\ntype = Maildir\nlocalfolders = {local}\nsep = .\n{local_extra}\n\
                  [Repository test-remote]\ntype = IMAP\nremotehost = 127.0.0.1\nremoteport = {port}\n\
-                 remoteuser = test\nremotepass = secret\nssl = no\nstarttls = no\n",
+                 remoteuser = test\nremotepass = secret\nssl = no\nstarttls = no\n{remote_extra}",
                 meta = self.dir.path().join("offlineimap-meta").display(),
                 local = local.display(),
                 port = self.port
