@@ -11,6 +11,8 @@ LISPDIR = $(PREFIX)/share/emacs/site-lisp/mailsync
 EMACS ?= emacs
 CARGO ?= cargo
 MODULE = mailsync-gnus-module.so
+# Where cargo builds: its own CARGO_TARGET_DIR when set.
+TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 SEED_NAMES = mailsync_offlineimap mailsync_offlineimap_local mailsync_gnus_watch
 # Names for .mswatchrc without mswatch's keywords in them.
 LINK_NAMES = $(SEED_NAMES) mailsync-sync mailsync-watch
@@ -22,7 +24,7 @@ all: build
 build:
 	@scripts/setup.sh build
 	$(CARGO) build --release
-	cp target/release/libmailsync.so $(MODULE)
+	cp $(TARGET_DIR)/release/libmailsync.so $(MODULE)
 
 module: build
 
@@ -42,7 +44,7 @@ bench: build
 
 install: build
 	install -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(LISPDIR)
-	install -m 755 target/release/mailsync $(DESTDIR)$(BINDIR)/mailsync
+	install -m 755 $(TARGET_DIR)/release/mailsync $(DESTDIR)$(BINDIR)/mailsync
 	for name in $(LINK_NAMES); do ln -sf mailsync $(DESTDIR)$(BINDIR)/$$name; done
 	install -m 644 mailsync-gnus.el mailsync-pkg.el $(DESTDIR)$(LISPDIR)/
 	install -m 755 $(MODULE) $(DESTDIR)$(LISPDIR)/

@@ -21,6 +21,11 @@
 (require 'mailsync-gnus)
 (require 'mailsync-gnus-sandbox)
 
+(defconst mailsync-test--root
+  (file-name-directory (directory-file-name (file-name-directory
+                                             (or load-file-name buffer-file-name))))
+  "The repository's top directory.")
+
 (defvar mailsync-test--tmp nil "The temporary directory of the running test.")
 (defvar mailsync-test--mail nil "The nnmaildir directory of the running test.")
 (defvar mailsync-test--checked nil "Groups checked so far, in order.")
@@ -459,6 +464,46 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
             (should (string-match-p "M-x mailsync-build-module" (buffer-string)))))
       (delete-directory dir t))))
 
+;;;; Building the module with the command users run
+
+(ert-deftest mailsync-test-build-module-command ()
+  "`mailsync-build-module' in a tree without the module builds, loads and works.
+The build reuses the repository's cargo target directory, so only mailsync
+itself is compiled again."
+  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-build" t)))
+         (tree (expand-file-name "tree" tmp))
+         (maildir (expand-file-name "Maildir" tmp))
+         (process-environment
+          (cons (concat "CARGO_TARGET_DIR=" (expand-file-name "target" mailsync-test--root))
+                process-environment)))
+    (unwind-protect
+        (progn
+          (make-directory tree)
+          (dolist (file '("Cargo.toml" "Cargo.lock" "Makefile" "rustfmt.toml"
+                          "mailsync-gnus.el" "mailsync-pkg.el"))
+            (copy-file (expand-file-name file mailsync-test--root) (expand-file-name file tree)))
+          (dolist (dir '("src" "scripts"))
+            (copy-directory (expand-file-name dir mailsync-test--root)
+                            (expand-file-name dir tree) nil nil t))
+          (dolist (sub '("cur" "new" "tmp"))
+            (make-directory (expand-file-name sub maildir) t))
+          (should-not (file-exists-p (expand-file-name "mailsync-gnus-module.so" tree)))
+          (with-temp-buffer
+            (call-process (expand-file-name invocation-name invocation-directory) nil t nil
+                          "--batch" "-Q" "-L" tree
+                          "-l" (expand-file-name "tests/build-module.el" mailsync-test--root)
+                          maildir)
+            (should (string-match-p "^loaded: t$" (buffer-string)))
+            (should (string-match-p "^reported: (\"INBOX\")$" (buffer-string))))
+          (should (file-exists-p (expand-file-name "mailsync-gnus-module.so" tree))))
+      (delete-directory tmp t))))
+
+(ert-deftest mailsync-test-build-module-without-cargo-says-what-to-install ()
+  "Without cargo on `exec-path' the build command says to install Rust."
+  (let* ((exec-path nil)
+         (err (should-error (mailsync-build-module) :type 'user-error)))
+    (should (string-match-p "Cargo is not on .exec-path.; install Rust" (error-message-string err)))))
+
 ;;;; A module of another interface
 
 (ert-deftest mailsync-test-a-stale-module-says-rebuild-then-restart ()
@@ -479,10 +524,7 @@ built before versions existed are taken to be."
 
 ;;;; nnimap over a real Dovecot, its maildir watched on disk
 
-(defconst mailsync-test--root
-  (file-name-directory (directory-file-name (file-name-directory
-                                             (or load-file-name buffer-file-name))))
-  "The repository's top directory.")
+
 
 (defun mailsync-test--dovecot (command dir)
   "Run scripts/dovecot.sh COMMAND DIR; return its output, trimmed."
