@@ -268,13 +268,24 @@ fn sync_check_local_names_the_unicode_groups_after_mbsync_and_offlineimap() {
 
     let mbsyncrc = dovecot.mbsyncrc(&dovecot.dir.path().join("mbsync"));
     let output = mailsync()
-        .args(["sync", "--backend", "mbsync", "--local-separator", "/", "--config"])
+        .args([
+            "sync",
+            "--backend",
+            "mbsync",
+            "--local-separator",
+            "/",
+            "--config",
+        ])
         .arg(&mbsyncrc)
         .args(check)
         .args(&specs)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // mbsync keeps the server's names on disk.
     assert_eq!(messages(&dovecot.dir.path().join("mbsync/Entw&APw-rfe")), 1);
     assert_eq!(emacs.checked(), expected);
@@ -287,7 +298,11 @@ fn sync_check_local_names_the_unicode_groups_after_mbsync_and_offlineimap() {
         .args(&specs)
         .output()
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     assert_eq!(messages(&dovecot.dir.path().join("offlineimap/R&-D")), 1);
     assert_eq!(emacs.checked(), [expected.clone(), expected].concat());
 }

@@ -450,19 +450,42 @@ fn gmail_style_names_reach_their_folders_through_the_name_map() {
          createfolders = False\n",
     );
     let map = dovecot.dir.path().join("gmail-map");
-    fs::write(&map, "# local\tremote\nsent\t[Gmail]/Sent Mail\nall\t[Gmail]/All Mail\n").unwrap();
-    let args = ["--remote-separator", "/", "--name-map", map.to_str().unwrap(), "--config", rc.to_str().unwrap()];
+    fs::write(
+        &map,
+        "# local\tremote\nsent\t[Gmail]/Sent Mail\nall\t[Gmail]/All Mail\n",
+    )
+    .unwrap();
+    let args = [
+        "--remote-separator",
+        "/",
+        "--name-map",
+        map.to_str().unwrap(),
+        "--config",
+        rc.to_str().unwrap(),
+    ];
 
     let output = sync(&[&args[..], &["test:sent"]].concat());
     assert_success(&output);
-    assert!(text(&output.stdout).contains("-f '[Gmail]/Sent Mail'"), "{}", text(&output.stdout));
+    assert!(
+        text(&output.stdout).contains("-f '[Gmail]/Sent Mail'"),
+        "{}",
+        text(&output.stdout)
+    );
     assert_eq!(messages(&local.join("sent")), 1);
     assert_eq!(messages(&local.join("all")), 0, "a folder not named was pulled");
-    assert_eq!(messages(&local.join("[Gmail].Starred")), 0, "a folder not named was pulled");
+    assert_eq!(
+        messages(&local.join("[Gmail].Starred")),
+        0,
+        "a folder not named was pulled"
+    );
 
     let output = sync(&[&args[..], &["test:[Gmail].Starred"]].concat());
     assert_success(&output);
-    assert!(text(&output.stdout).contains("-f '[Gmail]/Starred'"), "{}", text(&output.stdout));
+    assert!(
+        text(&output.stdout).contains("-f '[Gmail]/Starred'"),
+        "{}",
+        text(&output.stdout)
+    );
     assert_eq!(messages(&local.join("[Gmail].Starred")), 1);
     assert_eq!(messages(&local.join("all")), 0, "a folder not named was pulled");
 }
