@@ -133,8 +133,16 @@ checker is the default member; other mail readers can add theirs."
   :type 'hook)
 
 (defcustom mailsync-check-on-start t
-  "Non-nil means `mailsync-start' checks every watched group once."
+  "Non-nil means `mailsync-start' checks every watched group once.
+The check runs in batches of `mailsync-check-batch-size' groups on timers,
+after `mailsync-start' has returned, so Emacs answers between batches."
   :type 'boolean)
+
+(defcustom mailsync-check-batch-size 50
+  "How many groups one batch of the start-up check takes.
+Between batches Emacs handles input and redisplay; when the user is
+typing, a batch waits until Emacs is idle."
+  :type 'natnum)
 
 (defcustom mailsync-after-check-functions nil
   "Functions called with the list of groups after each Gnus check.
@@ -249,6 +257,12 @@ loaded already: Emacs cannot unload a module, so then restart Emacs."
 
 (defvar mailsync--idle-timer nil
   "The idle timer that checks `mailsync--deferred', while one is needed.")
+
+(defvar mailsync--start-queue nil
+  "Groups the start-up check has still to check, in order.")
+
+(defvar mailsync--start-timer nil
+  "The timer that checks the next batch of `mailsync--start-queue'.")
 
 (cl-defstruct (mailsync--watch (:constructor mailsync--watch-create)
                                (:copier nil))
@@ -429,7 +443,8 @@ and the error says why.  Every watched group is checked once when
       (dolist (watch started)
         (let ((folders (mapcar #'mailsync--folder-name
                                (mailsync--module-folders (mailsync--watch-handle watch)))))
-          (mailsync-gnus-check-folders (mailsync--watch-directory watch) folders))))
+          (mailsync--queue-start-check
+           (mailsync--groups-of (mailsync--watch-directory watch) folders)))))
     (when (called-interactively-p 'interactive)
       (message "mailsync: watching %d store%s" (length mailsync--watches)
                (if (cdr mailsync--watches) "s" "")))
@@ -443,10 +458,13 @@ and the error says why.  Every watched group is checked once when
     (mailsync--stop-watch watch)
     (mailsync--log "stopped watching %s" (mailsync--watch-directory watch)))
   (setq mailsync--watches nil)
-  (setq mailsync--deferred nil)
-  (when (timerp mailsync--idle-timer)
-    (cancel-timer mailsync--idle-timer)
-    (setq mailsync--idle-timer nil)))
+  (setq mailsync--deferred nil
+        mailsync--start-queue nil)
+  (dolist (timer (list mailsync--idle-timer mailsync--start-timer))
+    (when (timerp timer)
+      (cancel-timer timer)))
+  (setq mailsync--idle-timer nil
+        mailsync--start-timer nil))
 
 ;;;###autoload
 (define-minor-mode mailsync-mode
@@ -500,16 +518,34 @@ and the error says why.  Every watched group is checked once when
 
 ;;;; Gnus
 
-(defun mailsync-gnus-check-folders (directory folders)
-  "Check the Gnus groups of FOLDERS in the store at DIRECTORY.
-The default member of `mailsync-folder-changed-functions'."
+(defun mailsync--groups-of (directory folders)
+  "The Gnus groups of FOLDERS in the store at DIRECTORY."
   (let* ((watch (cl-find directory mailsync--watches
                          :key #'mailsync--watch-directory :test #'equal))
          (plist (if watch
                     (mailsync--watch-plist watch)
                   (cdr (assoc directory (mailsync--roots))))))
-    (mailsync--gnus-check
-     (mapcar (lambda (folder) (mailsync--group plist folder)) folders))))
+    (mapcar (lambda (folder) (mailsync--group plist folder)) folders)))
+
+(defun mailsync-gnus-check-folders (directory folders)
+  "Check the Gnus groups of FOLDERS in the store at DIRECTORY.
+The default member of `mailsync-folder-changed-functions'."
+  (mailsync--gnus-check (mailsync--groups-of directory folders)))
+
+(defun mailsync--queue-start-check (groups)
+  "Check GROUPS in batches on timers: the start-up check."
+  (setq mailsync--start-queue (append mailsync--start-queue groups))
+  (unless (timerp mailsync--start-timer)
+    (setq mailsync--start-timer (run-with-timer 0 nil #'mailsync--start-batch))))
+
+(defun mailsync--start-batch ()
+  "Check the next batch of the start-up check; arm the timer for the rest."
+  (setq mailsync--start-timer nil)
+  (let ((batch (seq-take mailsync--start-queue (max 1 mailsync-check-batch-size))))
+    (setq mailsync--start-queue (nthcdr (length batch) mailsync--start-queue))
+    (when mailsync--start-queue
+      (setq mailsync--start-timer (run-with-timer 0 nil #'mailsync--start-batch)))
+    (mailsync--gnus-check batch)))
 
 (defun mailsync--gnus-check (groups)
   "Check GROUPS now, or when Emacs is idle if the user is typing."

@@ -260,9 +260,40 @@ mailsync stops and Gnus quits, leaving nothing behind."
     (mailsync-test--deliver "work")
     (let ((mailsync-check-on-start t))
       (mailsync-start))
+    (should (mailsync-test--wait-until (lambda () (= (length mailsync-test--checked) 2)) 2.0))
     (should (equal (sort (copy-sequence mailsync-test--checked) #'string<)
                    (list (mailsync-test--group "INBOX") (mailsync-test--group "work"))))
     (should (equal (mailsync-test--unread "work") 1))))
+
+(ert-deftest mailsync-test-start-check-goes-in-batches-and-emacs-answers-between ()
+  "The start-up check of many groups runs in batches, after `mailsync-start'.
+A 5 ms timer keeps running between the batches."
+  (let ((folders (mapcar (lambda (n) (format "g%03d" n)) (number-sequence 1 120))))
+    (mailsync-test--with-gnus folders
+      (let ((mailsync-check-on-start t)
+            (mailsync-check-batch-size 50)
+            (batches nil)
+            (ticks nil)
+            (ticker nil))
+        (add-hook 'mailsync-after-check-functions
+                  (lambda (groups) (push (cons (float-time) (length groups)) batches)))
+        (unwind-protect
+            (progn
+              (setq ticker (run-with-timer 0.005 0.005 (lambda () (push (float-time) ticks))))
+              (mailsync-start)
+              (should (null mailsync-test--checked)) ; nothing yet: start-up returned at once
+              (should (mailsync-test--wait-until
+                       (lambda () (= (length mailsync-test--checked) 120)) 30.0))
+              (setq batches (nreverse batches))
+              (should (equal (mapcar #'cdr batches) '(50 50 20)))
+              (should (equal (sort (copy-sequence mailsync-test--checked) #'string<)
+                             (mapcar #'mailsync-test--group folders)))
+              ;; Emacs ran its own timers between the first batch and the last.
+              (should (cl-some (lambda (tick) (< (car (car batches)) tick (car (car (last batches)))))
+                               ticks)))
+          (cancel-timer ticker)
+          (setq mailsync-after-check-functions
+                (cl-remove-if-not #'symbolp mailsync-after-check-functions)))))))
 
 (defun mailsync-test--threads ()
   "How many threads this Emacs has."
