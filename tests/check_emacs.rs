@@ -266,43 +266,37 @@ fn sync_check_local_names_the_unicode_groups_after_mbsync_and_offlineimap() {
         &emacs.socket(),
     ];
 
+    // One sync with the check, its backend options first.
+    let sync = |backend: &[&OsStr]| {
+        let output = mailsync()
+            .arg("sync")
+            .args(backend)
+            .args(check)
+            .args(&specs)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+    };
     let mbsyncrc = dovecot.mbsyncrc(&dovecot.dir.path().join("mbsync"));
-    let output = mailsync()
-        .args([
-            "sync",
-            "--backend",
-            "mbsync",
-            "--local-separator",
-            "/",
-            "--config",
-        ])
-        .arg(&mbsyncrc)
-        .args(check)
-        .args(&specs)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let word = OsStr::new;
+    sync(&[
+        word("--backend"),
+        word("mbsync"),
+        word("--local-separator"),
+        word("/"),
+        word("--config"),
+        mbsyncrc.as_os_str(),
+    ]);
     // mbsync keeps the server's names on disk.
     assert_eq!(messages(&dovecot.dir.path().join("mbsync/Entw&APw-rfe")), 1);
     assert_eq!(emacs.checked(), expected);
 
     let offlineimaprc = dovecot.offlineimaprc(&dovecot.dir.path().join("offlineimap"));
-    let output = mailsync()
-        .args(["sync", "--config"])
-        .arg(&offlineimaprc)
-        .args(check)
-        .args(&specs)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    sync(&[OsStr::new("--config"), offlineimaprc.as_os_str()]);
     assert_eq!(messages(&dovecot.dir.path().join("offlineimap/R&-D")), 1);
     assert_eq!(emacs.checked(), [expected.clone(), expected].concat());
 }
