@@ -48,6 +48,16 @@ pub enum WatchedDir {
     Mail { folder_dir: PathBuf, which: MailDir },
 }
 
+impl WatchedDir {
+    /// The directory of the folder that `dir`, watched in this role, is part of.
+    pub fn folder_dir<'a>(&'a self, dir: &'a Path) -> &'a Path {
+        match self {
+            WatchedDir::Mail { folder_dir, .. } => folder_dir,
+            WatchedDir::Folder => dir,
+        }
+    }
+}
+
 /// Lets the classifier ask what a directory is.
 pub trait Tree {
     fn watched(&self, dir: &Path) -> Option<&WatchedDir>;

@@ -136,10 +136,7 @@ impl State {
         let mut requested: HashSet<PathBuf> = HashSet::new();
         let tree = &mut self.tree;
         let findings = plan(self.layout, top, folder, &mut |planned| {
-            let folder_dir = match &planned.role {
-                WatchedDir::Mail { folder_dir, .. } => folder_dir,
-                WatchedDir::Folder => &planned.dir,
-            };
+            let folder_dir = planned.role.folder_dir(&planned.dir);
             if let Some(folder) = planned.folder {
                 let known = before.is_some_and(|names| {
                     names
@@ -148,12 +145,12 @@ impl State {
                 });
                 if tree.add_name(&planned.dir, folder) && before.is_some() && !known && report == Report::New
                 {
-                    touched.insert(folder_dir.clone());
+                    touched.insert(folder_dir.to_path_buf());
                 }
             }
             if tree.contains(&planned.dir) {
                 if matches!(planned.role, WatchedDir::Mail { .. }) && report == Report::All {
-                    touched.insert(folder_dir.clone());
+                    touched.insert(folder_dir.to_path_buf());
                 }
                 return;
             }
@@ -239,11 +236,7 @@ impl State {
     }
 
     pub(super) fn watch_one(&mut self, dir: &Path, role: WatchedDir) -> Added {
-        let folder_dir = match &role {
-            WatchedDir::Mail { folder_dir, .. } => folder_dir.clone(),
-            WatchedDir::Folder => dir.to_path_buf(),
-        };
-        let shard = Shards::shard_of(&folder_dir);
+        let shard = Shards::shard_of(role.folder_dir(dir));
         let Some(shards) = self.shards.as_mut() else {
             return Added::Vanished;
         };

@@ -171,10 +171,6 @@ impl State {
     /// An entry appeared in a folder's directory: a subfolder, a `new/` or
     /// `cur/`, a link, or (ignored) a file.
     pub(super) fn dir_appeared(&mut self, path: &Path) {
-        if self.budget.short() {
-            // Retry what the watch limit left out, with this.
-            return self.reconcile(Report::New);
-        }
         let Some(parent) = path.parent() else {
             return;
         };
@@ -187,8 +183,16 @@ impl State {
             }
             return;
         }
+        // Files a mail reader writes in a folder's directory end here.
+        if !meta.is_dir() || self.tree.contains(path) {
+            return;
+        }
+        if self.budget.short() {
+            // A new directory: retry what the watch limit left out, with it.
+            return self.reconcile(Report::New);
+        }
         let names = self.tree.names(parent);
-        if !meta.is_dir() || names.is_empty() || self.tree.contains(path) {
+        if names.is_empty() {
             return;
         }
         if names.len() > 1 {
