@@ -34,6 +34,10 @@ case "$need" in
     # Login shells the --check-ssh quoting is tested through.
     want zsh zsh
     want fish fish
+    # --check-ssh through a real sshd (tests/check_ssh.rs, as root).
+    [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+    want ssh-keygen openssh-client
+    want pkill procps
     ;;
   demo)
     want emacs emacs-nox

@@ -28,6 +28,9 @@ pub struct CheckArgs {
     /// Ask the Emacs on HOST to check them too, through ssh (repeatable)
     #[arg(long, value_name = "HOST")]
     pub check_ssh: Vec<String>,
+    /// An option for the ssh of --check-ssh, as ssh -o takes it, e.g. Port=2222 (repeatable)
+    #[arg(long, value_name = "OPTION")]
+    pub ssh_option: Vec<String>,
     /// Gnus server prefix of the groups, e.g. nnimap+local [default: none]
     #[arg(long, value_name = "PREFIX", default_value = "")]
     pub server: String,
@@ -176,13 +179,16 @@ impl Checker {
                         .iter()
                         .map(|word| word.as_encoded_bytes().to_vec())
                         .collect();
-                    vec![
-                        "ssh".into(),
-                        "-o".into(),
-                        "BatchMode=yes".into(),
-                        host.into(),
-                        std::ffi::OsString::from_vec(shell_line(&remote)),
-                    ]
+                    let mut ssh: Vec<OsString> = vec!["ssh".into(), "-o".into(), "BatchMode=yes".into()];
+                    for option in &self.args.ssh_option {
+                        ssh.push("-o".into());
+                        ssh.push(option.into());
+                    }
+                    // `--` so that a host cannot be read as an option.
+                    ssh.push("--".into());
+                    ssh.push(host.into());
+                    ssh.push(OsString::from_vec(shell_line(&remote)));
+                    ssh
                 }
             })
             .collect()
