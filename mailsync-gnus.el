@@ -66,7 +66,6 @@
 (declare-function mailsync--module-poll "mailsync-gnus-module")
 (declare-function mailsync--module-stop "mailsync-gnus-module")
 (declare-function mailsync--module-stats "mailsync-gnus-module")
-(declare-function mailsync--module-folders "mailsync-gnus-module")
 (declare-function gnus-alive-p "gnus-util")
 (declare-function gnus-group-goto-group "gnus-group")
 (declare-function gnus-group-get-new-news "gnus-group")
@@ -144,6 +143,13 @@ Between batches Emacs handles input and redisplay; when the user is
 typing, a batch waits until Emacs is idle."
   :type 'natnum)
 
+(defcustom mailsync-ready-functions nil
+  "Functions called with DIRECTORY once every folder of that store is watched.
+`mailsync-start' returns at once; the watches are set on a thread of their
+own, and mail delivered before this hook runs may not be reported (the
+start-up check of `mailsync-check-on-start', which follows, sees it)."
+  :type 'hook)
+
 (defcustom mailsync-after-check-functions nil
   "Functions called with the list of groups after each Gnus check.
 The groups are full Gnus group names, as asked to be checked (those Gnus
@@ -174,7 +180,7 @@ does not know are logged and skipped)."
           (module-load file)
           (featurep 'mailsync-gnus-module)))))
 
-(defconst mailsync--module-version 2
+(defconst mailsync--module-version 3
   "The interface of the dynamic module this file talks to.
 The module's `mailsync--module-version' must return the same number.")
 
@@ -267,8 +273,9 @@ loaded already: Emacs cannot unload a module, so then restart Emacs."
 (cl-defstruct (mailsync--watch (:constructor mailsync--watch-create)
                                (:copier nil))
   "One watched mail store.
-DIRECTORY is the root as configured, TRUENAME the directory it names."
-  directory truename plist handle process)
+DIRECTORY is the root as configured, TRUENAME the directory it names.
+READY is non-nil once every folder is watched."
+  directory truename plist handle process ready)
 
 (defvar mailsync--watches nil
   "The running watches, a list of `mailsync--watch'.")
@@ -327,10 +334,13 @@ Its time, less the Gnus checks it runs, counts as mailsync's own."
   (let* ((start (float-time))
          (check-time (plist-get mailsync--counters :check-time))
          (result (mailsync--module-poll (mailsync--watch-handle watch)))
-         (folders (mapcar #'mailsync--folder-name (car result))))
+         (folders (mapcar #'mailsync--folder-name (nth 0 result))))
     (mailsync--count :wakeups 1)
-    (dolist (warning (cdr result))
+    (dolist (warning (nth 1 result))
       (mailsync--error "%s: %s" (mailsync--watch-directory watch) warning))
+    (pcase (nth 2 result)
+      (`(ready . ,names) (mailsync--on-ready watch (mapcar #'mailsync--folder-name names)))
+      (`(failed ,message) (mailsync--on-failed watch message)))
     (when folders
       (mailsync--log "%s changed: %s" (mailsync--watch-directory watch)
                      (mapconcat #'prin1-to-string folders " "))
@@ -341,6 +351,27 @@ Its time, less the Gnus checks it runs, counts as mailsync's own."
                                   (error-message-string err))))))
     (mailsync--count :own-time (- (float-time) start
                                   (- (plist-get mailsync--counters :check-time) check-time)))))
+
+(defun mailsync--on-ready (watch folders)
+  "Every one of FOLDERS in WATCH's store is watched now: say so and check them."
+  (let ((directory (mailsync--watch-directory watch)))
+    (setf (mailsync--watch-ready watch) t)
+    (mailsync--log "watching %s: %d folders" directory (length folders))
+    (when mailsync-check-on-start
+      (mailsync--queue-start-check (mailsync--groups-of directory folders)))
+    (run-hook-with-args 'mailsync-ready-functions directory)))
+
+(defun mailsync--on-failed (watch message)
+  "WATCH's store cannot be watched, for the reason MESSAGE: stop it and say so."
+  (let ((directory (mailsync--watch-directory watch)))
+    (setq mailsync--watches (delq watch mailsync--watches))
+    (mailsync--stop-watch watch)
+    (mailsync--error "Cannot watch %s: %s" directory message)
+    (display-warning 'mailsync (format "Cannot watch %s: %s" directory message) :error)))
+
+(defun mailsync--ready-p ()
+  "Non-nil when every started store is watched."
+  (cl-every #'mailsync--watch-ready mailsync--watches))
 
 (defun mailsync--truename (directory)
   "The true name of DIRECTORY, which must be an existing directory.
@@ -420,10 +451,13 @@ Return the watch."
 ;;;###autoload
 (defun mailsync-start ()
   "Watch the maildirs of `mailsync-maildirs' and check changed groups.
-Stores already watched are left as they are.  Every store starts or
-none does: when one cannot be watched, those started with it stop again
-and the error says why.  Every watched group is checked once when
-`mailsync-check-on-start' is non-nil and Gnus runs."
+Stores already watched are left as they are.  A store that is missing,
+or lies inside another, is an error, and then none starts.  Otherwise
+this returns at once: each store's watches are set on a thread of its
+own, and when they are, `mailsync-ready-functions' run and every group
+of the store is checked once (when `mailsync-check-on-start' is non-nil
+and Gnus runs).  A store that cannot be watched then (the inotify watch
+limit) is stopped with a warning."
   (interactive)
   (mailsync--require-module)
   (let ((roots (mailsync--roots))
@@ -437,14 +471,8 @@ and the error says why.  Every watched group is checked once when
              (signal (car err) (cdr err))))
     (setq started (nreverse started))
     (dolist (watch started)
-      (mailsync--log "watching %s" (mailsync--watch-directory watch)))
+      (mailsync--log "starting to watch %s" (mailsync--watch-directory watch)))
     (setq mailsync--watches (append mailsync--watches started))
-    (when (and started mailsync-check-on-start)
-      (dolist (watch started)
-        (let ((folders (mapcar #'mailsync--folder-name
-                               (mailsync--module-folders (mailsync--watch-handle watch)))))
-          (mailsync--queue-start-check
-           (mailsync--groups-of (mailsync--watch-directory watch) folders)))))
     (when (called-interactively-p 'interactive)
       (message "mailsync: watching %d store%s" (length mailsync--watches)
                (if (cdr mailsync--watches) "s" "")))
@@ -494,6 +522,8 @@ and the error says why.  Every watched group is checked once when
           (insert (format "  server %S, layout %s\n"
                           (or (plist-get plist :server) "")
                           (plist-get stats :layout)))
+          (unless (mailsync--watch-ready watch)
+            (insert "  STARTING: setting up the watches\n"))
           (when (plist-get stats :root-missing)
             (insert "  MISSING: removed or moved away; waiting for it to come back\n"))
           (insert (format "  folders %d, inotify watches %d\n"

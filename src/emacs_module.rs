@@ -30,7 +30,7 @@ emacs::plugin_is_GPL_compatible!();
 
 /// The interface mailsync-gnus.el talks to: bump it whenever a
 /// `mailsync--module-*` function changes its arguments or results.
-pub const MODULE_VERSION: i64 = 2;
+pub const MODULE_VERSION: i64 = 3;
 
 emacs::define_errors! {
     mailsync_error "mailsync" (user_error)
@@ -48,6 +48,8 @@ fn init(_env: &Env) -> Result<()> {
 /// What the engine's thread hands to Emacs's thread.
 #[derive(Default)]
 struct Mailbox {
+    /// How the start went, until `poll` takes it: the folders found, or why not.
+    started: Mutex<Option<std::result::Result<Vec<Folder>, String>>>,
     folders: Mutex<Vec<Folder>>,
     warnings: Mutex<Vec<String>>,
     /// Set while a wake-up byte is in flight; cleared by `poll` before it drains.
@@ -70,6 +72,13 @@ impl EmacsSink {
 }
 
 impl Sink for EmacsSink {
+    fn ready(&mut self, started: std::result::Result<Vec<Folder>, crate::engine::Error>) {
+        if let Ok(mut slot) = self.mailbox.started.lock() {
+            *slot = Some(started.map_err(|err| err.to_string()));
+        }
+        self.wake();
+    }
+
     fn changed(&mut self, folders: Vec<Folder>) {
         if let Ok(mut queued) = self.mailbox.folders.lock() {
             queued.extend(folders);
@@ -112,9 +121,11 @@ fn string_option(env: &Env, plist: Value, key: &str) -> Result<Option<String>> {
     option(env, plist, key)?.into_rust()
 }
 
-/// Start watching the mail store ROOT; return a handle.
+/// Start watching the mail store ROOT; return a handle at once.
 ///
-/// WAKE is a pipe process whose filter calls `mailsync--module-poll'.
+/// The watches are set on the engine's thread; `mailsync--module-poll'
+/// tells when they are. WAKE is a pipe process whose filter calls
+/// `mailsync--module-poll'.
 /// OPTIONS is a plist: :layout (a string, maildir++, verbatim or
 /// nnmaildir; nil to detect it), :inbox and :separator (how folder names
 /// are spelled; nil for INBOX and \".\"), :utf7 (names on disk are IMAP
@@ -171,13 +182,27 @@ fn list<'e>(env: &'e Env, items: Vec<Value<'e>>) -> Result<Value<'e>> {
     Ok(list)
 }
 
-/// Take what changed since the last call: a cons (FOLDERS . WARNINGS).
+/// Take what happened since the last call: a list (FOLDERS WARNINGS START).
 ///
 /// FOLDERS is a list of folder names, each once, oldest change first;
-/// WARNINGS a list of messages from the watching thread.
+/// WARNINGS a list of messages from the watching thread. START is nil,
+/// or once: (ready NAME...) with every folder found when all watches were
+/// set, or (failed MESSAGE) when the store cannot be watched (the watch
+/// has stopped then).
 #[defun]
 fn module_poll<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
     watch.mailbox.wake_pending.store(false, Ordering::Release);
+    let start = match watch.mailbox.started.lock().map_err(|_| poisoned())?.take() {
+        None => ().into_lisp(env)?,
+        Some(Ok(folders)) => {
+            let names = folders
+                .iter()
+                .map(|folder| name_into_lisp(env, watch.names.folder_name(folder)))
+                .collect::<Result<Vec<_>>>()?;
+            env.cons(env.intern("ready")?, list(env, names)?)?
+        }
+        Some(Err(message)) => env.list((env.intern("failed")?, message))?,
+    };
     let folders = std::mem::take(&mut *watch.mailbox.folders.lock().map_err(|_| poisoned())?);
     let warnings = std::mem::take(&mut *watch.mailbox.warnings.lock().map_err(|_| poisoned())?);
     let mut seen = HashSet::new();
@@ -191,25 +216,11 @@ fn module_poll<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
         .into_iter()
         .map(|message| message.into_lisp(env))
         .collect::<Result<Vec<_>>>()?;
-    env.cons(list(env, names)?, list(env, warnings)?)
+    env.list((list(env, names)?, list(env, warnings)?, start))
 }
 
 fn poisoned() -> emacs::Error {
     emacs::Error::msg("mailsync: a watcher thread failed")
-}
-
-/// Return the names of all folders found when WATCH started.
-#[defun]
-fn module_folders<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
-    let Some(engine) = watch.engine.as_ref() else {
-        return ().into_lisp(env);
-    };
-    let names = engine
-        .folders_at_start()
-        .iter()
-        .map(|folder| name_into_lisp(env, watch.names.folder_name(folder)))
-        .collect::<Result<Vec<_>>>()?;
-    list(env, names)
 }
 
 /// Stop WATCH: its thread is joined and its descriptors closed.

@@ -25,6 +25,9 @@
         (mailsync-folder-changed-functions
          (list (lambda (_directory folders) (setq reported (append reported folders))))))
     (mailsync-start)
+    (let ((deadline (+ (float-time) 10)))
+      (while (and (not (mailsync--ready-p)) (< (float-time) deadline))
+        (accept-process-output nil 0.05)))
     (let ((tmp (expand-file-name "tmp/1.build-test" maildir)))
       (write-region "Subject: built\n\nbody\n" nil tmp nil 'silent)
       (rename-file tmp (expand-file-name "new/1.build-test" maildir)))

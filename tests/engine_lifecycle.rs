@@ -1,4 +1,5 @@
-//! Start and stop leave nothing behind: 1,000 cycles leak no descriptors and
+//! Start and stop leave nothing behind, also when stopped while the watches
+//! are being set: 1,000 cycles leak no descriptors and
 //! no threads. Its own test binary, so no other test opens files meanwhile.
 
 mod common;
@@ -6,12 +7,17 @@ mod common;
 use std::fs;
 use std::time::Duration;
 
-use mailsync::engine::{Engine, Options, Sink};
+use crossbeam_channel::{unbounded, Sender};
+use mailsync::engine::{Engine, Error, Options, Sink};
 use mailsync::naming::Folder;
 
-struct Discard;
+/// Says when the engine is ready; drops its reports.
+struct Discard(Sender<bool>);
 
 impl Sink for Discard {
+    fn ready(&mut self, started: Result<Vec<Folder>, Error>) {
+        let _ = self.0.send(started.is_ok());
+    }
     fn changed(&mut self, _folders: Vec<Folder>) {}
     fn warning(&mut self, _message: String) {}
 }
@@ -37,7 +43,7 @@ fn settled_count(dir: &str) -> usize {
 }
 
 #[test]
-fn a_thousand_start_stop_cycles_leak_no_descriptors_or_threads() {
+fn a_thousand_start_stop_cycles_leak_no_descriptors_or_threads_even_stopped_while_starting() {
     let store = tempfile::tempdir().unwrap();
     common::make_maildir(store.path());
     for n in 0..5 {
@@ -47,14 +53,26 @@ fn a_thousand_start_stop_cycles_leak_no_descriptors_or_threads() {
         delay: Duration::ZERO,
         ..Options::default()
     };
+    let (ready, ready_rx) = unbounded();
+    // Waits for the watches to be set, or not (a stop while they are being set).
+    let start = |wait: bool| {
+        while ready_rx.try_recv().is_ok() {}
+        let engine = Engine::start(store.path(), options.clone(), Box::new(Discard(ready.clone()))).unwrap();
+        if wait {
+            assert_eq!(ready_rx.recv_timeout(Duration::from_secs(10)), Ok(true));
+        }
+        engine
+    };
     // One cycle first, so lazily created process-wide state is not counted.
-    Engine::start(store.path(), options.clone(), Box::new(Discard))
-        .unwrap()
-        .stop();
+    start(true).stop();
     let fds_before = settled_count("/proc/self/fd");
     let threads_before = settled_count("/proc/self/task");
     for cycle in 0..1000 {
-        let engine = Engine::start(store.path(), options.clone(), Box::new(Discard)).unwrap();
+        if cycle % 3 == 2 {
+            start(false).stop();
+            continue;
+        }
+        let engine = start(true);
         assert_eq!(engine.stats().watches, 18, "cycle {cycle}");
         if cycle % 2 == 0 {
             common::deliver(&store.path().join(".f1"));

@@ -73,6 +73,11 @@
       (accept-process-output nil 0.01))
     value))
 
+(defun mailsync-test--start ()
+  "Start mailsync and wait until every store is watched."
+  (mailsync-start)
+  (should (mailsync-test--wait-until #'mailsync--ready-p 10.0)))
+
 (defun mailsync-test--idle (seconds)
   "Let Emacs run, handling process output, for SECONDS."
   (mailsync-test--wait-until #'ignore seconds))
@@ -128,7 +133,7 @@ mailsync stops and Gnus quits, leaving nothing behind."
 (ert-deftest mailsync-test-delivery-raises-unread-count ()
   "A delivery shows in Gnus's unread count within a second, unasked."
   (mailsync-test--with-gnus '("INBOX" "work")
-    (mailsync-start)
+    (mailsync-test--start)
     (should (equal (mailsync-test--unread "work") 0))
     (mailsync-test--deliver "work")
     (should (mailsync-test--wait-until
@@ -140,7 +145,7 @@ mailsync stops and Gnus quits, leaving nothing behind."
   "300 messages into 3 folders give one or two checks of each."
   (mailsync-test--with-gnus '("a" "b" "c")
     (let ((mailsync-delay 0.2))
-      (mailsync-start)
+      (mailsync-test--start)
       (dotimes (n 300)
         (mailsync-test--deliver (nth (% n 3) '("a" "b" "c"))))
       (should (mailsync-test--wait-until
@@ -156,7 +161,7 @@ mailsync stops and Gnus quits, leaving nothing behind."
   (mailsync-test--with-gnus '("INBOX" "work")
     (mailsync-test--deliver "work" 3)
     (let ((inhibit-message t)) (gnus-group-get-new-news))
-    (mailsync-start)
+    (mailsync-test--start)
     (let ((inhibit-message t))
       (gnus-group-read-group t t (mailsync-test--group "work"))
       (gnus-summary-first-subject)
@@ -187,7 +192,7 @@ mailsync stops and Gnus quits, leaving nothing behind."
            (lines (count-lines (point-min) (point-max)))
            (windows (length (window-list)))
            (other-window-point (window-point (next-window))))
-      (mailsync-start)
+      (mailsync-test--start)
       (mailsync-test--deliver "shown")
       (mailsync-test--deliver "marked")
       (should (mailsync-test--wait-until
@@ -207,7 +212,7 @@ mailsync stops and Gnus quits, leaving nothing behind."
 (ert-deftest mailsync-test-typing-defers-the-check-until-idle ()
   "While input is pending the batch waits for an idle timer, then runs."
   (mailsync-test--with-gnus '("INBOX" "work")
-    (mailsync-start)
+    (mailsync-test--start)
     (cl-letf (((symbol-function 'input-pending-p) (lambda (&rest _) t)))
       (mailsync-test--deliver "work")
       (should (mailsync-test--wait-until (lambda () mailsync--deferred) 1.0))
@@ -229,7 +234,7 @@ mailsync stops and Gnus quits, leaving nothing behind."
     (with-current-buffer gnus-group-buffer
       (should-not (save-excursion (gnus-group-goto-group (mailsync-test--group "quiet"))))
       (let ((lines (count-lines (point-min) (point-max))))
-        (mailsync-start)
+        (mailsync-test--start)
         (mailsync-test--deliver "quiet" 2)
         (should (mailsync-test--wait-until
                  (lambda () (equal (mailsync-test--unread "quiet") 2)) 1.0))
@@ -238,8 +243,8 @@ mailsync stops and Gnus quits, leaving nothing behind."
 (ert-deftest mailsync-test-start-is-idempotent-and-restartable ()
   "Start twice, stop, start again: one watch each time, mail still seen."
   (mailsync-test--with-gnus '("INBOX")
-    (mailsync-start)
-    (mailsync-start)
+    (mailsync-test--start)
+    (mailsync-test--start)
     (should (equal (length mailsync--watches) 1))
     (mailsync-stop)
     (should (null mailsync--watches))
@@ -248,18 +253,73 @@ mailsync stops and Gnus quits, leaving nothing behind."
     (should (null mailsync-test--checked))
     (mailsync-mode 1)
     (should (equal (length mailsync--watches) 1))
+    (should (mailsync-test--wait-until #'mailsync--ready-p 10.0))
     (mailsync-test--deliver "INBOX")
     (should (mailsync-test--wait-until
              (lambda () (equal (mailsync-test--unread "INBOX") 2)) 1.0))
     (mailsync-mode -1)
     (should (null mailsync--watches))))
 
+(ert-deftest mailsync-test-start-returns-at-once-and-says-when-ready ()
+  "`mailsync-start' returns before the watches are set; then the store is ready.
+Readiness reaches Emacs only through the wake-up pipe, so right after the
+call it cannot have arrived yet; `mailsync-ready-functions' then run once."
+  (mailsync-test--with-gnus '("INBOX" "work")
+    (let* ((ready nil)
+           (mailsync-ready-functions (list (lambda (directory) (push directory ready)))))
+      (mailsync-start)
+      (should-not (mailsync--ready-p))
+      (mailsync-status)
+      (should (string-match-p "STARTING" (with-current-buffer "*mailsync-status*" (buffer-string))))
+      (should (mailsync-test--wait-until #'mailsync--ready-p 10.0))
+      (mailsync-test--idle 0.2)
+      (should (equal ready (list mailsync-test--mail)))
+      (mailsync-test--deliver "work")
+      (should (mailsync-test--wait-until
+               (lambda () (equal (mailsync-test--unread "work") 1)) 1.0)))))
+
+(defun mailsync-test--root-inotify-watches ()
+  "How many inotify watches root's processes hold now."
+  (let ((count 0))
+    (dolist (pid (directory-files "/proc" nil "\\`[0-9]+\\'"))
+      (let ((dir (format "/proc/%s/" pid)))
+        (when (eql 0 (file-attribute-user-id (file-attributes dir)))
+          (dolist (fd (ignore-errors (directory-files (concat dir "fd") nil "\\`[0-9]+\\'")))
+            (when (equal (ignore-errors (file-symlink-p (format "%sfd/%s" dir fd)))
+                         "anon_inode:inotify")
+              (with-temp-buffer
+                (ignore-errors (insert-file-contents (format "%sfdinfo/%s" dir fd)))
+                (setq count (+ count (how-many "^inotify wd:" (point-min) (point-max))))))))))
+    count))
+
+(ert-deftest mailsync-test-watch-limit-at-start-stops-the-store-with-a-warning ()
+  "A store the inotify watch limit cannot cover at start stops with a warning.
+Needs root: it lowers fs.inotify.max_user_watches for a moment."
+  (skip-unless (eql (user-uid) 0))
+  (mailsync-test--with-gnus '("INBOX" "a" "b" "c")
+    (let ((file "/proc/sys/fs/inotify/max_user_watches")
+          (warnings nil)
+          original)
+      (setq original (with-temp-buffer (insert-file-contents file) (string-trim (buffer-string))))
+      (cl-letf (((symbol-function 'display-warning)
+                 (lambda (_type message &rest _) (push message warnings))))
+        (unwind-protect
+            (progn
+              (write-region (format "%d" (+ (mailsync-test--root-inotify-watches) 4))
+                            nil file nil 'silent)
+              (mailsync-start)
+              (should (mailsync-test--wait-until (lambda () warnings) 10.0)))
+          (write-region original nil file nil 'silent)))
+      (should (null mailsync--watches))
+      (should (string-match-p "Cannot watch .*max_user_watches" (car warnings)))
+      (should (string-match-p "Cannot watch" mailsync--last-error)))))
+
 (ert-deftest mailsync-test-start-checks-every-group-once ()
   "With `mailsync-check-on-start', start-up checks each watched group."
   (mailsync-test--with-gnus '("INBOX" "work")
     (mailsync-test--deliver "work")
     (let ((mailsync-check-on-start t))
-      (mailsync-start))
+      (mailsync-test--start))
     (should (mailsync-test--wait-until (lambda () (= (length mailsync-test--checked) 2)) 2.0))
     (should (equal (sort (copy-sequence mailsync-test--checked) #'string<)
                    (list (mailsync-test--group "INBOX") (mailsync-test--group "work"))))
@@ -332,7 +392,7 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
 (ert-deftest mailsync-test-odd-folder-names-are-checked-not-evaluated ()
   "Quotes, backslashes, Lisp code and bytes that are not UTF-8 in names."
   (mailsync-test--with-gnus (cons "INBOX" mailsync-test--odd-folders)
-    (mailsync-start)
+    (mailsync-test--start)
     (dolist (folder mailsync-test--odd-folders)
       (mailsync-test--deliver folder))
     (should (mailsync-test--wait-until
@@ -346,7 +406,7 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
 (ert-deftest mailsync-test-overflow-rechecks-every-folder ()
   "After a (forced) inotify queue overflow every folder is checked again."
   (mailsync-test--with-gnus '("INBOX" "work")
-    (mailsync-start)
+    (mailsync-test--start)
     (mailsync--module-rescan (mailsync--watch-handle (car mailsync--watches)))
     (should (mailsync-test--wait-until
              (lambda () (= (length mailsync-test--checked) 2)) 1.0))))
@@ -354,7 +414,7 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
 (ert-deftest mailsync-test-status-and-log ()
   "`mailsync-status' shows the root and counters; the log is capped."
   (mailsync-test--with-gnus '("INBOX")
-    (mailsync-start)
+    (mailsync-test--start)
     (mailsync-test--deliver "INBOX")
     (should (mailsync-test--wait-until (lambda () mailsync-test--checked) 1.0))
     (mailsync-status)
@@ -399,7 +459,7 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
                           link))))
       (make-directory (expand-file-name "tmpdir-x" mailsync-test--tmp))
       (make-symbolic-link mailsync-test--mail link)
-      (mailsync-start)
+      (mailsync-test--start)
       (should (= (length mailsync--watches) 1))
       (mailsync-test--deliver "work")
       (should (mailsync-test--wait-until
@@ -454,7 +514,7 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
 (ert-deftest mailsync-test-status-says-when-the-root-is-gone ()
   "A root moved away shows as missing in `mailsync-status', and comes back."
   (mailsync-test--with-gnus '("INBOX")
-    (mailsync-start)
+    (mailsync-test--start)
     (let ((away (concat mailsync-test--mail ".away")))
       (rename-file mailsync-test--mail away)
       (should (mailsync-test--wait-until
@@ -601,7 +661,7 @@ to subscribe; mailsync watches the maildir for server nnimap+local."
    '(".work") '("nnimap+local:INBOX" "nnimap+local:work")
    (lambda ()
      (should (equal (gnus-group-unread "nnimap+local:work") 0))
-     (mailsync-start)
+     (mailsync-test--start)
      (mailsync-test--deliver ".work")
      (should (mailsync-test--wait-until
               (lambda () (equal (gnus-group-unread "nnimap+local:work") 1)) 2.0))
@@ -622,7 +682,7 @@ Entwürfe is `.Entw&APw-rfe' on disk, 日本語 `.&ZeVnLIqe-', R&D `.R&-D'."
        ;; Gnus itself knows them under their Unicode names.
        (dolist (pair pairs)
          (should (equal (gnus-group-unread (cdr pair)) 0)))
-       (mailsync-start)
+       (mailsync-test--start)
        (dolist (pair pairs)
          (mailsync-test--deliver (car pair))
          (should (mailsync-test--wait-until

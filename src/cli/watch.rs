@@ -19,7 +19,7 @@ use crossbeam_channel::{unbounded, Sender};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
-use mailsync::engine::{Engine, Options, Sink};
+use mailsync::engine::{Engine, Error, Options, Sink};
 use mailsync::naming::{Folder, Layout, NameStyle};
 
 use super::check::{CheckArgs, Checker};
@@ -62,6 +62,7 @@ pub struct WatchArgs {
 }
 
 enum Event {
+    Ready(Result<Vec<Folder>, Error>),
     Changed(Vec<Folder>),
     Warning(String),
     Quit,
@@ -71,6 +72,10 @@ enum Event {
 struct ChannelSink(Sender<Event>);
 
 impl Sink for ChannelSink {
+    fn ready(&mut self, started: Result<Vec<Folder>, Error>) {
+        let _ = self.0.send(Event::Ready(started));
+    }
+
     fn changed(&mut self, folders: Vec<Folder>) {
         let _ = self.0.send(Event::Changed(folders));
     }
@@ -151,28 +156,27 @@ pub fn run(args: WatchArgs) -> Status {
     if let Err(err) = forward_signals(events.clone()) {
         return CliError::new(Status::Failed(1), format!("cannot handle signals: {err}")).report("watch");
     }
-    watch_stdin(events);
 
     // The writer checks and prints; this thread only listens, so signals
     // and a closed standard input end the watcher even while the reader
     // has stopped reading or a check hangs.
     let pending = Arc::new(Pending::default());
-    let at_start: Vec<Vec<u8>> = engine
-        .folders_at_start()
-        .iter()
-        .map(|folder| folder.name(&style))
-        .collect();
-    let writer = {
-        let (pending, checker) = (Arc::clone(&pending), checker.clone());
-        thread::Builder::new()
-            .name("writer".into())
-            .spawn(move || write_reports(&pending, checker.as_deref(), &style, at_start))
-    };
-    if let Err(err) = writer {
-        return CliError::new(Status::Failed(1), format!("cannot start: {err}")).report("watch");
-    }
     while let Ok(event) = events_rx.recv() {
         match event {
+            Event::Ready(Ok(folders)) => {
+                // Only now: a reader gone before the watcher is ready still
+                // gets the ready line, or the error that stopped it.
+                watch_stdin(events.clone());
+                let at_start: Vec<Vec<u8>> = folders.iter().map(|folder| folder.name(&style)).collect();
+                let (pending, checker, style) = (Arc::clone(&pending), checker.clone(), style.clone());
+                let writer = thread::Builder::new()
+                    .name("writer".into())
+                    .spawn(move || write_reports(&pending, checker.as_deref(), &style, at_start));
+                if let Err(err) = writer {
+                    return CliError::new(Status::Failed(1), format!("cannot start: {err}")).report("watch");
+                }
+            }
+            Event::Ready(Err(err)) => return CliError::new(Status::Failed(1), err).report("watch"),
             Event::Changed(folders) => pending.add(folders),
             Event::Warning(message) => eprintln!("mailsync watch: {message}"),
             Event::Rescan => engine.rescan(),

@@ -47,7 +47,7 @@ use crate::naming::{Folder, Layout};
 pub use error::Error;
 pub use shards::SHARDS;
 use shards::{Shards, WatchBudget};
-use state::{Report, State};
+use state::State;
 pub use stats::{Stats, StatsSnapshot};
 use tree::Dirs;
 
@@ -88,6 +88,9 @@ impl Default for Options {
 
 /// Receives the engine's reports, on the engine's thread.
 pub trait Sink: Send + 'static {
+    /// Called once, first: every folder found at start-up once every watch is
+    /// set, or why the store cannot be watched (the engine has stopped then).
+    fn ready(&mut self, started: Result<Vec<Folder>, Error>);
     /// Folders that changed, oldest change first, each once.
     fn changed(&mut self, folders: Vec<Folder>);
     /// Something went wrong while running; watching goes on.
@@ -102,14 +105,15 @@ pub(crate) enum Control {
 pub struct Engine {
     root: PathBuf,
     layout: Layout,
-    folders_at_start: Vec<Folder>,
     stats: Arc<Stats>,
     control: Sender<Control>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Engine {
-    /// Watches every folder below `root`; returns once all watches are set.
+    /// Watches every folder below `root`. Returns at once, once the root is
+    /// found and the inotify instances are made: the watches are set on the
+    /// engine's thread, which then calls [`Sink::ready`].
     pub fn start(root: &Path, options: Options, sink: Box<dyn Sink>) -> Result<Engine, Error> {
         let given_root = root.to_path_buf();
         let root = fs::canonicalize(root).map_err(|err| Error::MissingRoot(given_root.clone(), err))?;
@@ -138,22 +142,18 @@ impl Engine {
             root_missing: false,
             warned: HashSet::new(),
         };
-        let missing = state.watch_everything(Report::None);
-        if missing > 0 {
-            let added = state.tree.len();
-            state.shut_down();
-            return Err(Error::watch_limit(root, added, added + missing));
-        }
-        let folders_at_start = state.tree.maildirs();
         let (control, control_rx) = unbounded();
         let thread = thread::Builder::new()
             .name("mailsync-engine".into())
-            .spawn(move || state.run(control_rx))
+            .spawn(move || {
+                if state.start_up() {
+                    state.run(control_rx);
+                }
+            })
             .map_err(|err| Error::Io(PathBuf::from("<thread>"), err))?;
         Ok(Engine {
             root,
             layout,
-            folders_at_start,
             stats,
             control,
             thread: Some(thread),
@@ -168,11 +168,6 @@ impl Engine {
     /// The layout in use (given or detected).
     pub fn layout(&self) -> Layout {
         self.layout
-    }
-
-    /// Every maildir folder found at start-up.
-    pub fn folders_at_start(&self) -> &[Folder] {
-        &self.folders_at_start
     }
 
     /// The counters now.

@@ -10,6 +10,7 @@ use std::time::Instant;
 
 use crossbeam_channel::{select, Receiver};
 
+use super::error::Error;
 use super::shards::{Added, FsEvent, Shards, WatchBudget};
 use super::stats::Stats;
 use super::tree::Dirs;
@@ -49,6 +50,21 @@ pub(super) struct State {
 }
 
 impl State {
+    /// Watches the whole store and tells the sink; false when it cannot be
+    /// watched (the watch limit), after shutting down.
+    pub(super) fn start_up(&mut self) -> bool {
+        let missing = self.watch_everything(Report::None);
+        if missing > 0 {
+            let added = self.tree.len();
+            self.shut_down();
+            let error = Error::watch_limit(self.root.clone(), added, added + missing);
+            self.sink.ready(Err(error));
+            return false;
+        }
+        self.sink.ready(Ok(self.tree.maildirs()));
+        true
+    }
+
     pub(super) fn run(mut self, control_rx: Receiver<Control>) {
         loop {
             let Some(fs_rx) = self.shards.as_ref().map(|shards| shards.events().clone()) else {

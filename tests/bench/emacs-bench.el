@@ -114,7 +114,9 @@
          (lambda ()
            (setq mailsync-maildirs `((,bench-mail :server "nnmaildir+bench" :layout nnmaildir))
                  mailsync-check-on-start nil)
-           (mailsync-start))
+           (mailsync-start)
+           (while (not (mailsync--ready-p))
+             (accept-process-output nil 0.01)))
          #'mailsync-stop
          (lambda () (plist-get mailsync--counters :wakeups))
          (lambda () (plist-get mailsync--counters :own-time)))
