@@ -628,10 +628,15 @@ impl EventLoop {
                 continue;
             }
 
+            // mailsync: the watches below a recursive watch go with it; a plain watch goes
+            // alone (each watch below it gets its own IGNORED when deleted, and one moved away
+            // is still live and is the user's to unwatch), so its removal costs O(1), not a
+            // scan of every watch.
+            let recursive = self.watches[&path].metadata.is_recursive;
             let result = match removal {
-                WatchRemoval::WithOsCall => self.remove_watch(path, true),
+                WatchRemoval::WithOsCall => self.remove_watch(path, recursive),
                 WatchRemoval::DescriptorAlreadyRemoved => {
-                    self.remove_watch_without_root_os_call(path, true)
+                    self.remove_watch_without_root_os_call(path, recursive)
                 }
             };
             if let Err(err) = result {
@@ -949,14 +954,6 @@ impl EventLoop {
     }
 
     fn remove_watch(&mut self, path: PathBuf, remove_recursive: bool) -> Result<()> {
-        let preserved_roots = preserved_watch_roots(
-            &path,
-            remove_recursive,
-            self.watches
-                .iter()
-                .map(|(path, watch)| (path, &watch.metadata)),
-        );
-
         let watch = self
             .remove_watch_entries([path.clone()])
             .pop()
@@ -965,6 +962,16 @@ impl EventLoop {
 
         let mut removed_descriptors = vec![watch.watch_descriptor];
         if watch.metadata.is_recursive || remove_recursive {
+            // mailsync: only a recursive removal needs the preserved roots, and finding them
+            // scans every watch; computed here, a plain watch's removal costs O(1), not O(n).
+            // (`path` itself is already gone from `watches`, and never counted as preserved.)
+            let preserved_roots = preserved_watch_roots(
+                &path,
+                remove_recursive,
+                self.watches
+                    .iter()
+                    .map(|(path, watch)| (path, &watch.metadata)),
+            );
             let mut remove_list = Vec::new();
             let mut reset_list = Vec::new();
             for candidate in self.watches.keys() {
@@ -1026,18 +1033,18 @@ impl EventLoop {
         path: PathBuf,
         remove_recursive: bool,
     ) -> Result<()> {
-        let preserved_roots = preserved_watch_roots(
-            &path,
-            remove_recursive,
-            self.watches
-                .iter()
-                .map(|(path, watch)| (path, &watch.metadata)),
-        );
-
         match self.remove_watch_entries([path.clone()]).pop() {
             None => return Err(Error::watch_not_found().add_path(path)),
             Some(watch) => {
                 if watch.metadata.is_recursive || remove_recursive {
+                    // mailsync: as in `remove_watch`, the scan only where it is needed.
+                    let preserved_roots = preserved_watch_roots(
+                        &path,
+                        remove_recursive,
+                        self.watches
+                            .iter()
+                            .map(|(path, watch)| (path, &watch.metadata)),
+                    );
                     let mut remove_list = Vec::new();
                     let mut reset_list = Vec::new();
                     for candidate in self.watches.keys() {
