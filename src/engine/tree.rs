@@ -4,7 +4,7 @@
 //! tree), the names of each folder (more than one when links reach it), and
 //! the links followed.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -43,7 +43,7 @@ pub struct Dirs {
     dirs: HashMap<PathBuf, Watched>,
     /// Folder directories watched right below each directory (by path). A
     /// folder's `new/` and `cur/` are not listed: they are known by name.
-    children: HashMap<PathBuf, Vec<PathBuf>>,
+    children: HashMap<PathBuf, HashSet<PathBuf>>,
     /// Folder directory → the folder's names.
     names: HashMap<PathBuf, Vec<Folder>>,
     /// Links followed: link path → canonical target.
@@ -79,7 +79,7 @@ impl Dirs {
             self.children
                 .entry(parent.to_path_buf())
                 .or_default()
-                .push(dir.clone());
+                .insert(dir.clone());
         }
         self.dirs.insert(dir, watched);
     }
@@ -89,9 +89,7 @@ impl Dirs {
         let watched = self.dirs.remove(dir)?;
         if let Some(parent) = listed_under(dir, &watched.role) {
             if let Some(siblings) = self.children.get_mut(parent) {
-                if let Some(at) = siblings.iter().position(|sibling| sibling == dir) {
-                    siblings.swap_remove(at);
-                }
+                siblings.remove(dir);
                 if siblings.is_empty() {
                     self.children.remove(parent);
                 }
