@@ -11,7 +11,7 @@ use std::time::Instant;
 use super::error::Error;
 use super::plan::{plan, Findings};
 use super::shards::{Added, BudgetNews, Shards};
-use super::state::{Report, State};
+use super::state::{give_back_free_memory, Report, State};
 use super::tree::{Dirs, Identity, Watched};
 use crate::classify::{Classifier, WatchedDir};
 use crate::naming::Folder;
@@ -47,6 +47,7 @@ impl State {
         }
         let missing = self.watch_everything(Report::All);
         self.settle_budget(missing);
+        give_back_free_memory();
     }
 
     /// Closes the inotify instances and makes new ones; forgets every watch.
