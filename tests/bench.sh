@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark in one run, figures and ratios side by side,
 # printed and written to BENCHMARKS.md with the machine they ran on.
-#   MAILSYNC_BENCH_IDLE=SECONDS  the Emacs idle window (default 60)
+#   MAILSYNC_BENCH_IDLE=SECONDS  the Emacs idle window (default 30)
+#   MAILSYNC_BENCH_RUNS=N        samples per contender in the watcher tables (default 5)
+#   MAILSYNC_BENCH_SIZES=A,B,…   store sizes of the start-up table (default 1000,10000,50000,100000)
+#   MAILSYNC_BENCH_DIR=DIR       where the big stores are made (default $TMPDIR or /tmp; on disk,
+#                                so that dropping the caches as root gives cold-cache rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-idle=${MAILSYNC_BENCH_IDLE:-60}
+idle=${MAILSYNC_BENCH_IDLE:-30}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -21,12 +25,16 @@ trap 'rm -rf "$work"' EXIT
   echo
   echo "### mailsync in Gnus against Emacs's file-notify and the seed's emacsclient path"
   echo
-  echo "Delivery → unread count: 200 MDA deliveries one at a time, \`mailsync-delay\` 0. Burst: 1,000"
+  echo "Delivery → unread count: 200 MDA deliveries one at a time, \`mailsync-delay\` 0 (and the same"
+  echo "0 s timer for file-notify's Lisp delay). Burst: 1,000"
   echo "deliveries into 10 folders from another process, default delay. \"Own main-thread time\" is"
   echo "Emacs's time in each way's own code per burst, Gnus's checks excluded; \"per folder\" divides it by"
   echo "the 10 folders touched. Idle: ${idle} s with nothing delivered."
   echo
   emacs --batch -Q -L . -L lisp -l tests/bench/emacs-bench.el "$work/emacs" "$idle" </dev/null 2>/dev/null
+  echo
+  mkdir -p "$work/start"
+  emacs --batch -Q -L . -L lisp -l tests/bench/emacs-start-bench.el "$work/start" </dev/null 2>/dev/null
 } | tee "$work/BENCHMARKS.md"
 cp "$work/BENCHMARKS.md" BENCHMARKS.md
 echo "bench: written to BENCHMARKS.md" >&2

@@ -7,8 +7,9 @@
 ;; A real Gnus over an nnmaildir store of 10 folders in DIR.  Three ways of
 ;; telling Gnus about new mail, one after the other in this one Emacs:
 ;;   mailsync     the module, waking Emacs through its pipe;
-;;   file-notify  Emacs's own `file-notify-add-watch' on each new/, with a
-;;                straightforward handler that checks the group;
+;;   file-notify  Emacs's own `file-notify-add-watch' on each new/, with the
+;;                handler a careful user writes: the folder noted, and one
+;;                timer of `mailsync-delay' checks every noted group at once;
 ;;   seed         rpatterson.mailsync's path: a watcher outside Emacs
 ;;                (inotifywait on each new/, as watch_maildirs) and one
 ;;                `emacsclient --eval' per reported folder.
@@ -74,26 +75,35 @@
     (prog1 (funcall function groups)
       (cl-incf bench-check-time (- (float-time) start)))))
 
-(defun bench-check (folder)
-  "What the baselines do per callback: check FOLDER's group."
-  (mailsync--check-groups (list (bench-group folder))))
-
 ;;;; The three ways
 
 (defvar bench-watches nil)
 (defvar bench-seed-process nil)
 
+(defvar bench-pending nil "Folders the file-notify handler noted, newest first.")
+(defvar bench-pending-timer nil "The timer that checks `bench-pending'.")
+
 (defun bench-file-notify-handler (event)
-  "The baseline handler for file-notify EVENT: check the folder's group."
-  (let ((start (float-time))
-        (check-before bench-check-time))
+  "The baseline handler for file-notify EVENT: note the folder, arm the timer."
+  (let ((start (float-time)))
     (cl-incf bench-callbacks)
     ;; EVENT's file is FOLDER/new/NAME.
-    (let ((folder (file-name-nondirectory
-                   (directory-file-name
-                    (file-name-directory
-                     (directory-file-name (file-name-directory (nth 2 event))))))))
-      (bench-check folder))
+    (cl-pushnew (file-name-nondirectory
+                 (directory-file-name
+                  (file-name-directory
+                   (directory-file-name (file-name-directory (nth 2 event))))))
+                bench-pending :test #'equal)
+    (unless (timerp bench-pending-timer)
+      (setq bench-pending-timer (run-with-timer mailsync-delay nil #'bench-file-notify-flush)))
+    (cl-incf bench-own-time (- (float-time) start))))
+
+(defun bench-file-notify-flush ()
+  "Check the groups of every folder noted since the last flush, in one call."
+  (let ((start (float-time))
+        (check-before bench-check-time)
+        (folders (reverse bench-pending)))
+    (setq bench-pending nil bench-pending-timer nil)
+    (mailsync--check-groups (mapcar #'bench-group folders))
     (cl-incf bench-own-time (- (float-time) start (- bench-check-time check-before)))))
 
 (defun bench-seed-check (group)
@@ -120,7 +130,7 @@
          #'mailsync-stop
          (lambda () (plist-get mailsync--counters :wakeups))
          (lambda () (plist-get mailsync--counters :own-time)))
-   (list "file-notify"
+   (list "file-notify + Lisp delay"
          (lambda ()
            (setq bench-watches
                  (mapcar (lambda (folder)

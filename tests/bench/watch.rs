@@ -2,9 +2,13 @@
 //! side in one run, printed as Markdown tables. One file, so that every
 //! figure of BENCHMARKS.md comes from one program run.
 //!
-//! - `mailsync watch`: delivery → name latency (delay 0 and the default),
-//!   lines per burst, start-up and peak RSS on large trees, inotify watches
-//!   per folder; against `inotifywait -m -r` on the same tree and work.
+//! - `mailsync watch` against `inotifywait -m -r` on the same tree and work,
+//!   every table alternating the order of its contenders from run to run and
+//!   showing median [min–max] of several runs: delivery → line latency
+//!   (with the kernel path, `inotifywait -e moved_to`, as the floor); CPU per
+//!   delivery in a burst; what `grep -r` reading every message costs;
+//!   start-up time, CPU and peak memory from 1,000 to 100,000 folders, warm
+//!   and (as root) cold caches; removing 1,000 folders of 50,000.
 //! - `mailsync sync`: its own cost per sync, against the backend run
 //!   directly on the same no-op single-folder sync, and a bare `python3`
 //!   start-up (the floor of the seed's Python wrapper).
@@ -123,75 +127,206 @@ fn reader(stream: impl std::io::Read + Send + 'static) -> Receiver<(String, Inst
     rx
 }
 
-fn start_mailsync(root: &Path, delay_ms: u64) -> (Running, Duration) {
-    let started = Instant::now();
-    let running = Running::spawn(Command::new(mailsync_binary()).args([
-        "watch",
-        "--maildir",
-        root.to_str().unwrap(),
-        "--delay",
-        &delay_ms.to_string(),
-    ]));
-    let (ready, at) = running
-        .lines
-        .recv_timeout(Duration::from_secs(60))
-        .expect("ready line");
-    assert!(ready.is_empty());
-    (running, at - started)
+/// The contenders of the watcher benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Watcher {
+    /// `mailsync watch --delay MS`.
+    Mailsync(u64),
+    /// `inotifywait -m -r` with these events, printing `%w%f`.
+    Inotifywait(&'static [&'static str]),
 }
 
-fn start_inotifywait(root: &Path) -> (Running, Duration) {
-    let started = Instant::now();
-    let running = Running::spawn(
-        Command::new("inotifywait")
-            .args([
-                "-m",
-                "-r",
-                "-e",
-                "create",
-                "-e",
-                "moved_to",
-                "-e",
-                "moved_from",
-                "-e",
-                "delete",
-            ])
-            .arg(root),
-    );
-    loop {
-        let (line, at) = running
-            .errors
-            .recv_timeout(Duration::from_secs(120))
-            .expect("inotifywait ready");
-        if line.contains("Watches established") {
-            return (running, at - started);
+/// What `inotifywait` must see to follow a tree of folders as mailsync does.
+const FOLLOWS_TREE: &[&str] = &["create", "moved_to", "moved_from", "delete"];
+/// Like for like with mailsync's reports: a message arriving, and nothing else.
+const ARRIVALS: &[&str] = &["moved_to"];
+
+impl Watcher {
+    fn name(self) -> String {
+        match self {
+            Watcher::Mailsync(200) => "`mailsync watch` (default delay 200 ms)".into(),
+            Watcher::Mailsync(ms) => format!("`mailsync watch --delay {ms}`"),
+            Watcher::Inotifywait([]) => "`inotifywait -m -r` (every event)".into(),
+            Watcher::Inotifywait(events) => format!("`inotifywait -m -r -e {}`", events.join(",")),
+        }
+    }
+
+    /// Starts watching `root`; returns once every watch is set, with the
+    /// time that took.
+    fn start(self, root: &Path) -> (Running, Duration) {
+        let started = Instant::now();
+        match self {
+            Watcher::Mailsync(delay) => {
+                let running = Running::spawn(
+                    Command::new(mailsync_binary())
+                        .args(["watch", "--delay", &delay.to_string(), "--maildir"])
+                        .arg(root),
+                );
+                let (ready, at) = running
+                    .lines
+                    .recv_timeout(Duration::from_secs(300))
+                    .expect("ready line");
+                assert!(ready.is_empty());
+                (running, at - started)
+            }
+            Watcher::Inotifywait(events) => {
+                let mut command = Command::new("inotifywait");
+                command.args(["-m", "-r", "--format", "%w%f"]);
+                for event in events {
+                    command.args(["-e", event]);
+                }
+                let running = Running::spawn(command.arg(root));
+                loop {
+                    let (line, at) = running
+                        .errors
+                        .recv_timeout(Duration::from_secs(300))
+                        .expect("inotifywait ready");
+                    if line.contains("Watches established") {
+                        return (running, at - started);
+                    }
+                }
+            }
         }
     }
 }
 
-/// Latency from the rename into new/ to the name on stdout, over 500
-/// deliveries: 50 folders, one delivery each every 10 ms, ten rounds, so
-/// that no two deliveries to one folder fall within one delay.
-fn latencies(delay_ms: u64) -> (f64, f64) {
-    let store = tempfile::tempdir().unwrap();
-    tree(store.path(), 50);
-    let (watch, _) = start_mailsync(store.path(), delay_ms);
+/// Several samples of one figure: shown as median [min–max].
+#[derive(Default, Clone)]
+struct Samples(Vec<f64>);
+
+impl Samples {
+    fn add(&mut self, value: f64) {
+        self.0.push(value);
+    }
+
+    fn median(&self) -> f64 {
+        median(&mut self.0.clone())
+    }
+
+    fn show(&self, decimals: usize) -> String {
+        let min = self.0.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.0.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        format!(
+            "{:.*} [{:.*}–{:.*}]",
+            decimals,
+            self.median(),
+            decimals,
+            min,
+            decimals,
+            max
+        )
+    }
+}
+
+/// Both orders in turn: sample `n` runs the contenders in order when even,
+/// reversed when odd, so that drift falls on all alike.
+fn in_turn<T: Copy>(contenders: &[T], n: usize) -> Vec<T> {
+    let mut order = contenders.to_vec();
+    if n % 2 == 1 {
+        order.reverse();
+    }
+    order
+}
+
+fn proc_file(pid: u32, file: &str) -> String {
+    fs::read_to_string(format!("/proc/{pid}/{file}")).unwrap_or_default()
+}
+
+/// CPU time of the whole process so far (threads that ended included), ms.
+fn cpu_ms(pid: u32) -> f64 {
+    let stat = proc_file(pid, "stat");
+    // Fields after the command name, which ends with the last ')'.
+    let fields: Vec<&str> = stat[stat.rfind(')').unwrap_or(0) + 2..].split(' ').collect();
+    let ticks: f64 = fields[11].parse::<f64>().unwrap_or(0.0) + fields[12].parse::<f64>().unwrap_or(0.0);
+    // SAFETY: sysconf only reads.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    ticks * 1000.0 / hz
+}
+
+/// CPU time of the threads running now, in ns (finer than `cpu_ms`).
+fn cpu_ns_live(pid: u32) -> f64 {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|task| fs::read_to_string(task.path().join("schedstat")).ok())
+                .filter_map(|stat| stat.split(' ').next()?.parse::<f64>().ok())
+                .sum()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Times any thread of the process was woken (context switches).
+fn wakeups(pid: u32) -> u64 {
+    fs::read_dir(format!("/proc/{pid}/task"))
+        .map(|tasks| {
+            tasks
+                .flatten()
+                .filter_map(|task| fs::read_to_string(task.path().join("status")).ok())
+                .flat_map(|status| {
+                    status
+                        .lines()
+                        .filter(|line| line.contains("ctxt_switches:"))
+                        .filter_map(|line| line.split_whitespace().nth(1)?.parse::<u64>().ok())
+                        .collect::<Vec<_>>()
+                })
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+fn is_root() -> bool {
+    // SAFETY: geteuid only reads.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Empties the page, dentry and inode caches (root only).
+fn drop_caches() {
+    let _ = Command::new("sync").status();
+    fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches");
+}
+
+/// Delivery into `folder` timed from the rename into new/.
+fn deliver_timed(folder: &Path, unique: &str) -> Instant {
+    let tmp = folder.join("tmp").join(unique);
+    fs::write(&tmp, "Subject: bench\n\nbody\n").unwrap();
+    let at = Instant::now();
+    fs::rename(&tmp, folder.join("new").join(unique)).unwrap();
+    at
+}
+
+/// The folder a watcher's line names: mailsync prints `fN`, inotifywait
+/// `ROOT/.fN/new/NAME`.
+fn folder_of(line: &str) -> Option<String> {
+    if !line.contains('/') {
+        return Some(line.to_string());
+    }
+    line.split('/')
+        .find_map(|part| part.strip_prefix(".f").map(|n| format!("f{n}")))
+}
+
+/// Latency from the rename into new/ to the line naming it: 200
+/// deliveries, 50 folders in turn, one every 10 ms (so none falls within
+/// the delay of the last to its folder). Returns (p50, p99) in ms.
+fn latency_sample(watcher: Watcher, root: &Path, round: usize) -> (f64, f64) {
+    let (running, _) = watcher.start(root);
     let mut results = Vec::new();
-    for _ in 0..10 {
+    for batch in 0..4 {
         let mut sent: HashMap<String, Instant> = HashMap::new();
         for n in 0..50 {
-            let folder = store.path().join(format!(".f{n}"));
-            let unique = format!("bench.{n}.{}", results.len());
-            let tmp = folder.join("tmp").join(&unique);
-            fs::write(&tmp, "Subject: bench\n\nbody\n").unwrap();
-            let at = Instant::now();
-            fs::rename(&tmp, folder.join("new").join(&unique)).unwrap();
-            sent.insert(format!("f{n}"), at);
+            let unique = format!("lat.{round}.{batch}.{n}.{}", std::process::id());
+            sent.insert(
+                format!("f{n}"),
+                deliver_timed(&root.join(format!(".f{n}")), &unique),
+            );
             thread::sleep(Duration::from_millis(10));
         }
         while !sent.is_empty() {
-            let (name, at) = watch.lines.recv_timeout(Duration::from_secs(10)).expect("a line");
-            if let Some(sent_at) = sent.remove(&name) {
+            let (line, at) = running
+                .lines
+                .recv_timeout(Duration::from_secs(10))
+                .expect("a line");
+            if let Some(sent_at) = folder_of(&line).and_then(|folder| sent.remove(&folder)) {
                 results.push((at - sent_at).as_secs_f64() * 1000.0);
             }
         }
@@ -202,54 +337,326 @@ fn latencies(delay_ms: u64) -> (f64, f64) {
     )
 }
 
-fn burst_lines() -> (usize, usize) {
+fn latency_table(samples: usize) {
     let store = tempfile::tempdir().unwrap();
-    tree(store.path(), 5);
-    let folders: Vec<_> = (0..5).map(|n| store.path().join(format!(".f{n}"))).collect();
-    let (watch, _) = start_mailsync(store.path(), 200);
-    for n in 0..1000 {
-        deliver(&folders[n % 5]);
+    tree(store.path(), 50);
+    let contenders = [
+        Watcher::Mailsync(0),
+        Watcher::Inotifywait(ARRIVALS),
+        Watcher::Mailsync(200),
+    ];
+    let mut p50s = vec![Samples::default(); contenders.len()];
+    let mut p99s = vec![Samples::default(); contenders.len()];
+    for n in 0..samples {
+        for watcher in in_turn(&contenders, n) {
+            let at = contenders.iter().position(|c| *c == watcher).unwrap();
+            let (p50, p99) = latency_sample(watcher, store.path(), n);
+            p50s[at].add(p50);
+            p99s[at].add(p99);
+        }
     }
-    let ours = watch.count_until_quiet(Duration::from_millis(1500));
-    drop(watch);
-    let (inotifywait, _) = start_inotifywait(store.path());
-    for n in 0..1000 {
-        deliver(&folders[n % 5]);
+    println!("| latency, rename into new/ → line on stdout ({samples} runs × 200 deliveries; median [min–max] of the runs) | p50, ms | p99, ms |");
+    println!("| --- | --- | --- |");
+    for (at, watcher) in contenders.iter().enumerate() {
+        let floor = if matches!(watcher, Watcher::Inotifywait(_)) {
+            " — the kernel path, the floor"
+        } else {
+            ""
+        };
+        println!(
+            "| {}{floor} | {} | {} |",
+            watcher.name(),
+            p50s[at].show(2),
+            p99s[at].show(2)
+        );
     }
-    let theirs = inotifywait.count_until_quiet(Duration::from_millis(1500));
-    (ours, theirs)
+    println!(
+        "\nmailsync `--delay 0` / the floor, p50: {:.2}×. The floor prints every arrival the moment the kernel reports it; mailsync hands it through notify's thread and its engine's, and prints each folder once per delay.",
+        p50s[0].median() / p50s[1].median()
+    );
 }
 
-struct Startup {
-    folders: usize,
-    ours: Duration,
+/// CPU per delivery while 20,000 MDA deliveries go into 100 folders.
+fn burst_table(samples: usize) {
+    const DELIVERIES: usize = 20_000;
+    let store = tempfile::tempdir().unwrap();
+    tree(store.path(), 100);
+    let folders: Vec<_> = (0..100).map(|n| store.path().join(format!(".f{n}"))).collect();
+    let contenders = [
+        Watcher::Mailsync(200),
+        Watcher::Inotifywait(ARRIVALS),
+        Watcher::Mailsync(0),
+    ];
+    let mut cpu = vec![Samples::default(); contenders.len()];
+    let mut lines = vec![Samples::default(); contenders.len()];
+    for n in 0..samples {
+        for watcher in in_turn(&contenders, n) {
+            let at = contenders.iter().position(|c| *c == watcher).unwrap();
+            let (running, _) = watcher.start(store.path());
+            let pid = running.child.id();
+            let before = cpu_ns_live(pid);
+            for d in 0..DELIVERIES {
+                deliver(&folders[d % folders.len()]);
+            }
+            let printed = running.count_until_quiet(Duration::from_millis(1500));
+            cpu[at].add((cpu_ns_live(pid) - before) / DELIVERIES as f64 / 1000.0);
+            lines[at].add(printed as f64);
+            drop(running);
+            for folder in &folders {
+                for entry in fs::read_dir(folder.join("new")).unwrap().flatten() {
+                    let _ = fs::remove_file(entry.path());
+                }
+            }
+        }
+    }
+    println!("\n| {DELIVERIES} MDA deliveries into 100 folders ({samples} runs, median [min–max]) | watcher CPU per delivery, µs | lines printed |");
+    println!("| --- | --- | --- |");
+    for (at, watcher) in contenders.iter().enumerate() {
+        println!(
+            "| {} | {} | {} |",
+            watcher.name(),
+            cpu[at].show(2),
+            lines[at].show(0)
+        );
+    }
+    println!(
+        "\nCPU per delivery, mailsync (default delay) / `inotifywait -e moved_to`: {:.2}×; with `--delay 0`: {:.2}×.",
+        cpu[0].median() / cpu[1].median(),
+        cpu[2].median() / cpu[1].median()
+    );
+}
+
+/// One start-up: time to ready, CPU to ready, peak RSS, watches.
+struct Start {
+    ready_ms: f64,
+    cpu_ms: f64,
     rss_mib: f64,
     watches: usize,
-    theirs: Duration,
-    their_watches: usize,
 }
 
-fn startup(folders: usize) -> Startup {
-    let store = tempfile::tempdir().unwrap();
+fn start_once(watcher: Watcher, root: &Path) -> Start {
+    let (running, ready) = watcher.start(root);
+    let pid = running.child.id();
+    Start {
+        ready_ms: ready.as_secs_f64() * 1000.0,
+        cpu_ms: cpu_ms(pid),
+        rss_mib: running.peak_rss_kib() as f64 / 1024.0,
+        watches: running.inotify_watches(),
+    }
+}
+
+/// A tree of `folders` folders made under `base` for the bench, removed after.
+fn big_tree(base: &Path, folders: usize) -> tempfile::TempDir {
+    let store = tempfile::Builder::new()
+        .prefix("mailsync-bench-")
+        .tempdir_in(base)
+        .unwrap();
     tree(store.path(), folders);
-    // Warm the dentry cache for both, so neither pays for the other's misses.
-    let _ = Command::new("find")
-        .arg(store.path())
-        .stdout(Stdio::null())
-        .status();
-    let (watch, ours) = start_mailsync(store.path(), 200);
-    let rss_mib = watch.peak_rss_kib() as f64 / 1024.0;
-    let watches = watch.inotify_watches();
-    drop(watch);
-    let (inotifywait, theirs) = start_inotifywait(store.path());
-    let their_watches = inotifywait.inotify_watches();
-    Startup {
-        folders,
-        ours,
-        rss_mib,
-        watches,
-        theirs,
-        their_watches,
+    store
+}
+
+/// Raises `fs.inotify.max_user_watches` while the big trees are watched, and
+/// puts it back when dropped.
+struct WatchLimit(Option<String>);
+
+impl WatchLimit {
+    const FILE: &'static str = "/proc/sys/fs/inotify/max_user_watches";
+
+    fn now() -> usize {
+        fs::read_to_string(Self::FILE)
+            .ok()
+            .and_then(|limit| limit.trim().parse().ok())
+            .unwrap_or(0)
+    }
+
+    /// At least `needed` watches, where root may set it.
+    fn at_least(needed: usize) -> WatchLimit {
+        let original = fs::read_to_string(Self::FILE).unwrap_or_default();
+        if Self::now() >= needed || !is_root() {
+            return WatchLimit(None);
+        }
+        fs::write(Self::FILE, needed.to_string()).expect("raise max_user_watches");
+        WatchLimit(Some(original))
+    }
+}
+
+impl Drop for WatchLimit {
+    fn drop(&mut self) {
+        if let Some(original) = &self.0 {
+            let _ = fs::write(Self::FILE, original);
+        }
+    }
+}
+
+/// The start-up table; the removal table is measured on the 50,000-folder
+/// tree while it exists, and printed after.
+fn startup_table(sizes: &[usize], base: &Path) {
+    let mut removal = String::new();
+    let contenders = [Watcher::Mailsync(200), Watcher::Inotifywait(FOLLOWS_TREE)];
+    let cold = is_root();
+    println!("\n| folders | caches | runs | ready, ms: mailsync | inotifywait | ratio | CPU to ready, ms: mailsync | inotifywait | ratio | peak RSS, MiB: mailsync | inotifywait | ratio | watches per folder: mailsync, inotifywait |");
+    println!("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |");
+    // inotifywait -r needs 4 watches per folder; both run at once for a moment.
+    let _limit = WatchLimit::at_least(sizes.iter().max().copied().unwrap_or(0) * 8 + 100_000);
+    for &folders in sizes {
+        if WatchLimit::now() < folders * 4 + 10_000 {
+            println!("| {folders} | — | 0 | fs.inotify.max_user_watches ({}) is too low; as root the bench raises it for the run | | | | | | | | | |", WatchLimit::now());
+            continue;
+        }
+        let store = big_tree(base, folders);
+        let caches: &[bool] = if cold { &[false, true] } else { &[false] };
+        for &cold in caches {
+            let runs = match (folders, cold) {
+                (0..=10_000, false) => 5,
+                _ => 3,
+            };
+            let mut ready = [Samples::default(), Samples::default()];
+            let mut cpu = [Samples::default(), Samples::default()];
+            let mut rss = [Samples::default(), Samples::default()];
+            let mut watches = [0usize; 2];
+            if !cold {
+                // Warm the caches for both alike.
+                let _ = Command::new("find")
+                    .arg(store.path())
+                    .stdout(Stdio::null())
+                    .status();
+            }
+            for n in 0..runs {
+                for watcher in in_turn(&contenders, n) {
+                    let at = contenders.iter().position(|c| *c == watcher).unwrap();
+                    if cold {
+                        drop_caches();
+                    }
+                    let start = start_once(watcher, store.path());
+                    ready[at].add(start.ready_ms);
+                    cpu[at].add(start.cpu_ms);
+                    rss[at].add(start.rss_mib);
+                    watches[at] = start.watches;
+                }
+            }
+            println!(
+                "| {folders} | {} | {runs} | {} | {} | {:.2} | {} | {} | {:.2} | {} | {} | {:.2} | {:.2}, {:.2} |",
+                if cold { "cold" } else { "warm" },
+                ready[0].show(0),
+                ready[1].show(0),
+                ready[0].median() / ready[1].median(),
+                cpu[0].show(0),
+                cpu[1].show(0),
+                cpu[0].median() / cpu[1].median(),
+                rss[0].show(1),
+                rss[1].show(1),
+                rss[0].median() / rss[1].median(),
+                watches[0] as f64 / (folders + 1) as f64,
+                watches[1] as f64 / (folders + 1) as f64,
+            );
+        }
+        if folders == 50_000 {
+            removal = removal_table(store.path(), folders, 3);
+        }
+    }
+    if !cold {
+        println!("\n(Cold-cache rows need root, to drop the caches.)");
+    }
+    println!("\nmailsync watches a folder, its new/ and its cur/; `inotifywait -r` watches every directory, tmp/ too. CPU includes every thread, ended ones too (/proc/PID/stat); peak RSS is VmHWM.");
+    print!("{removal}");
+}
+
+/// Removing 1,000 folders from a 50,000-folder store, then one delivery.
+fn removal_table(store: &Path, folders: usize, samples: usize) -> String {
+    const REMOVED: usize = 1_000;
+    let contenders = [Watcher::Mailsync(0), Watcher::Inotifywait(FOLLOWS_TREE)];
+    let mut cpu = [Samples::default(), Samples::default()];
+    let mut late = [Samples::default(), Samples::default()];
+    let last = store.join(format!(".f{}", folders - 1));
+    for n in 0..samples {
+        for watcher in in_turn(&contenders, n) {
+            let at = contenders.iter().position(|c| *c == watcher).unwrap();
+            let (running, _) = watcher.start(store);
+            let pid = running.child.id();
+            let before = cpu_ns_live(pid);
+            for f in 0..REMOVED {
+                fs::remove_dir_all(store.join(format!(".f{f}"))).unwrap();
+            }
+            // A delivery right after: how late is its line?
+            let sent = deliver_timed(&last, &format!("after.{n}.{at}"));
+            let line_at = loop {
+                let (line, at) = running
+                    .lines
+                    .recv_timeout(Duration::from_secs(600))
+                    .expect("the delivery's line");
+                let arrival = !line.contains('/') || line.contains("/new/");
+                if arrival && folder_of(&line) == Some(format!("f{}", folders - 1)) {
+                    break at;
+                }
+            };
+            late[at].add((line_at - sent).as_secs_f64() * 1000.0);
+            let _ = running.count_until_quiet(Duration::from_millis(500));
+            cpu[at].add((cpu_ns_live(pid) - before) / 1e6);
+            drop(running);
+            for f in 0..REMOVED {
+                make_maildir(&store.join(format!(".f{f}")));
+            }
+            for entry in fs::read_dir(last.join("new")).unwrap().flatten() {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
+    }
+    let mut table = format!("\n| remove {REMOVED} folders from a {folders}-folder store ({samples} runs, median [min–max]) | watcher CPU, ms | a delivery right after → its line, ms |\n| --- | --- | --- |\n");
+    for (at, watcher) in contenders.iter().enumerate() {
+        table += &format!(
+            "| {} | {} | {} |\n",
+            watcher.name(),
+            cpu[at].show(0),
+            late[at].show(1)
+        );
+    }
+    table
+}
+
+/// What `grep -r` reading every message of a 10,000-message store costs a watcher.
+fn reading_table(samples: usize) {
+    let store = tempfile::tempdir().unwrap();
+    tree(store.path(), 100);
+    for f in 0..100 {
+        let folder = store.path().join(format!(".f{f}"));
+        for _ in 0..100 {
+            deliver(&folder);
+        }
+    }
+    let contenders = [
+        Watcher::Mailsync(200),
+        Watcher::Inotifywait(ARRIVALS),
+        Watcher::Inotifywait(&[]),
+    ];
+    let mut woken = vec![Samples::default(); contenders.len()];
+    let mut cpu = vec![Samples::default(); contenders.len()];
+    for n in 0..samples {
+        for watcher in in_turn(&contenders, n) {
+            let at = contenders.iter().position(|c| *c == watcher).unwrap();
+            let (running, _) = watcher.start(store.path());
+            let pid = running.child.id();
+            thread::sleep(Duration::from_millis(300));
+            let (wakeups_before, cpu_before) = (wakeups(pid), cpu_ns_live(pid));
+            Command::new("grep")
+                .args(["-r", "-c", "nothing-matches-this"])
+                .arg(store.path())
+                .stdout(Stdio::null())
+                .status()
+                .unwrap();
+            thread::sleep(Duration::from_millis(300));
+            woken[at].add((wakeups(pid) - wakeups_before) as f64);
+            cpu[at].add((cpu_ns_live(pid) - cpu_before) / 1e6);
+        }
+    }
+    println!("\n| `grep -r` reads all 10,000 messages of a 100-folder store ({samples} runs) | watcher threads woken | watcher CPU, ms |");
+    println!("| --- | --- | --- |");
+    for (at, watcher) in contenders.iter().enumerate() {
+        println!(
+            "| {} | {} | {} |",
+            watcher.name(),
+            woken[at].show(0),
+            cpu[at].show(2)
+        );
     }
 }
 
@@ -378,53 +785,25 @@ fn main() {
         .skip(1)
         .find(|arg| !arg.starts_with("--"))
         .unwrap_or_default();
-    if only == "startup" {
-        for folders in [1_000, 10_000] {
-            let s = startup(folders);
-            println!(
-                "{folders} folders: ready in {:.0} ms, {:.1} MiB",
-                s.ours.as_secs_f64() * 1000.0,
-                s.rss_mib
-            );
-        }
-    }
+    let samples: usize = std::env::var("MAILSYNC_BENCH_RUNS")
+        .ok()
+        .and_then(|runs| runs.parse().ok())
+        .unwrap_or(5);
+    let sizes: Vec<usize> = std::env::var("MAILSYNC_BENCH_SIZES")
+        .unwrap_or_else(|_| "1000,10000,50000,100000".into())
+        .split(',')
+        .filter_map(|size| size.trim().parse().ok())
+        .collect();
+    let base = std::env::var_os("MAILSYNC_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
     if only.is_empty() || only == "watch" {
-        println!("### `mailsync watch` against `inotifywait -m -r`\n");
-        let (p50_zero, p99_zero) = latencies(0);
-        let (p50_default, p99_default) = latencies(200);
-        println!("| latency, rename into new/ → name on stdout (500 deliveries) | p50 | p99 |");
-        println!("| --- | --- | --- |");
-        println!("| `--delay 0` | {p50_zero:.2} ms | {p99_zero:.2} ms |");
-        println!("| default `--delay 200` | {p50_default:.1} ms | {p99_default:.1} ms |");
-
-        let (ours, theirs) = burst_lines();
-        println!("\n| burst of 1,000 MDA deliveries into 5 folders | lines printed | per delivery |");
-        println!("| --- | --- | --- |");
-        println!(
-            "| `mailsync watch` (default delay) | {ours} | {:.3} |",
-            ours as f64 / 1000.0
-        );
-        println!(
-            "| `inotifywait -m -r -e create,moved_to,moved_from,delete` | {theirs} | {:.2} |",
-            theirs as f64 / 1000.0
-        );
-
-        println!("\n| folders (Maildir++) | `mailsync watch` ready | peak RSS | inotify watches | per folder | `inotifywait -m -r` ready | its watches | start-up ratio |");
-        println!("| --- | --- | --- | --- | --- | --- | --- | --- |");
-        for folders in [1_000, 10_000] {
-            let s = startup(folders);
-            println!(
-                "| {} | {:.0} ms | {:.1} MiB | {} | {:.2} | {:.0} ms | {} | {:.2} |",
-                s.folders,
-                s.ours.as_secs_f64() * 1000.0,
-                s.rss_mib,
-                s.watches,
-                s.watches as f64 / (s.folders + 1) as f64,
-                s.theirs.as_secs_f64() * 1000.0,
-                s.their_watches,
-                s.theirs.as_secs_f64() / s.ours.as_secs_f64()
-            );
-        }
+        println!("### `mailsync watch` against `inotifywait`, side by side\n");
+        println!("Each table alternates the order of the contenders from run to run.\n");
+        latency_table(samples);
+        burst_table(samples);
+        reading_table(3);
+    }
+    if only.is_empty() || only == "startup" {
+        startup_table(&sizes, &base);
     }
     if only.is_empty() || only == "sync" {
         sync_overhead();
