@@ -30,6 +30,11 @@ impl<K: Hash + Eq + Clone> Coalescer<K> {
         }
     }
 
+    /// The quiet time a key needs before it is due.
+    pub fn delay(&self) -> Duration {
+        self.delay
+    }
+
     /// Records a change of `key` at `now`.
     pub fn touch(&mut self, key: K, now: Instant) {
         self.pending

@@ -58,6 +58,12 @@ pub const DEFAULT_DELAY: Duration = Duration::from_millis(200);
 /// burst cannot hold reports back.
 const MAX_EVENTS_PER_ROUND: usize = 4096;
 
+/// With a coalescing delay of at least ten times this, the engine lets the
+/// events of a burst gather this long after the first one wakes it, so a
+/// burst costs it one wake-up per batch, not one per event; a report is at
+/// most this much later.
+const EVENT_BATCH: Duration = Duration::from_millis(2);
+
 /// How often a removed root is looked for.
 const ROOT_POLL: Duration = Duration::from_millis(500);
 

@@ -6,6 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::thread;
 use std::time::Instant;
 
 use crossbeam_channel::{select, Receiver};
@@ -14,7 +15,7 @@ use super::error::Error;
 use super::shards::{Added, FsEvent, Shards, WatchBudget};
 use super::stats::Stats;
 use super::tree::Dirs;
-use super::{Control, Sink, MAX_EVENTS_PER_ROUND, ROOT_POLL};
+use super::{Control, Sink, EVENT_BATCH, MAX_EVENTS_PER_ROUND, ROOT_POLL};
 use crate::classify::{self, Classifier, Effect, FsChange, WatchedDir};
 use crate::coalesce::Coalescer;
 use crate::naming::{classify_dir, DirRole, Folder, Layout};
@@ -92,16 +93,24 @@ impl State {
                 next = Some(next.map_or(now + ROOT_POLL, |at| at.min(now + ROOT_POLL)));
             }
             let timeout = next.map_or_else(crossbeam_channel::never, crossbeam_channel::at);
+            let mut woken_by_event = false;
             select! {
                 recv(control_rx) -> message => match message {
                     Ok(Control::Rescan) => self.rebuild(),
                     Ok(Control::Stop) | Err(_) => break,
                 },
                 recv(fs_rx) -> event => match event {
-                    Ok(event) => self.on_event(event),
+                    Ok(event) => {
+                        self.on_event(event);
+                        woken_by_event = true;
+                    }
                     Err(_) => break,
                 },
                 recv(timeout) -> _ => {}
+            }
+            if woken_by_event && self.coalescer.delay() >= EVENT_BATCH * 10 {
+                // Let the rest of a burst gather: one wake-up per batch.
+                thread::sleep(EVENT_BATCH);
             }
             for _ in 0..MAX_EVENTS_PER_ROUND {
                 match fs_rx.try_recv() {
