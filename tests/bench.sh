@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark in one run, figures and ratios side by side,
 # printed and written to BENCHMARKS.md with the machine they ran on.
-#   MAILSYNC_BENCH_IDLE=SECONDS  the Emacs idle window (default 30)
+#   MAILSYNC_BENCH_IDLE=SECONDS  the Emacs idle window (default 15)
 #   MAILSYNC_BENCH_RUNS=N        samples per contender in the watcher tables (default 5)
 #   MAILSYNC_BENCH_SIZES=A,B,…   store sizes of the start-up table (default 1000,10000,50000,100000)
 #   MAILSYNC_BENCH_DIR=DIR       where the big stores are made (default $TMPDIR or /tmp; on disk,
 #                                so that dropping the caches as root gives cold-cache rows)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-idle=${MAILSYNC_BENCH_IDLE:-30}
+idle=${MAILSYNC_BENCH_IDLE:-15}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 

@@ -200,7 +200,7 @@
   (`(,dir . ,_)
    (setq command-line-args-left nil)
    (let ((dir (file-name-as-directory (expand-file-name dir))))
-     (bench-start-watch-table dir 5)
+     (bench-start-watch-table dir 3)
      (bench-start-check-table dir 3))))
 
 ;;; emacs-start-bench.el ends here
