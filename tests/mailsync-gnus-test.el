@@ -573,7 +573,7 @@ itself is compiled again."
           (dolist (file '("Cargo.toml" "Cargo.lock" "Makefile" "rustfmt.toml"
                           "mailsync-gnus.el" "mailsync-pkg.el"))
             (copy-file (expand-file-name file mailsync-test--root) (expand-file-name file tree)))
-          (dolist (dir '("src" "scripts"))
+          (dolist (dir '("src" "scripts" "vendor"))
             (copy-directory (expand-file-name dir mailsync-test--root)
                             (expand-file-name dir tree) nil nil t))
           (dolist (sub '("cur" "new" "tmp"))
