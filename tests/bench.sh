@@ -4,8 +4,9 @@
 #   MAILSYNC_BENCH_IDLE=SECONDS  the Emacs idle window (default 15)
 #   MAILSYNC_BENCH_RUNS=N        samples per contender in the watcher tables (default 5)
 #   MAILSYNC_BENCH_SIZES=A,B,…   store sizes of the start-up table (default 1000,10000,50000,100000)
-#   MAILSYNC_BENCH_DIR=DIR       where the big stores are made (default $TMPDIR or /tmp; on disk,
-#                                so that dropping the caches as root gives cold-cache rows)
+#   MAILSYNC_BENCH_DIR=DIR       where the stores of the start-up table are made (default $TMPDIR
+#                                or /tmp, on disk so that dropping the caches as root gives
+#                                cold-cache rows; those above 10,000 folders on /dev/shm)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 idle=${MAILSYNC_BENCH_IDLE:-15}
