@@ -219,9 +219,10 @@ impl Samples {
 }
 
 /// Both orders in turn: sample `n` runs the contenders in order when even,
-/// reversed when odd, so that drift falls on all alike.
-fn in_turn<T: Copy>(contenders: &[T], n: usize) -> Vec<T> {
-    let mut order = contenders.to_vec();
+/// reversed when odd, so that drift falls on all alike. Each comes with its
+/// place in `contenders`, where its figures go.
+fn in_turn<T: Copy>(contenders: &[T], n: usize) -> Vec<(usize, T)> {
+    let mut order: Vec<(usize, T)> = contenders.iter().copied().enumerate().collect();
     if n % 2 == 1 {
         order.reverse();
     }
@@ -348,8 +349,7 @@ fn latency_table(samples: usize) {
     let mut p50s = vec![Samples::default(); contenders.len()];
     let mut p99s = vec![Samples::default(); contenders.len()];
     for n in 0..samples {
-        for watcher in in_turn(&contenders, n) {
-            let at = contenders.iter().position(|c| *c == watcher).unwrap();
+        for (at, watcher) in in_turn(&contenders, n) {
             let (p50, p99) = latency_sample(watcher, store.path(), n);
             p50s[at].add(p50);
             p99s[at].add(p99);
@@ -390,8 +390,7 @@ fn burst_table(samples: usize) {
     let mut cpu = vec![Samples::default(); contenders.len()];
     let mut lines = vec![Samples::default(); contenders.len()];
     for n in 0..samples {
-        for watcher in in_turn(&contenders, n) {
-            let at = contenders.iter().position(|c| *c == watcher).unwrap();
+        for (at, watcher) in in_turn(&contenders, n) {
             let (running, _) = watcher.start(store.path());
             let pid = running.child.id();
             let before = cpu_ns_live(pid);
@@ -550,8 +549,7 @@ fn startup_table(sizes: &[usize], base: &Path, explicit_base: bool) {
                     .status();
             }
             for n in 0..runs {
-                for watcher in in_turn(&contenders, n) {
-                    let at = contenders.iter().position(|c| *c == watcher).unwrap();
+                for (at, watcher) in in_turn(&contenders, n) {
                     if cold {
                         drop_caches();
                     }
@@ -598,8 +596,7 @@ fn removal_table(store: &Path, folders: usize, samples: usize) -> String {
     let mut late = [Samples::default(), Samples::default()];
     let last = store.join(format!(".f{}", folders - 1));
     for n in 0..samples {
-        for watcher in in_turn(&contenders, n) {
-            let at = contenders.iter().position(|c| *c == watcher).unwrap();
+        for (at, watcher) in in_turn(&contenders, n) {
             let (running, _) = watcher.start(store);
             let pid = running.child.id();
             let before = cpu_ns_live(pid);
@@ -660,8 +657,7 @@ fn reading_table(samples: usize) {
     let mut woken = vec![Samples::default(); contenders.len()];
     let mut cpu = vec![Samples::default(); contenders.len()];
     for n in 0..samples {
-        for watcher in in_turn(&contenders, n) {
-            let at = contenders.iter().position(|c| *c == watcher).unwrap();
+        for (at, watcher) in in_turn(&contenders, n) {
             let (running, _) = watcher.start(store.path());
             let pid = running.child.id();
             thread::sleep(Duration::from_millis(300));
