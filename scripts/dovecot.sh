@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # A throw-away Dovecot IMAP server on 127.0.0.1 for tests, everything under DIR.
 #   scripts/dovecot.sh start DIR [SEPARATOR]   prints the port; user "test", password "secret"
-#   scripts/dovecot.sh stop DIR
+#   scripts/dovecot.sh stop DIR | restart DIR | remove DIR
+# With TLS=1 it also listens with TLS from the start on the port in
+# DIR/imaps-port (and STARTTLS on the plain port), with a certificate for
+# 127.0.0.1 and localhost signed by the test CA in DIR/ca.pem (not trusted
+# by the system). EXTRA_CONF is appended to the configuration.
 # The served maildir is DIR/mail: Maildir++ with SEPARATOR "." (default),
 # nested directories (LAYOUT=fs) with "/".
 set -euo pipefail
@@ -17,15 +21,32 @@ stop() {
     for _ in $(seq 50); do [ -e "$dir/run/master.pid" ] || break; sleep 0.1; done
   fi
 }
+wait_for_port() {
+  for _ in $(seq 100); do
+    if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $1), 0.2)" 2>/dev/null; then
+      return 0
+    fi
+    sleep 0.05
+  done
+  echo "dovecot did not start; its log:" >&2
+  cat "$dir/dovecot.log" >&2 || true
+  return 1
+}
 case "$command" in
   stop) stop; exit 0 ;;
+  restart)
+    # The same server again, on the same ports, with the same mail.
+    stop
+    dovecot -c "$dir/dovecot.conf" </dev/null >/dev/null 2>>"$dir/dovecot.log"
+    wait_for_port "$(sed -n 's/^ *port = \([0-9][0-9]*\)$/\1/p' "$dir/dovecot.conf" | head -1)"
+    exit $? ;;
   remove)
     stop
     # As root DIR is a link to Dovecot's own directory (see below).
     if [ -L "$given" ]; then rm -rf "$dir"; rm -f "$given"; else rm -rf "$dir"; fi
     exit 0 ;;
   start) ;;
-  *) echo "usage: $0 start|stop|remove DIR [SEPARATOR]" >&2; exit 2 ;;
+  *) echo "usage: $0 start|stop|restart|remove DIR [SEPARATOR]" >&2; exit 2 ;;
 esac
 
 command -v dovecot >/dev/null || { echo "dovecot is missing: apt-get install dovecot-imapd" >&2; exit 1; }
@@ -51,6 +72,27 @@ else
   mail_uid=$(id -u); mail_gid=$(id -g)
   login_user=$(id -un); internal_user=$(id -un)
 fi
+ssl_conf="ssl = no"
+imaps_port=0
+if [ "${TLS:-}" = 1 ]; then
+  command -v openssl >/dev/null || { echo "openssl is missing: apt-get install openssl" >&2; exit 1; }
+  imaps_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  if [ ! -f "$dir/ca.pem" ]; then
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=mailsync test CA" \
+      -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+      -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null
+    openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=localhost" \
+      -keyout "$dir/server.key" -out "$dir/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth\n' > "$dir/server.ext"
+    openssl x509 -req -in "$dir/server.csr" -CA "$dir/ca.pem" -CAkey "$dir/ca.key" -CAcreateserial -days 2 \
+      -extfile "$dir/server.ext" -out "$dir/server.pem" 2>/dev/null
+    chmod 0644 "$dir/ca.pem" "$dir/server.pem"
+  fi
+  echo "$imaps_port" > "$dir/imaps-port"
+  ssl_conf="ssl = yes
+ssl_cert = <$dir/server.pem
+ssl_key = <$dir/server.key"
+fi
 layout=""
 [ "$separator" = "/" ] && layout=":LAYOUT=fs"
 echo "test:{PLAIN}secret" > "$dir/passwd"
@@ -61,7 +103,7 @@ log_path = $dir/dovecot.log
 info_log_path = $dir/dovecot.log
 listen = 127.0.0.1
 protocols = imap
-ssl = no
+$ssl_conf
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 default_login_user = $login_user
@@ -86,7 +128,9 @@ service imap-login {
     port = $port
   }
   inet_listener imaps {
-    port = 0
+    address = 127.0.0.1
+    port = $imaps_port
+    ssl = yes
   }
 }
 service stats {
@@ -97,15 +141,8 @@ service stats {
     mode = 0666
   }
 }
+${EXTRA_CONF:-}
 CONF
 dovecot -c "$dir/dovecot.conf" </dev/null >/dev/null 2>>"$dir/dovecot.log"
-for _ in $(seq 100); do
-  if python3 -c "import socket,sys; socket.create_connection(('127.0.0.1', $port), 0.2)" 2>/dev/null; then
-    echo "$port"
-    exit 0
-  fi
-  sleep 0.05
-done
-echo "dovecot did not start; its log:" >&2
-cat "$dir/dovecot.log" >&2 || true
-exit 1
+wait_for_port "$port" || exit 1
+echo "$port"

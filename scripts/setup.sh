@@ -38,6 +38,9 @@ case "$need" in
     [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
     want ssh-keygen openssh-client
     want pkill procps
+    # The test Dovecot's TLS certificates (tests/idle.rs); rustls trusts the system's roots.
+    want openssl openssl
+    [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
     ;;
   demo)
     want emacs emacs-nox

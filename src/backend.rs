@@ -98,7 +98,7 @@ pub fn offlineimap_local_sep(config_text: &str, account: &str) -> Option<String>
 }
 
 /// Sections (lower-cased, spaces folded) to keys (lower-cased) to values.
-fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
+pub(crate) fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
     let mut sections: HashMap<String, HashMap<String, String>> = HashMap::new();
     let mut current = String::new();
     for line in text.lines() {

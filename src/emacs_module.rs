@@ -72,7 +72,7 @@ impl EmacsSink {
 }
 
 impl Sink for EmacsSink {
-    fn ready(&mut self, started: std::result::Result<Vec<Folder>, crate::engine::Error>) {
+    fn ready(&mut self, started: std::result::Result<Vec<Folder>, crate::source::SourceError>) {
         if let Ok(mut slot) = self.mailbox.started.lock() {
             *slot = Some(started.map_err(|err| err.to_string()));
         }

@@ -8,14 +8,14 @@ use std::fs;
 use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Sender};
-use mailsync::engine::{Engine, Error, Options, Sink};
+use mailsync::engine::{Engine, Options, Sink, SourceError};
 use mailsync::naming::Folder;
 
 /// Says when the engine is ready; drops its reports.
 struct Discard(Sender<bool>);
 
 impl Sink for Discard {
-    fn ready(&mut self, started: Result<Vec<Folder>, Error>) {
+    fn ready(&mut self, started: Result<Vec<Folder>, SourceError>) {
         let _ = self.0.send(started.is_ok());
     }
     fn changed(&mut self, _folders: Vec<Folder>) {}

@@ -6,6 +6,8 @@ use std::path::Path;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod idle;
+mod protocol;
 mod status;
 mod sync;
 mod watch;
@@ -23,6 +25,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     Watch(watch::WatchArgs),
+    Idle(idle::IdleArgs),
     Sync(sync::SyncArgs),
 }
 
@@ -68,6 +71,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
     };
     match cli.command {
         Command::Watch(args) => watch::run(args),
+        Command::Idle(args) => idle::run(args),
         Command::Sync(args) => sync::run(args),
     }
     .code()

@@ -42,7 +42,8 @@ use crossbeam_channel::{unbounded, Sender};
 use crate::classify::Classifier;
 use crate::coalesce::Coalescer;
 use crate::detect::detect_layout;
-use crate::naming::{Folder, Layout};
+use crate::naming::Layout;
+pub use crate::source::{Sink, SourceError};
 
 pub use error::Error;
 pub use shards::SHARDS;
@@ -92,16 +93,6 @@ impl Default for Options {
     }
 }
 
-/// Receives the engine's reports, on the engine's thread.
-pub trait Sink: Send + 'static {
-    /// Called once, first: every folder found at start-up once every watch is
-    /// set, or why the store cannot be watched (the engine has stopped then).
-    fn ready(&mut self, started: Result<Vec<Folder>, Error>);
-    /// Folders that changed, oldest change first, each once.
-    fn changed(&mut self, folders: Vec<Folder>);
-    /// Something went wrong while running; watching goes on.
-    fn warning(&mut self, message: String);
-}
 pub(crate) enum Control {
     Stop,
     Rescan,

@@ -71,7 +71,7 @@ impl State {
             let added = self.tree.len();
             self.shut_down();
             let error = Error::watch_limit(self.root.clone(), added, added + missing);
-            self.sink.ready(Err(error));
+            self.sink.ready(Err(error.into()));
             return false;
         }
         self.sink.ready(Ok(self.tree.maildirs()));

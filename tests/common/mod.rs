@@ -55,8 +55,26 @@ pub struct Watch {
 impl Watch {
     /// Starts `mailsync watch ARGS…` and waits for its ready line.
     pub fn start(args: &[&str]) -> Watch {
+        Watch::start_command("watch", args)
+    }
+
+    /// Starts `mailsync SUBCOMMAND ARGS…` and waits for its ready line.
+    pub fn start_command(subcommand: &str, args: &[&str]) -> Watch {
+        let watch = Watch::spawn(subcommand, args);
+        let ready = watch.line(Duration::from_secs(20));
+        assert!(
+            ready.as_deref() == Some(&b""[..]),
+            "first line must be empty, got {:?}; stderr: {}",
+            ready.map(|line| String::from_utf8_lossy(&line).into_owned()),
+            watch.stderr_text()
+        );
+        watch
+    }
+
+    /// Starts `mailsync SUBCOMMAND ARGS…` without waiting.
+    pub fn spawn(subcommand: &str, args: &[&str]) -> Watch {
         let mut child = mailsync()
-            .arg("watch")
+            .arg(subcommand)
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -88,19 +106,12 @@ impl Watch {
                 let _ = stderr_tx.send(line);
             }
         });
-        let watch = Watch {
+        Watch {
             child,
             stdin,
             lines,
             stderr,
-        };
-        let ready = watch.line(Duration::from_secs(20)).expect("ready line");
-        assert!(
-            ready.is_empty(),
-            "first line must be empty, got {:?}",
-            String::from_utf8_lossy(&ready)
-        );
-        watch
+        }
     }
 
     /// The next line, or None after `timeout`.

@@ -14,17 +14,28 @@ fn repo() -> PathBuf {
 pub struct Dovecot {
     pub dir: tempfile::TempDir,
     pub port: u16,
+    /// With TLS: the port that speaks TLS from the start.
+    pub imaps_port: Option<u16>,
     pub separator: &'static str,
     running: bool,
 }
 
 impl Dovecot {
     pub fn start(separator: &'static str) -> Dovecot {
+        Dovecot::start_with(separator, false, "")
+    }
+
+    /// With `tls`, also TLS on `imaps_port` and STARTTLS, a certificate
+    /// from the test's own CA ([`Dovecot::ca_file`]); `extra` is added to
+    /// the configuration.
+    pub fn start_with(separator: &'static str, tls: bool, extra: &str) -> Dovecot {
         let dir = tempfile::tempdir().unwrap();
         let output = Command::new(repo().join("scripts/dovecot.sh"))
             .arg("start")
             .arg(dir.path().join("server"))
             .arg(separator)
+            .env("TLS", if tls { "1" } else { "0" })
+            .env("EXTRA_CONF", extra)
             .output()
             .expect("run scripts/dovecot.sh");
         assert!(
@@ -33,12 +44,72 @@ impl Dovecot {
             String::from_utf8_lossy(&output.stderr)
         );
         let port = String::from_utf8(output.stdout).unwrap().trim().parse().unwrap();
+        let imaps_port = fs::read_to_string(dir.path().join("server/imaps-port"))
+            .ok()
+            .map(|text| text.trim().parse().unwrap());
         Dovecot {
             dir,
             port,
+            imaps_port,
             separator,
             running: true,
         }
+    }
+
+    /// The CA that signed the server's certificate (TLS only).
+    pub fn ca_file(&self) -> PathBuf {
+        self.dir.path().join("server/ca.pem")
+    }
+
+    /// Stops the server, keeping everything for [`Dovecot::restart`].
+    pub fn stop_only(&self) {
+        self.script("stop");
+    }
+
+    /// Stops and starts the same server again.
+    pub fn restart(&self) {
+        let status = Command::new(repo().join("scripts/dovecot.sh"))
+            .arg("restart")
+            .arg(self.dir.path().join("server"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "dovecot did not restart");
+    }
+
+    /// Runs `doveadm ARGS…` on this server; its standard output.
+    pub fn doveadm(&self, args: &[&str], input: Option<&[u8]>) -> String {
+        use std::io::Write;
+        let mut child = Command::new("doveadm")
+            .arg("-c")
+            .arg(self.dir.path().join("server/dovecot.conf"))
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("run doveadm");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(input.unwrap_or_default()).unwrap();
+        drop(stdin);
+        let output = child.wait_with_output().unwrap();
+        assert!(
+            output.status.success(),
+            "doveadm {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Saves a message into `mailbox` on the server side (`doveadm save`),
+    /// as a delivery agent does.
+    pub fn deliver(&self, mailbox: &str, subject: &str) {
+        let message = format!("From: test@example.org\r\nSubject: {subject}\r\n\r\nbody\r\n");
+        self.doveadm(&["save", "-u", "test", "-m", mailbox], Some(message.as_bytes()));
+    }
+
+    /// Dovecot's log so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(self.dir.path().join("server/dovecot.log")).unwrap_or_default()
     }
 
     pub fn stop(&mut self) {

@@ -1,0 +1,216 @@
+//! `mailsync idle`: the mswatch watcher protocol for a remote IMAP account,
+//! for servers that give no shell for `watch_maildirs`. Mailboxes are
+//! printed under the names the local store gives them, so mswatch pairs
+//! them with the local watcher's lines.
+
+use std::fs;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use crossbeam_channel::unbounded;
+
+use mailsync::backend::{default_offlineimap_config, read_name_map};
+use mailsync::imap::config::{from_mbsync, from_offlineimap, Found};
+use mailsync::imap::{Account, Endpoint, ImapWatch, Options, Password, RemoteNames, Selection, Tls};
+use mailsync::naming::NameStyle;
+
+use super::check::{CheckArgs, Checker};
+use super::protocol::{serve, ChannelSink};
+use super::status::{CliError, Status};
+
+#[derive(Args, Debug)]
+#[command(
+    about = "Watch an IMAP account (NOTIFY or IDLE) and print changed mailboxes (mswatch's watcher protocol)",
+    after_help = "Examples:\n  \
+        mailsync idle --mbsync work               # channel `work` of ~/.mbsyncrc\n  \
+        mailsync idle --offlineimap work          # [Account work] of ~/.offlineimaprc\n  \
+        mailsync idle --host imap.example.org --user me --pass-cmd 'pass show mail'\n\n\
+        In ~/.mswatchrc, instead of `watch ssh server watch_maildirs`:\n  \
+        store remote\n  {\n  watch mailsync idle --mbsync work\n  }\n\n\
+        Passwords are never taken on the command line: --pass-cmd, --pass-file,\n\
+        or the sync program's configuration."
+)]
+pub struct IdleArgs {
+    /// Take the account from this mbsync Channel (or IMAPAccount)
+    #[arg(long, value_name = "CHANNEL", conflicts_with_all = ["offlineimap", "host"])]
+    mbsync: Option<String>,
+    /// Take the account from this OfflineIMAP account
+    #[arg(long, value_name = "ACCOUNT", conflicts_with = "host")]
+    offlineimap: Option<String>,
+    /// The sync program's configuration [default: ~/.mbsyncrc, or OfflineIMAP's own]
+    #[arg(long, short = 'c', value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The IMAP server
+    #[arg(long, value_name = "HOST")]
+    host: Option<String>,
+    /// Its port [default: 993 with --tls imaps, else 143]
+    #[arg(long, value_name = "PORT")]
+    port: Option<u16>,
+    /// The user name
+    #[arg(long, value_name = "USER", requires = "host")]
+    user: Option<String>,
+    /// A shell command that prints the password (first line)
+    #[arg(long, value_name = "CMD", conflicts_with = "pass_file")]
+    pass_cmd: Option<String>,
+    /// A file holding the password (first line)
+    #[arg(long, value_name = "FILE")]
+    pass_file: Option<PathBuf>,
+    /// imaps (TLS from the start), starttls, or none (plain text: only on a trusted network)
+    #[arg(long, value_name = "MODE", default_value = "imaps")]
+    tls: Tls,
+    /// Trust the certificates in this PEM file besides the system's
+    #[arg(long, value_name = "FILE")]
+    ca_file: Option<PathBuf>,
+    /// Watch only mailboxes matching this mbsync-style pattern (`*`, `%`, `!` excludes; repeatable)
+    #[arg(long, value_name = "PATTERN")]
+    folder: Vec<String>,
+    /// Coalescing window: changes to one mailbox within it give one line
+    #[arg(long, value_name = "MS", default_value_t = 200)]
+    delay: u64,
+    /// A mailbox that keeps changing is printed at least this often [default: 10 × delay]
+    #[arg(long, value_name = "MS")]
+    max_delay: Option<u64>,
+    /// Also print mailboxes whose messages only changed flags
+    #[arg(long)]
+    report_flags: bool,
+    /// Name printed for INBOX
+    #[arg(long, short = 'i', value_name = "NAME", default_value = "INBOX")]
+    inbox: String,
+    /// Separator between levels in printed names [default: the local store's, else "."]
+    #[arg(long, value_name = "SEP")]
+    separator: Option<String>,
+    /// Local names for server names that nametrans changed: LOCAL<TAB>REMOTE lines (as for `mailsync sync`)
+    #[arg(long, value_name = "FILE")]
+    name_map: Option<PathBuf>,
+    /// Connections at most without NOTIFY (IDLE ones and one for STATUS polling)
+    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..))]
+    max_connections: u16,
+    /// Seconds between STATUS polls of mailboxes without an IDLE connection
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    poll: u64,
+    /// Use IDLE even where the server offers NOTIFY
+    #[arg(long)]
+    no_notify: bool,
+    #[command(flatten)]
+    check: CheckArgs,
+}
+
+/// The account the flags describe.
+fn account(args: &IdleArgs) -> Result<Found, String> {
+    if let Some(channel) = &args.mbsync {
+        let path = match &args.config {
+            Some(path) => path.clone(),
+            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".mbsyncrc"),
+        };
+        let text =
+            fs::read_to_string(&path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        return from_mbsync(&text, channel);
+    }
+    if let Some(name) = &args.offlineimap {
+        let path = args
+            .config
+            .clone()
+            .or_else(default_offlineimap_config)
+            .ok_or("no OfflineIMAP configuration found (give --config)")?;
+        let text =
+            fs::read_to_string(&path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        return from_offlineimap(&text, name);
+    }
+    let host = args
+        .host
+        .clone()
+        .ok_or("give --mbsync CHANNEL, --offlineimap ACCOUNT, or --host with --user and --pass-cmd")?;
+    let user = args.user.clone().ok_or("--host needs --user")?;
+    let password = match (&args.pass_cmd, &args.pass_file) {
+        (Some(command), _) => Password::Command(command.clone()),
+        (None, Some(file)) => Password::File(file.clone()),
+        (None, None) => {
+            return Err(
+                "--host needs --pass-cmd or --pass-file (never a password on the command line)".into(),
+            )
+        }
+    };
+    let port = args
+        .port
+        .unwrap_or(if args.tls == Tls::Implicit { 993 } else { 143 });
+    Ok(Found {
+        account: Account {
+            label: format!("{user}@{host}"),
+            endpoint: Endpoint {
+                host,
+                port,
+                tls: args.tls,
+                ca_file: None,
+            },
+            user,
+            password,
+        },
+        patterns: Vec::new(),
+        local_separator: None,
+    })
+}
+
+pub fn run(args: IdleArgs) -> Status {
+    let Found {
+        mut account,
+        patterns,
+        local_separator,
+    } = match account(&args) {
+        Ok(found) => found,
+        Err(message) => return CliError::usage(message).report("idle"),
+    };
+    // Flags given win over the configuration's.
+    if let Some(port) = args.port {
+        account.endpoint.port = port;
+    }
+    if args.ca_file.is_some() {
+        account.endpoint.ca_file = args.ca_file.clone();
+    }
+    if let Some(command) = &args.pass_cmd {
+        account.password = Password::Command(command.clone());
+    }
+    let map = match &args.name_map {
+        Some(path) => match read_name_map(path) {
+            Ok(map) => map,
+            Err(err) => return CliError::usage(err).report("idle"),
+        },
+        None => Default::default(),
+    };
+    let style = NameStyle::new(
+        args.inbox.clone(),
+        args.separator
+            .clone()
+            .or(local_separator)
+            .unwrap_or_else(|| ".".into()),
+    );
+    let selection = Selection::new(if args.folder.is_empty() {
+        patterns
+    } else {
+        args.folder.clone()
+    });
+    let options = Options {
+        delay: Duration::from_millis(args.delay),
+        max_delay: args.max_delay.map(Duration::from_millis),
+        report_flags: args.report_flags,
+        selection,
+        max_connections: usize::from(args.max_connections),
+        poll: Duration::from_secs(args.poll),
+        use_notify: !args.no_notify,
+        ..Options::default()
+    };
+    let checker = match Checker::from_args(&args.check, args.check.group_map(style.clone()), true) {
+        Ok(checker) => checker.map(Arc::new),
+        Err(message) => return CliError::usage(message).report("idle"),
+    };
+    let (events, events_rx) = unbounded();
+    let names = RemoteNames::new(style.clone(), &map);
+    let watch = match ImapWatch::start(account, options, Box::new(ChannelSink(events.clone())), names) {
+        Ok(watch) => watch,
+        Err(err) => return CliError::new(Status::Failed(1), format!("cannot start: {err}")).report("idle"),
+    };
+    let status = serve("idle", (events, events_rx), style, checker, &|| ());
+    watch.stop();
+    std::process::exit(status.code())
+}

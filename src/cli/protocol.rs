@@ -1,0 +1,224 @@
+//! The mswatch watcher protocol, shared by `mailsync watch` (a maildir)
+//! and `mailsync idle` (an IMAP account): one empty line once everything is
+//! watched, then the name of each changed folder on a line of its own; exit
+//! 0 when standard input closes (mswatch or ssh went away) or on SIGTERM.
+
+use std::collections::{HashSet, VecDeque};
+use std::io::{self, Read, Write};
+use std::sync::{Arc, Condvar, Mutex};
+use std::thread;
+
+use crossbeam_channel::{Receiver, Sender};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::iterator::Signals;
+
+use mailsync::naming::{Folder, NameStyle};
+use mailsync::source::{Sink, SourceError};
+
+use super::check::Checker;
+use super::status::{CliError, Status};
+
+/// What reaches the protocol's main thread.
+pub enum Event {
+    Stopped(SourceError),
+    Ready(Result<Vec<Folder>, SourceError>),
+    Changed(Vec<Folder>),
+    Warning(String),
+    Quit,
+    Rescan,
+}
+
+/// A source's sink that hands everything to [`serve`].
+pub struct ChannelSink(pub Sender<Event>);
+
+impl Sink for ChannelSink {
+    fn ready(&mut self, started: Result<Vec<Folder>, SourceError>) {
+        let _ = self.0.send(Event::Ready(started));
+    }
+
+    fn changed(&mut self, folders: Vec<Folder>) {
+        let _ = self.0.send(Event::Changed(folders));
+    }
+
+    fn warning(&mut self, message: String) {
+        let _ = self.0.send(Event::Warning(message));
+    }
+
+    fn stopped(&mut self, why: SourceError) {
+        let _ = self.0.send(Event::Stopped(why));
+    }
+}
+
+/// Folders waiting to be printed, each once, oldest first: however long
+/// the reader stops reading, this holds at most one entry per folder.
+#[derive(Default)]
+struct Pending {
+    queue: Mutex<(VecDeque<Folder>, HashSet<Folder>)>,
+    ready: Condvar,
+}
+
+impl Pending {
+    fn add(&self, folders: Vec<Folder>) {
+        if let Ok(mut guard) = self.queue.lock() {
+            let (queue, queued) = &mut *guard;
+            for folder in folders {
+                if queued.insert(folder.clone()) {
+                    queue.push_back(folder);
+                }
+            }
+            self.ready.notify_one();
+        }
+    }
+
+    /// Waits for folders and takes them all.
+    fn take(&self) -> Vec<Folder> {
+        let Ok(mut guard) = self.queue.lock() else {
+            return Vec::new();
+        };
+        while guard.0.is_empty() {
+            guard = match self.ready.wait(guard) {
+                Ok(guard) => guard,
+                Err(_) => return Vec::new(),
+            };
+        }
+        guard.1.clear();
+        guard.0.drain(..).collect()
+    }
+}
+
+/// Speaks the protocol for a running source until standard input closes,
+/// a signal comes or the source stops for good; `rescan` is SIGUSR1's.
+/// The caller then stops the source and ends the process with
+/// `std::process::exit` (the writer may be blocked on a reader that stopped
+/// reading: it is not waited for).
+pub fn serve(
+    command: &str,
+    (events, events_rx): (Sender<Event>, Receiver<Event>),
+    style: NameStyle,
+    checker: Option<Arc<Checker>>,
+    rescan: &dyn Fn(),
+) -> Status {
+    if let Err(err) = forward_signals(events.clone()) {
+        return CliError::new(Status::Failed(1), format!("cannot handle signals: {err}")).report(command);
+    }
+    // The writer checks and prints; this thread only listens, so signals
+    // and a closed standard input end the watcher even while the reader
+    // has stopped reading or a check hangs.
+    let pending = Arc::new(Pending::default());
+    let mut status = Status::Success;
+    while let Ok(event) = events_rx.recv() {
+        match event {
+            Event::Ready(Ok(folders)) => {
+                // Only now: a reader gone before the watcher is ready still
+                // gets the ready line, or the error that stopped it.
+                watch_stdin(events.clone());
+                let at_start: Vec<Vec<u8>> = folders.iter().map(|folder| folder.name(&style)).collect();
+                let (pending, checker, style) = (Arc::clone(&pending), checker.clone(), style.clone());
+                let writer = thread::Builder::new()
+                    .name("writer".into())
+                    .spawn(move || write_reports(&pending, checker.as_deref(), &style, at_start));
+                if let Err(err) = writer {
+                    return CliError::new(Status::Failed(1), format!("cannot start: {err}")).report(command);
+                }
+            }
+            Event::Ready(Err(err)) => return CliError::new(Status::Failed(1), err).report(command),
+            Event::Stopped(err) => {
+                status = CliError::new(Status::Failed(1), err).report(command);
+                break;
+            }
+            Event::Changed(folders) => pending.add(folders),
+            Event::Warning(message) => eprintln!("mailsync {command}: {message}"),
+            Event::Rescan => rescan(),
+            Event::Quit => break,
+        }
+    }
+    if let Some(checker) = &checker {
+        checker.abort();
+    }
+    status
+}
+
+/// The writer thread: the start-up check, the ready line, then each batch
+/// of folders checked and printed. Exits the process when the reader is gone.
+fn write_reports(pending: &Pending, checker: Option<&Checker>, style: &NameStyle, at_start: Vec<Vec<u8>>) {
+    if let Some(checker) = checker {
+        check(checker, &at_start);
+    }
+    let stdout = io::stdout();
+    let mut out = stdout.lock();
+    if writeln!(out).and_then(|()| out.flush()).is_err() {
+        std::process::exit(Status::Failed(1).code());
+    }
+    loop {
+        let folders = pending.take();
+        if folders.is_empty() {
+            continue;
+        }
+        if let Some(checker) = checker {
+            let names: Vec<Vec<u8>> = folders.iter().map(|folder| folder.name(style)).collect();
+            check(checker, &names);
+        }
+        if print_folders(&mut out, &folders, style).is_err() {
+            // mswatch is gone: nobody is left to tell.
+            std::process::exit(Status::Failed(1).code());
+        }
+    }
+}
+
+/// Asks Emacs to check the groups of `names`; a failure is logged and the
+/// names are printed all the same, so mswatch misses nothing.
+fn check(checker: &Checker, names: &[Vec<u8>]) {
+    if let Err(failure) = checker.check(Some(names)) {
+        eprintln!("mailsync: Gnus check failed: {}", failure.message);
+    }
+}
+
+fn print_folders(out: &mut impl Write, folders: &[Folder], style: &NameStyle) -> io::Result<()> {
+    for folder in folders {
+        let name = folder.name(style);
+        if name.contains(&b'\n') {
+            eprintln!(
+                "mailsync: folder {:?} has a newline in its name, which the mswatch protocol cannot carry; not printed",
+                String::from_utf8_lossy(&name)
+            );
+            continue;
+        }
+        out.write_all(&name)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()
+}
+
+fn forward_signals(events: Sender<Event>) -> io::Result<()> {
+    let mut signals = Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])?;
+    thread::Builder::new().name("signals".into()).spawn(move || {
+        for signal in signals.forever() {
+            let event = if signal == SIGUSR1 {
+                Event::Rescan
+            } else {
+                Event::Quit
+            };
+            if events.send(event).is_err() {
+                break;
+            }
+        }
+    })?;
+    Ok(())
+}
+
+/// Quits when standard input reaches its end (mswatch or ssh went away).
+fn watch_stdin(events: Sender<Event>) {
+    let _ = thread::Builder::new().name("stdin".into()).spawn(move || {
+        let mut buffer = [0u8; 512];
+        let mut stdin = io::stdin();
+        loop {
+            match stdin.read(&mut buffer) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
+        let _ = events.send(Event::Quit);
+    });
+}

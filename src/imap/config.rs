@@ -1,0 +1,442 @@
+//! An account as the user's sync program already describes it: an
+//! IMAPAccount (through its Channel) in `~/.mbsyncrc`, or an `[Account]`
+//! with its remote repository in `~/.offlineimaprc`. Only what can be read
+//! without running the program's own code is read; the rest is a clear
+//! error that names the flag to use instead.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use super::{Account, Endpoint, Password, Secret, Tls};
+use crate::backend::parse_ini;
+
+/// An account and how its local store names folders.
+#[derive(Debug)]
+pub struct Found {
+    pub account: Account,
+    /// mbsync `Patterns` of the channel (empty: every mailbox).
+    pub patterns: Vec<String>,
+    /// The local store's separator between levels, when the config says.
+    pub local_separator: Option<String>,
+}
+
+/// One `Keyword value` section of an mbsyncrc.
+#[derive(Debug, Default)]
+struct Section {
+    kind: String,
+    name: String,
+    /// Lower-cased keys; a key given twice keeps every value.
+    values: HashMap<String, Vec<String>>,
+}
+
+impl Section {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.values
+            .get(key)
+            .and_then(|values| values.last())
+            .map(String::as_str)
+    }
+}
+
+const SECTION_KINDS: [&str; 6] = [
+    "imapaccount",
+    "imapstore",
+    "maildirstore",
+    "channel",
+    "group",
+    "imap4account",
+];
+
+/// Strips one pair of double quotes (mbsync's quoting; `\"` inside).
+fn unquote(text: &str) -> String {
+    let text = text.trim();
+    match text.strip_prefix('"').and_then(|rest| rest.strip_suffix('"')) {
+        Some(inner) => inner.replace("\\\"", "\"").replace("\\\\", "\\"),
+        None => text.to_string(),
+    }
+}
+
+/// Splits `Patterns` values: words, or quoted strings holding spaces.
+fn words(text: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    let mut quoted = false;
+    let mut any = false;
+    for ch in text.chars() {
+        match ch {
+            '"' => {
+                quoted = !quoted;
+                any = true;
+            }
+            ' ' | '\t' if !quoted => {
+                if any {
+                    out.push(std::mem::take(&mut current));
+                    any = false;
+                }
+            }
+            _ => {
+                current.push(ch);
+                any = true;
+            }
+        }
+    }
+    if any {
+        out.push(current);
+    }
+    out
+}
+
+fn mbsync_sections(text: &str) -> Vec<Section> {
+    let mut sections: Vec<Section> = Vec::new();
+    for line in text.lines() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let (key, value) = line.split_once([' ', '\t']).unwrap_or((line, ""));
+        let key = key.to_ascii_lowercase();
+        if SECTION_KINDS.contains(&key.as_str()) {
+            sections.push(Section {
+                kind: key,
+                name: unquote(value),
+                values: HashMap::new(),
+            });
+        } else if let Some(section) = sections.last_mut() {
+            section
+                .values
+                .entry(key)
+                .or_default()
+                .push(value.trim().to_string());
+        }
+    }
+    sections
+}
+
+/// The account of mbsync channel `name` (or of IMAPAccount `name`).
+pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
+    let sections = mbsync_sections(text);
+    let find = |kinds: &[&str], wanted: &str| {
+        sections
+            .iter()
+            .find(|section| kinds.contains(&section.kind.as_str()) && section.name == wanted)
+    };
+    let store_of = |reference: &str| {
+        reference
+            .trim_matches(':')
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string()
+    };
+    let (store, patterns, local_separator) = match find(&["channel"], name) {
+        Some(channel) => {
+            let far = channel
+                .get("far")
+                .or_else(|| channel.get("master"))
+                .ok_or_else(|| format!("mbsync channel {name} has no Far store"))?;
+            let near = channel.get("near").or_else(|| channel.get("slave")).map(store_of);
+            let patterns: Vec<String> = ["patterns", "pattern"]
+                .iter()
+                .filter_map(|key| channel.values.get(*key))
+                .flatten()
+                .flat_map(|value| words(value))
+                .collect();
+            let separator = near
+                .and_then(|near| find(&["maildirstore"], &near))
+                .and_then(|store| store.get("subfolders"))
+                .map(|style| {
+                    if style.eq_ignore_ascii_case("verbatim") {
+                        "/"
+                    } else {
+                        "."
+                    }
+                    .to_string()
+                });
+            let far_store = store_of(far);
+            let store = find(&["imapstore"], &far_store).ok_or_else(|| {
+                format!("mbsync channel {name}: its Far store {far_store} is not an IMAPStore")
+            })?;
+            (Some(store), patterns, separator)
+        }
+        None => (None, Vec::new(), None),
+    };
+    let account = match store.and_then(|store| store.get("account")) {
+        Some(account) => find(&["imapaccount", "imap4account"], &unquote(account))
+            .ok_or_else(|| format!("mbsync IMAPAccount {account} is not in the configuration"))?,
+        None => match store {
+            // An IMAPStore may hold the account's settings itself.
+            Some(store) => store,
+            None => find(&["imapaccount", "imap4account"], name)
+                .ok_or_else(|| format!("no mbsync Channel or IMAPAccount named {name}"))?,
+        },
+    };
+    if account.get("tunnel").is_some() {
+        return Err(format!(
+            "mbsync account {}: Tunnel is not supported; give --host, --user and --pass-cmd",
+            account.name
+        ));
+    }
+    let tls = match account.get("tlstype").or_else(|| account.get("ssltype")) {
+        Some(kind) => match kind.to_ascii_lowercase().as_str() {
+            "imaps" => Tls::Implicit,
+            "starttls" => Tls::StartTls,
+            "none" => Tls::None,
+            other => {
+                return Err(format!(
+                    "mbsync account {}: unknown TLSType {other}",
+                    account.name
+                ))
+            }
+        },
+        None => Tls::StartTls,
+    };
+    let host = account
+        .get("host")
+        .map(unquote)
+        .ok_or_else(|| format!("mbsync account {} has no Host", account.name))?;
+    let port = match account.get("port") {
+        Some(port) => port
+            .parse()
+            .map_err(|_| format!("mbsync account {}: Port {port} is not a number", account.name))?,
+        None if tls == Tls::Implicit => 993,
+        None => 143,
+    };
+    let user = account.get("user").map(unquote).ok_or_else(|| {
+        format!(
+            "mbsync account {} has no User (UserCmd is not supported: give --user)",
+            account.name
+        )
+    })?;
+    let password = if let Some(command) = account.get("passcmd") {
+        Password::Command(unquote(command.trim_start_matches('+')))
+    } else if let Some(pass) = account.get("pass") {
+        Password::Given(Secret::new(unquote(pass)))
+    } else {
+        return Err(format!(
+            "mbsync account {} has neither Pass nor PassCmd (mbsync would ask; give --pass-cmd)",
+            account.name
+        ));
+    };
+    let ca_file = account
+        .get("certificatefile")
+        .map(|file| PathBuf::from(expand_home(&unquote(file))));
+    Ok(Found {
+        account: Account {
+            label: account.name.clone(),
+            endpoint: Endpoint {
+                host,
+                port,
+                tls,
+                ca_file,
+            },
+            user,
+            password,
+        },
+        patterns,
+        local_separator,
+    })
+}
+
+fn expand_home(path: &str) -> String {
+    match path.strip_prefix("~/") {
+        Some(rest) => format!("{}/{rest}", std::env::var("HOME").unwrap_or_default()),
+        None => path.to_string(),
+    }
+}
+
+fn yes(value: &str) -> Option<bool> {
+    match value.to_ascii_lowercase().as_str() {
+        "yes" | "true" | "on" | "1" => Some(true),
+        "no" | "false" | "off" | "0" => Some(false),
+        _ => None,
+    }
+}
+
+/// The remote repository of OfflineIMAP account `name`.
+pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
+    let sections = parse_ini(text);
+    let lower = |text: &str| {
+        text.split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .to_lowercase()
+    };
+    let account = sections
+        .get(&lower(&format!("account {name}")))
+        .ok_or_else(|| format!("no [Account {name}] in the OfflineIMAP configuration"))?;
+    let section = |key: &str| -> Result<&HashMap<String, String>, String> {
+        let repository = account
+            .get(key)
+            .ok_or_else(|| format!("[Account {name}] has no {key}"))?;
+        sections
+            .get(&lower(&format!("repository {repository}")))
+            .ok_or_else(|| format!("no [Repository {repository}] in the OfflineIMAP configuration"))
+    };
+    let remote = section("remoterepository")?;
+    let local_separator = section("localrepository")
+        .ok()
+        .and_then(|local| local.get("sep").cloned());
+    for python in [
+        "remotepasseval",
+        "remoteusereval",
+        "remotehosteval",
+        "remoteporteval",
+    ] {
+        if remote.contains_key(python) {
+            return Err(format!(
+                "[Account {name}] uses {python}, which needs OfflineIMAP's Python; give --host, --user and --pass-cmd instead"
+            ));
+        }
+    }
+    let gmail = remote
+        .get("type")
+        .is_some_and(|kind| kind.eq_ignore_ascii_case("gmail"));
+    let host = match remote.get("remotehost") {
+        Some(host) => host.clone(),
+        None if gmail => "imap.gmail.com".to_string(),
+        None => {
+            return Err(format!(
+                "[Account {name}]: the remote repository has no remotehost"
+            ))
+        }
+    };
+    let ssl = remote.get("ssl").and_then(|value| yes(value)).unwrap_or(true);
+    let starttls = remote
+        .get("starttls")
+        .and_then(|value| yes(value))
+        .unwrap_or(true);
+    let tls = match (ssl, starttls) {
+        (true, _) => Tls::Implicit,
+        (false, true) => Tls::StartTls,
+        (false, false) => Tls::None,
+    };
+    let port = match remote.get("remoteport") {
+        Some(port) => port
+            .parse()
+            .map_err(|_| format!("[Account {name}]: remoteport {port} is not a number"))?,
+        None if tls == Tls::Implicit => 993,
+        None => 143,
+    };
+    let user = remote
+        .get("remoteuser")
+        .cloned()
+        .ok_or_else(|| format!("[Account {name}]: the remote repository has no remoteuser (give --user)"))?;
+    let password = if let Some(pass) = remote.get("remotepass") {
+        Password::Given(Secret::new(pass.clone()))
+    } else if let Some(file) = remote.get("remotepassfile") {
+        Password::File(PathBuf::from(expand_home(file)))
+    } else {
+        return Err(format!(
+            "[Account {name}]: no remotepass or remotepassfile (OfflineIMAP would ask or use a keyring); give --pass-cmd"
+        ));
+    };
+    let ca_file = remote
+        .get("sslcacertfile")
+        .filter(|file| file.as_str() != "OS-DEFAULT")
+        .map(|file| PathBuf::from(expand_home(file)));
+    Ok(Found {
+        account: Account {
+            label: name.to_string(),
+            endpoint: Endpoint {
+                host,
+                port,
+                tls,
+                ca_file,
+            },
+            user,
+            password,
+        },
+        patterns: Vec::new(),
+        local_separator,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MBSYNCRC: &str = r#"
+# a comment
+IMAPAccount work
+Host imap.example.org
+User "me@example.org"
+PassCmd +"pass show mail/work"
+TLSType IMAPS
+CertificateFile ~/ca.pem
+
+IMAPStore work-remote
+Account work
+
+MaildirStore work-local
+Path ~/Mail/work/
+Inbox ~/Mail/work/INBOX
+SubFolders Verbatim
+
+Channel work
+Far :work-remote:
+Near :work-local:
+Patterns * !Trash "Sent Items"
+Create Near
+
+IMAPStore inline
+Host 10.0.0.1
+Port 1143
+User bob
+Pass "se\"cret"
+SSLType None
+
+Channel inline
+Master :inline:
+Slave :nowhere:
+"#;
+
+    #[test]
+    fn an_mbsync_channel_gives_its_account_patterns_and_separator() {
+        let found = from_mbsync(MBSYNCRC, "work").unwrap();
+        assert_eq!(found.account.label, "work");
+        assert_eq!(found.account.endpoint.host, "imap.example.org");
+        assert_eq!(found.account.endpoint.port, 993);
+        assert_eq!(found.account.endpoint.tls, Tls::Implicit);
+        assert!(found.account.endpoint.ca_file.unwrap().ends_with("ca.pem"));
+        assert_eq!(found.account.user, "me@example.org");
+        assert!(matches!(found.account.password, Password::Command(ref c) if c == "pass show mail/work"));
+        assert_eq!(found.patterns, ["*", "!Trash", "Sent Items"]);
+        assert_eq!(found.local_separator.as_deref(), Some("/"));
+    }
+
+    #[test]
+    fn an_imapstore_may_hold_the_account_itself() {
+        let found = from_mbsync(MBSYNCRC, "inline").unwrap();
+        assert_eq!(
+            (found.account.endpoint.host.as_str(), found.account.endpoint.port),
+            ("10.0.0.1", 1143)
+        );
+        assert_eq!(found.account.endpoint.tls, Tls::None);
+        assert!(matches!(found.account.password, Password::Given(ref s) if s.expose() == "se\"cret"));
+        assert_eq!(found.local_separator, None);
+        // The account by its own name: every mailbox.
+        assert!(from_mbsync(MBSYNCRC, "work-remote").is_err());
+        assert!(from_mbsync(MBSYNCRC, "work").is_ok());
+        assert!(from_mbsync(MBSYNCRC, "nope").unwrap_err().contains("nope"));
+    }
+
+    #[test]
+    fn offlineimap_accounts_and_what_cannot_be_read() {
+        let text = "[general]\naccounts = A\n\n[Account A]\nlocalrepository = A-local\nremoterepository = A-remote\n\n\
+                    [Repository A-local]\ntype = Maildir\nsep = /\n\n\
+                    [Repository A-remote]\ntype = IMAP\nremotehost = mail.example.org\nremoteuser = ann\n\
+                    remotepassfile = ~/.pw\nssl = no\n\n\
+                    [Account B]\nlocalrepository = A-local\nremoterepository = B-remote\n\n\
+                    [Repository B-remote]\ntype = IMAP\nremotehost = h\nremoteuser = u\nremotepasseval = get_pw()\n";
+        let found = from_offlineimap(text, "A").unwrap();
+        assert_eq!(found.account.endpoint.tls, Tls::StartTls);
+        assert_eq!(found.account.endpoint.port, 143);
+        assert!(matches!(found.account.password, Password::File(ref p) if p.ends_with(".pw")));
+        assert_eq!(found.local_separator.as_deref(), Some("/"));
+        let error = from_offlineimap(text, "B").unwrap_err();
+        assert!(
+            error.contains("remotepasseval") && error.contains("--pass-cmd"),
+            "{error}"
+        );
+    }
+}

@@ -1,0 +1,660 @@
+//! One IMAP connection: TCP with kernel keep-alive, TLS through rustls
+//! (implicit or STARTTLS), tagged commands, and responses parsed by
+//! imap-proto, each awaited for a bounded time.
+//!
+//! Why these crates: imap-proto is the parser under both maintained IMAP
+//! clients (imap 3 and async-imap) and needs only nom; rustls with ring
+//! needs no OpenSSL and no async runtime. The IMAP clients above it were
+//! not enough here: imap 3 (alpha) ends an IDLE on any response it has no
+//! type for, such as the `* LIST` of a mailbox created under NOTIFY, and
+//! hides the socket, so a wait cannot include the account's stop and clock
+//! events; async-imap needs tokio (1.5 min more to build) for what one
+//! blocking thread per connection does. The command side (a tag, a verb,
+//! quoted strings) is a few lines.
+
+use std::io::{self, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use imap_proto::{Capability, Response, ResponseCode, Status};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, ServerName};
+use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
+
+use super::error::ImapError;
+use super::wake::{Waker, Woken};
+
+/// The longest wait for any response the server owes, and for a write.
+pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How a connection is protected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tls {
+    /// TLS from the first byte (port 993).
+    Implicit,
+    /// Plain text, then STARTTLS before anything else.
+    StartTls,
+    /// No TLS at all: only when asked for.
+    None,
+}
+
+impl std::str::FromStr for Tls {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Tls, String> {
+        match text.to_ascii_lowercase().as_str() {
+            "imaps" | "implicit" | "ssl" | "tls" => Ok(Tls::Implicit),
+            "starttls" => Ok(Tls::StartTls),
+            "none" | "plain" => Ok(Tls::None),
+            other => Err(format!(
+                "unknown TLS mode `{other}` (expected imaps, starttls or none)"
+            )),
+        }
+    }
+}
+
+/// Where a server is and how to talk to it.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+    pub tls: Tls,
+    /// Certificates to trust besides the system's.
+    pub ca_file: Option<PathBuf>,
+}
+
+impl Endpoint {
+    pub fn server(&self) -> String {
+        format!("{}:{}", self.host, self.port)
+    }
+
+    /// The TLS settings: the system's trusted roots and the CA file.
+    pub fn tls_config(&self) -> Result<Option<Arc<ClientConfig>>, ImapError> {
+        if self.tls == Tls::None {
+            return Ok(None);
+        }
+        let fail = |message: String| ImapError::Tls {
+            server: self.server(),
+            message,
+        };
+        let mut roots = RootCertStore::empty();
+        for cert in rustls_native_certs::load_native_certs().certs {
+            let _ = roots.add(cert);
+        }
+        if let Some(file) = &self.ca_file {
+            let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(file)
+                .and_then(|iter| iter.collect::<Result<_, _>>())
+                .map_err(|err| fail(format!("cannot read CA file {}: {err}", file.display())))?;
+            if certs.is_empty() {
+                return Err(fail(format!("CA file {} holds no certificate", file.display())));
+            }
+            for cert in certs {
+                roots
+                    .add(cert)
+                    .map_err(|err| fail(format!("CA file {}: {err}", file.display())))?;
+            }
+        }
+        if roots.is_empty() {
+            return Err(fail(
+                "no trusted certificates: install ca-certificates, or give --ca-file".into(),
+            ));
+        }
+        let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|err| fail(err.to_string()))?
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        Ok(Some(Arc::new(config)))
+    }
+}
+
+enum Stream {
+    Plain(TcpStream),
+    Tls(Box<StreamOwned<ClientConnection, TcpStream>>),
+}
+
+impl Stream {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Stream::Plain(socket) => socket,
+            Stream::Tls(tls) => &tls.sock,
+        }
+    }
+
+    /// Plain text that TLS has decrypted and not handed out yet.
+    fn has_buffered(&mut self) -> bool {
+        match self {
+            Stream::Plain(_) => false,
+            Stream::Tls(tls) => tls
+                .conn
+                .process_new_packets()
+                .map(|state| state.plaintext_bytes_to_read() > 0)
+                .unwrap_or(true),
+        }
+    }
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(socket) => socket.read(buf),
+            Stream::Tls(tls) => tls.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Plain(socket) => socket.write(buf),
+            Stream::Tls(tls) => tls.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Plain(socket) => socket.flush(),
+            Stream::Tls(tls) => tls.flush(),
+        }
+    }
+}
+
+/// A tagged command's end.
+#[derive(Debug)]
+pub struct Done {
+    pub status: Status,
+    pub code: Option<ResponseCode<'static>>,
+    pub text: String,
+}
+
+/// One logged-in (or about to be) connection.
+pub struct Connection {
+    stream: Stream,
+    server: String,
+    buffer: Vec<u8>,
+    next_tag: u32,
+    capabilities: Vec<String>,
+    /// Lines imap-proto could not read, skipped so far.
+    pub skipped: u64,
+}
+
+fn set_keepalive(socket: &TcpStream) {
+    let fd = socket.as_raw_fd();
+    // Dead peers are found by the kernel within about 100 s of silence,
+    // without waking this process.
+    for (level, name, value) in [
+        (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 60),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 4),
+    ] {
+        let value: libc::c_int = value;
+        // SAFETY: value lives across the call and its size is given.
+        unsafe {
+            libc::setsockopt(
+                fd,
+                level,
+                name,
+                (&value as *const libc::c_int).cast(),
+                std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        };
+    }
+}
+
+/// Says whether an I/O error from a TLS stream is TLS refusing the peer.
+fn tls_failure(err: &io::Error) -> Option<String> {
+    err.get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .map(|tls| tls.to_string())
+}
+
+/// A string as an IMAP quoted string; None when it cannot be one.
+pub fn quoted(text: &str) -> Option<String> {
+    if text.bytes().any(|byte| matches!(byte, b'\r' | b'\n' | 0)) {
+        return None;
+    }
+    Some(format!("\"{}\"", text.replace('\\', "\\\\").replace('"', "\\\"")))
+}
+
+impl Connection {
+    /// Connects, does TLS as the endpoint says, and reads the greeting.
+    pub fn open(
+        endpoint: &Endpoint,
+        tls: Option<&Arc<ClientConfig>>,
+        waker: &mut Waker,
+    ) -> Result<Connection, ImapError> {
+        let server = endpoint.server();
+        let connect_error = |source: io::Error| ImapError::Connect {
+            server: server.clone(),
+            source,
+        };
+        let addresses: Vec<_> = (endpoint.host.as_str(), endpoint.port)
+            .to_socket_addrs()
+            .map_err(connect_error)?
+            .collect();
+        let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
+        let mut socket = None;
+        for address in addresses {
+            match TcpStream::connect_timeout(&address, RESPONSE_TIMEOUT) {
+                Ok(connected) => {
+                    socket = Some(connected);
+                    break;
+                }
+                Err(err) => last = err,
+            }
+        }
+        let socket = socket.ok_or_else(|| connect_error(last))?;
+        socket
+            .set_read_timeout(Some(RESPONSE_TIMEOUT))
+            .map_err(connect_error)?;
+        socket
+            .set_write_timeout(Some(RESPONSE_TIMEOUT))
+            .map_err(connect_error)?;
+        let _ = socket.set_nodelay(true);
+        set_keepalive(&socket);
+        let mut connection = Connection {
+            stream: Stream::Plain(socket),
+            server,
+            buffer: Vec::new(),
+            next_tag: 1,
+            capabilities: Vec::new(),
+            skipped: 0,
+        };
+        if endpoint.tls == Tls::Implicit {
+            connection.start_tls(endpoint, tls)?;
+        }
+        connection.greeting(waker)?;
+        if endpoint.tls == Tls::StartTls {
+            if connection.capabilities.is_empty() {
+                connection.refresh_capabilities(waker)?;
+            }
+            if !connection.has_capability("STARTTLS") {
+                return Err(ImapError::NoStartTls {
+                    server: connection.server.clone(),
+                });
+            }
+            connection.command(waker, "STARTTLS")?;
+            connection.start_tls(endpoint, tls)?;
+            connection.capabilities.clear();
+        }
+        Ok(connection)
+    }
+
+    fn start_tls(&mut self, endpoint: &Endpoint, tls: Option<&Arc<ClientConfig>>) -> Result<(), ImapError> {
+        let fail = |message: String| ImapError::Tls {
+            server: endpoint.server(),
+            message,
+        };
+        let config = tls.ok_or_else(|| fail("no TLS settings".into()))?;
+        let name = ServerName::try_from(endpoint.host.clone()).map_err(|err| fail(err.to_string()))?;
+        let session = ClientConnection::new(Arc::clone(config), name).map_err(|err| fail(err.to_string()))?;
+        let placeholder = self
+            .stream
+            .socket()
+            .try_clone()
+            .map_err(|err| fail(err.to_string()))?;
+        let socket = match std::mem::replace(&mut self.stream, Stream::Plain(placeholder)) {
+            Stream::Plain(socket) => socket,
+            Stream::Tls(_) => return Err(fail("TLS started twice".into())),
+        };
+        let mut stream = StreamOwned::new(session, socket);
+        while stream.conn.is_handshaking() {
+            stream
+                .conn
+                .complete_io(&mut stream.sock)
+                .map_err(|err| match tls_failure(&err) {
+                    Some(message) => fail(message),
+                    None => ImapError::lost(&endpoint.server(), format!("during the TLS handshake: {err}")),
+                })?;
+        }
+        self.stream = Stream::Tls(Box::new(stream));
+        Ok(())
+    }
+
+    fn greeting(&mut self, waker: &mut Waker) -> Result<(), ImapError> {
+        match self.next(waker, Instant::now() + RESPONSE_TIMEOUT)? {
+            Some(Response::Data {
+                status: Status::Ok,
+                outcome,
+            })
+            | Some(Response::Data {
+                status: Status::PreAuth,
+                outcome,
+            }) => {
+                if let Some(ResponseCode::Capabilities(list)) = outcome.code {
+                    self.set_capabilities(&list);
+                }
+                Ok(())
+            }
+            Some(Response::Data {
+                status: Status::Bye,
+                outcome,
+            }) => Err(ImapError::Unavailable {
+                server: self.server.clone(),
+                message: outcome.information.unwrap_or_default().into_owned(),
+            }),
+            other => Err(ImapError::Protocol {
+                server: self.server.clone(),
+                message: format!("unexpected greeting {other:?}"),
+            }),
+        }
+    }
+
+    fn set_capabilities(&mut self, list: &[Capability<'_>]) {
+        self.capabilities = list
+            .iter()
+            .map(|capability| match capability {
+                Capability::Imap4rev1 => "IMAP4REV1".to_string(),
+                Capability::Auth(mechanism) => format!("AUTH={}", mechanism.to_ascii_uppercase()),
+                Capability::Atom(atom) => atom.to_ascii_uppercase(),
+            })
+            .collect();
+    }
+
+    pub fn refresh_capabilities(&mut self, waker: &mut Waker) -> Result<(), ImapError> {
+        let responses = self.command(waker, "CAPABILITY")?.0;
+        for response in responses {
+            if let Response::Capabilities(list) = response {
+                self.set_capabilities(&list);
+            }
+        }
+        Ok(())
+    }
+
+    pub fn has_capability(&self, name: &str) -> bool {
+        self.capabilities.iter().any(|capability| capability == name)
+    }
+
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    pub fn socket_fd(&self) -> RawFd {
+        self.stream.socket().as_raw_fd()
+    }
+
+    /// Logs in: AUTHENTICATE PLAIN where offered (any bytes in name and
+    /// password), else LOGIN. A refusal is [`ImapError::Auth`].
+    pub fn login(
+        &mut self,
+        waker: &mut Waker,
+        account: &str,
+        user: &str,
+        password: &str,
+    ) -> Result<(), ImapError> {
+        if self.capabilities.is_empty() {
+            self.refresh_capabilities(waker)?;
+        }
+        let result = if self.has_capability("AUTH=PLAIN") {
+            let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
+            if self.has_capability("SASL-IR") {
+                self.command_secret(
+                    waker,
+                    &format!("AUTHENTICATE PLAIN {token}"),
+                    "AUTHENTICATE PLAIN",
+                )
+            } else {
+                self.authenticate_continued(waker, "AUTHENTICATE PLAIN", &token)
+            }
+        } else if self.has_capability("LOGINDISABLED") {
+            return Err(ImapError::Auth {
+                account: account.to_string(),
+                message: "the server allows no login on this connection (use TLS)".into(),
+            });
+        } else {
+            match (quoted(user), quoted(password)) {
+                (Some(user), Some(password)) => {
+                    self.command_secret(waker, &format!("LOGIN {user} {password}"), "LOGIN")
+                }
+                _ => {
+                    return Err(ImapError::Auth {
+                        account: account.to_string(),
+                        message: "the user name or password holds a line break".into(),
+                    })
+                }
+            }
+        };
+        match result {
+            Ok(done) => {
+                if let Some(ResponseCode::Capabilities(list)) = &done.code {
+                    self.set_capabilities(list);
+                } else {
+                    self.capabilities.clear();
+                }
+                Ok(())
+            }
+            // RFC 5530: these codes say "not now", not "wrong password".
+            Err(ImapError::Refused { message, .. })
+                if ["[UNAVAILABLE]", "[LIMIT]", "[INUSE]", "[SERVERBUG]"]
+                    .iter()
+                    .any(|code| message.contains(code)) =>
+            {
+                Err(ImapError::Unavailable {
+                    server: self.server.clone(),
+                    message,
+                })
+            }
+            Err(ImapError::Refused { message, .. }) => Err(ImapError::Auth {
+                account: account.to_string(),
+                message: message.trim_end_matches('.').to_string(),
+            }),
+            Err(err) => Err(err),
+        }
+    }
+
+    fn authenticate_continued(
+        &mut self,
+        waker: &mut Waker,
+        command: &str,
+        token: &str,
+    ) -> Result<Done, ImapError> {
+        let tag = self.send_command(command)?;
+        match self.next(waker, Instant::now() + RESPONSE_TIMEOUT)? {
+            Some(Response::Continue(_)) => {}
+            other => {
+                return Err(ImapError::Protocol {
+                    server: self.server.clone(),
+                    message: format!("no continuation for {command}: {other:?}"),
+                })
+            }
+        }
+        self.send_line(token.as_bytes())?;
+        let (_, done) = self.finish(waker, &tag)?;
+        self.check(command, done)
+    }
+
+    /// A command that carries a secret: only `shown` is ever put in an error.
+    fn command_secret(&mut self, waker: &mut Waker, command: &str, shown: &str) -> Result<Done, ImapError> {
+        let tag = self.send_command(command)?;
+        let (_, done) = self.finish(waker, &tag)?;
+        self.check(shown, done)
+    }
+
+    fn check(&self, command: &str, done: Done) -> Result<Done, ImapError> {
+        if done.status == Status::Ok {
+            Ok(done)
+        } else {
+            // Codes imap-proto has no type for ([AUTHENTICATIONFAILED],
+            // [UNAVAILABLE]) stay in the text.
+            Err(ImapError::Refused {
+                command: command.to_string(),
+                message: done.text,
+            })
+        }
+    }
+
+    /// Runs `command`; returns its untagged responses and its end, or the
+    /// server's refusal.
+    pub fn command(
+        &mut self,
+        waker: &mut Waker,
+        command: &str,
+    ) -> Result<(Vec<Response<'static>>, Done), ImapError> {
+        let tag = self.send_command(command)?;
+        let (responses, done) = self.finish(waker, &tag)?;
+        let verb = command.split(' ').next().unwrap_or(command);
+        Ok((responses, self.check(verb, done)?))
+    }
+
+    /// Sends several commands at once and waits for all of them (STATUS of
+    /// many mailboxes in one round trip). Refusals are left in the `Done`s.
+    pub fn pipeline(
+        &mut self,
+        waker: &mut Waker,
+        commands: &[String],
+    ) -> Result<Vec<Response<'static>>, ImapError> {
+        let mut tags = Vec::with_capacity(commands.len());
+        for command in commands {
+            tags.push(self.send_command(command)?);
+        }
+        let mut all = Vec::new();
+        for tag in tags {
+            all.extend(self.finish(waker, &tag)?.0);
+        }
+        Ok(all)
+    }
+
+    pub fn send_command(&mut self, command: &str) -> Result<String, ImapError> {
+        let tag = format!("m{}", self.next_tag);
+        self.next_tag += 1;
+        self.send_line(format!("{tag} {command}").as_bytes())?;
+        Ok(tag)
+    }
+
+    pub fn send_line(&mut self, line: &[u8]) -> Result<(), ImapError> {
+        let mut bytes = line.to_vec();
+        bytes.extend_from_slice(b"\r\n");
+        self.stream
+            .write_all(&bytes)
+            .and_then(|()| self.stream.flush())
+            .map_err(|err| ImapError::lost(&self.server, err))
+    }
+
+    /// Reads responses up to the end of command `tag`.
+    pub fn finish(
+        &mut self,
+        waker: &mut Waker,
+        tag: &str,
+    ) -> Result<(Vec<Response<'static>>, Done), ImapError> {
+        let mut responses = Vec::new();
+        loop {
+            let response = self
+                .next(waker, Instant::now() + RESPONSE_TIMEOUT)?
+                .ok_or_else(|| {
+                    ImapError::lost(
+                        &self.server,
+                        format!("no answer in {} s", RESPONSE_TIMEOUT.as_secs()),
+                    )
+                })?;
+            match response {
+                Response::Done {
+                    tag: done,
+                    status,
+                    outcome,
+                } if done.0 == tag => {
+                    return Ok((
+                        responses,
+                        Done {
+                            status,
+                            code: outcome.code,
+                            text: outcome.information.unwrap_or_default().into_owned(),
+                        },
+                    ))
+                }
+                Response::Data {
+                    status: Status::Bye,
+                    outcome,
+                } => {
+                    return Err(bye(&self.server, outcome.information.as_deref()));
+                }
+                other => responses.push(other),
+            }
+        }
+    }
+
+    /// The next response, or None when `until` comes first. A line that
+    /// imap-proto cannot read is skipped and counted in `skipped`.
+    pub fn next(
+        &mut self,
+        waker: &mut Waker,
+        until: Instant,
+    ) -> Result<Option<Response<'static>>, ImapError> {
+        loop {
+            if !self.buffer.is_empty() {
+                let parsed = match Response::parse(&self.buffer) {
+                    Ok((rest, response)) => Some(Ok((self.buffer.len() - rest.len(), response.into_owned()))),
+                    Err(nom::Err::Incomplete(_)) => None,
+                    Err(_) => Some(Err(())),
+                };
+                match parsed {
+                    Some(Ok((used, response))) => {
+                        self.buffer.drain(..used);
+                        return Ok(Some(response));
+                    }
+                    Some(Err(())) => {
+                        if let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\r\n") {
+                            self.buffer.drain(..end + 2);
+                            self.skipped += 1;
+                            continue;
+                        }
+                    }
+                    None => {}
+                }
+            }
+            if !self.fill(waker, until)? {
+                return Ok(None);
+            }
+        }
+    }
+
+    /// Reads more; false when `until` came first.
+    fn fill(&mut self, waker: &mut Waker, until: Instant) -> Result<bool, ImapError> {
+        if !self.stream.has_buffered() {
+            let timeout = until.saturating_duration_since(Instant::now());
+            match waker.wait(Some(self.socket_fd()), timeout) {
+                Ok(Woken::Readable) => {}
+                Ok(Woken::TimedOut) => return Ok(false),
+                Ok(Woken::Stopped) => return Err(ImapError::Stopped),
+                Ok(Woken::ClockJumped { .. }) => return Err(ImapError::ClockJumped),
+                Err(err) => return Err(ImapError::lost(&self.server, err)),
+            }
+        }
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk) {
+            Ok(0) => Err(ImapError::lost(&self.server, "closed by the server")),
+            Ok(count) => {
+                self.buffer.extend_from_slice(&chunk[..count]);
+                Ok(true)
+            }
+            Err(err) if err.kind() == io::ErrorKind::Interrupted => Ok(true),
+            Err(err) => Err(match tls_failure(&err) {
+                Some(message) => ImapError::Tls {
+                    server: self.server.clone(),
+                    message,
+                },
+                None => ImapError::lost(&self.server, err),
+            }),
+        }
+    }
+}
+
+pub fn bye(server: &str, text: Option<&str>) -> ImapError {
+    let text = text.unwrap_or("").to_string();
+    if text
+        .to_ascii_lowercase()
+        .contains("maximum number of connections")
+        || text.contains("[UNAVAILABLE]")
+    {
+        ImapError::Unavailable {
+            server: server.to_string(),
+            message: text,
+        }
+    } else {
+        ImapError::lost(server, format!("the server said goodbye: {text}"))
+    }
+}

@@ -1,0 +1,452 @@
+//! An IMAP account watched over the network: the second kind of source
+//! besides a maildir. With NOTIFY (RFC 5465) one connection watches every
+//! mailbox; without it, IDLE (RFC 2177) on one connection per mailbox up to
+//! a cap, and STATUS polling of the rest on one more. Reports go through
+//! the same coalescing and naming as a maildir's, to the same [`Sink`].
+//!
+//! Threads: a coordinator (keeps each mailbox's status, coalesces, calls
+//! the sink), a supervisor (the main connection, reconnecting with
+//! back-off), and in IDLE mode one thread per IDLE connection.
+
+mod backoff;
+pub mod config;
+mod conn;
+mod error;
+mod session;
+mod status;
+mod wake;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
+
+use crate::coalesce::Coalescer;
+use crate::naming::{Folder, NameStyle};
+use crate::source::Sink;
+
+pub use conn::{Endpoint, Tls};
+pub use error::ImapError;
+use status::{MailboxStatus, Mailboxes};
+use wake::Stop;
+
+/// A password or token, never shown.
+#[derive(Clone)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(text: String) -> Secret {
+        Secret(text)
+    }
+
+    fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<hidden>")
+    }
+}
+
+/// Where the password comes from; asked again for every login, so a
+/// changed password or a fresh token is used.
+#[derive(Clone, Debug)]
+pub enum Password {
+    /// A shell command whose first line of output is the password
+    /// (mbsync's `PassCmd`).
+    Command(String),
+    /// A file whose first line is the password.
+    File(PathBuf),
+    /// Written in the sync program's configuration.
+    Given(Secret),
+}
+
+impl Password {
+    fn fetch(&self, account: &str) -> Result<Secret, ImapError> {
+        let fail = |message: String| ImapError::Password {
+            account: account.to_string(),
+            message,
+        };
+        let text = match self {
+            Password::Given(secret) => return Ok(secret.clone()),
+            Password::File(path) => std::fs::read_to_string(path)
+                .map_err(|err| fail(format!("cannot read password file {}: {err}", path.display())))?,
+            Password::Command(command) => {
+                let output = Command::new("/bin/sh")
+                    .arg("-c")
+                    .arg(command)
+                    .stdin(Stdio::null())
+                    .stderr(Stdio::inherit())
+                    .output()
+                    .map_err(|err| fail(format!("cannot run the password command: {err}")))?;
+                if !output.status.success() {
+                    return Err(fail(format!("the password command failed ({})", output.status)));
+                }
+                String::from_utf8(output.stdout)
+                    .map_err(|_| fail("the password command printed bytes that are not UTF-8".into()))?
+            }
+        };
+        let first = text.lines().next().unwrap_or("");
+        if first.is_empty() {
+            return Err(fail("the password is empty".into()));
+        }
+        Ok(Secret(first.to_string()))
+    }
+}
+
+/// One account on one server.
+#[derive(Clone, Debug)]
+pub struct Account {
+    /// How messages name it: the sync program's account name, else user@host.
+    pub label: String,
+    pub endpoint: Endpoint,
+    pub user: String,
+    pub password: Password,
+}
+
+/// Which mailboxes are watched: mbsync's `Patterns` (`*` anything, `%`
+/// anything but the delimiter, `!` excludes; the last match decides).
+#[derive(Clone, Debug, Default)]
+pub struct Selection {
+    patterns: Vec<(bool, String)>,
+}
+
+impl Selection {
+    pub fn new<I: IntoIterator<Item = String>>(patterns: I) -> Selection {
+        Selection {
+            patterns: patterns
+                .into_iter()
+                .map(|pattern| match pattern.strip_prefix('!') {
+                    Some(rest) => (false, rest.to_string()),
+                    None => (true, pattern),
+                })
+                .collect(),
+        }
+    }
+
+    /// Whether the mailbox `name` (the server's spelling) is watched.
+    pub fn contains(&self, name: &str, delimiter: Option<&str>) -> bool {
+        if self.patterns.is_empty() {
+            return true;
+        }
+        let mut verdict = false;
+        for (include, pattern) in &self.patterns {
+            if glob(pattern.as_bytes(), name.as_bytes(), delimiter.map(str::as_bytes)) {
+                verdict = *include;
+            }
+        }
+        verdict
+    }
+}
+
+fn glob(pattern: &[u8], name: &[u8], delimiter: Option<&[u8]>) -> bool {
+    match pattern.split_first() {
+        None => name.is_empty(),
+        Some((b'*', rest)) => (0..=name.len()).any(|skip| glob(rest, &name[skip..], delimiter)),
+        Some((b'%', rest)) => {
+            let mut skip = 0;
+            loop {
+                if glob(rest, &name[skip..], delimiter) {
+                    return true;
+                }
+                if skip == name.len() || delimiter.is_some_and(|d| name[skip..].starts_with(d)) {
+                    return false;
+                }
+                skip += 1;
+            }
+        }
+        Some((first, rest)) => name.first() == Some(first) && glob(rest, &name[1..], delimiter),
+    }
+}
+
+/// How a server's mailbox names become the local store's folders, so a
+/// report pairs with the local watcher's: INBOX is the root, the server's
+/// delimiter splits levels, and names a `nametrans` changed come from the
+/// name map (local name → server name, read backwards here).
+#[derive(Clone, Debug)]
+pub struct RemoteNames {
+    pub local: NameStyle,
+    /// Server name → local name.
+    pub renamed: HashMap<String, Vec<u8>>,
+}
+
+impl RemoteNames {
+    /// `map` is the sync's name map: local name → server name.
+    pub fn new(local: NameStyle, map: &HashMap<Vec<u8>, Vec<u8>>) -> RemoteNames {
+        RemoteNames {
+            local,
+            renamed: map
+                .iter()
+                .map(|(local, remote)| (String::from_utf8_lossy(remote).into_owned(), local.clone()))
+                .collect(),
+        }
+    }
+
+    pub fn folder(&self, name: &str, delimiter: Option<&str>) -> Folder {
+        if let Some(local) = self.renamed.get(name) {
+            return self.local.parse(local);
+        }
+        if name.eq_ignore_ascii_case("INBOX") {
+            return Folder::root();
+        }
+        match delimiter.filter(|delimiter| !delimiter.is_empty()) {
+            Some(delimiter) => Folder::from_levels(name.split(delimiter)),
+            None => Folder::from_levels([name]),
+        }
+    }
+}
+
+/// How an account is watched.
+#[derive(Clone, Debug)]
+pub struct Options {
+    pub delay: Duration,
+    pub max_delay: Option<Duration>,
+    /// Also report mailboxes whose messages only changed flags.
+    pub report_flags: bool,
+    pub selection: Selection,
+    /// Connections at most, the STATUS poller's included, when the server
+    /// has no NOTIFY.
+    pub max_connections: usize,
+    /// How often mailboxes without an IDLE connection are asked for STATUS.
+    pub poll: Duration,
+    /// IDLE is ended and begun again this often (servers drop IDLE after
+    /// 30 minutes; RFC 2177 says renew before 29).
+    pub idle_renewal: Duration,
+    /// Use NOTIFY where the server offers it.
+    pub use_notify: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            delay: crate::engine::DEFAULT_DELAY,
+            max_delay: None,
+            report_flags: false,
+            selection: Selection::default(),
+            max_connections: 8,
+            poll: Duration::from_secs(60),
+            idle_renewal: Duration::from_secs(25 * 60),
+            use_notify: true,
+        }
+    }
+}
+
+/// What the connections tell the coordinator.
+#[derive(Debug)]
+enum Report {
+    /// Every watched mailbox (with its status where known) and the
+    /// server's delimiter: a mailbox not in it is gone.
+    Listing(Vec<(String, MailboxStatus)>, Option<String>),
+    /// One mailbox's status now.
+    Status(String, MailboxStatus),
+    /// A mailbox changed in a way no status shows (flags without CONDSTORE).
+    Changed(String),
+    /// A mailbox was deleted or renamed away.
+    Gone(String),
+    /// Every mailbox is watched, by NOTIFY or IDLE (with how many polled).
+    Ready {
+        how: String,
+    },
+    Warning(String),
+    /// The account stops (its login is refused, its certificate not trusted).
+    Failed(ImapError),
+}
+
+/// A running watch over one IMAP account. Dropping it stops its threads.
+pub struct ImapWatch {
+    stop: Arc<Stop>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl ImapWatch {
+    /// Starts watching; returns at once. The sink hears `ready` once every
+    /// mailbox is watched, or why the account cannot be.
+    pub fn start(
+        account: Account,
+        options: Options,
+        sink: Box<dyn Sink>,
+        names: RemoteNames,
+    ) -> std::io::Result<ImapWatch> {
+        let stop = Stop::new()?;
+        let (reports, reports_rx) = unbounded();
+        let coordinator = {
+            let options = options.clone();
+            let stop = Arc::clone(&stop);
+            thread::Builder::new()
+                .name("mailsync-imap".into())
+                .spawn(move || coordinate(reports_rx, sink, names, &options, &stop))?
+        };
+        let supervisor = {
+            let stop = Arc::clone(&stop);
+            thread::Builder::new()
+                .name("mailsync-imap-main".into())
+                .spawn(move || session::supervise(&account, &options, &reports, &stop))?
+        };
+        Ok(ImapWatch {
+            stop,
+            threads: vec![supervisor, coordinator],
+        })
+    }
+
+    /// Stops every connection and waits for the threads.
+    pub fn stop(mut self) {
+        self.stop_threads();
+    }
+
+    fn stop_threads(&mut self) {
+        self.stop.stop();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for ImapWatch {
+    fn drop(&mut self) {
+        self.stop_threads();
+    }
+}
+
+fn coordinate(
+    reports: Receiver<Report>,
+    mut sink: Box<dyn Sink>,
+    names: RemoteNames,
+    options: &Options,
+    stop: &Stop,
+) {
+    let mut mailboxes = Mailboxes::new(options.report_flags);
+    let mut coalescer = Coalescer::new(options.delay, options.max_delay.unwrap_or(options.delay * 10));
+    let mut delimiter: Option<String> = None;
+    let mut ready = false;
+    loop {
+        let report = match coalescer.next_due() {
+            Some(due) => reports.recv_timeout(due.saturating_duration_since(Instant::now())),
+            None => reports.recv().map_err(|_| RecvTimeoutError::Disconnected),
+        };
+        let now = Instant::now();
+        let mut touch = |name: String| {
+            if ready {
+                coalescer.touch(name, now);
+            }
+        };
+        match report {
+            Ok(Report::Listing(listed, given)) => {
+                delimiter = given.or(delimiter);
+                mailboxes.listing(&listed).into_iter().for_each(&mut touch);
+            }
+            Ok(Report::Status(name, status)) => {
+                if mailboxes.status(&name, &status) {
+                    touch(name);
+                }
+            }
+            Ok(Report::Changed(name)) => touch(name),
+            Ok(Report::Gone(name)) => {
+                if mailboxes.remove(&name) {
+                    touch(name);
+                }
+            }
+            Ok(Report::Ready { how }) => {
+                if !ready {
+                    ready = true;
+                    let mut folders: Vec<Folder> = mailboxes
+                        .names()
+                        .map(|name| names.folder(name, delimiter.as_deref()))
+                        .collect();
+                    folders.sort();
+                    sink.warning(format!("watching {} mailboxes: {how}", mailboxes.len()));
+                    sink.ready(Ok(folders));
+                }
+            }
+            Ok(Report::Warning(message)) => sink.warning(message),
+            Ok(Report::Failed(error)) => {
+                stop.stop();
+                if ready {
+                    sink.stopped(Box::new(error));
+                } else {
+                    sink.ready(Err(Box::new(error)));
+                }
+                return;
+            }
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let due = coalescer.take_due(Instant::now());
+        if !due.is_empty() {
+            sink.changed(
+                due.iter()
+                    .map(|name| names.folder(name, delimiter.as_deref()))
+                    .collect(),
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_select_as_mbsync_does() {
+        // (patterns, mailbox, watched)
+        let cases: &[(&[&str], &str, bool)] = &[
+            (&[], "anything", true),
+            (&["*"], "a.b", true),
+            (&["INBOX"], "INBOX", true),
+            (&["INBOX"], "Sent", false),
+            (&["%"], "a", true),
+            (&["%"], "a.b", false),
+            (&["a.%"], "a.b", true),
+            (&["*", "!Trash"], "Trash", false),
+            (&["*", "!Trash"], "Trash.old", true),
+            (&["*", "!Trash*"], "Trash.old", false),
+            (&["!Trash", "*"], "Trash", true),
+            (&["[Gmail]/*"], "[Gmail]/Sent Mail", true),
+        ];
+        for (patterns, name, expected) in cases {
+            let selection = Selection::new(patterns.iter().map(|p| p.to_string()));
+            assert_eq!(
+                selection.contains(name, Some(".")),
+                *expected,
+                "{patterns:?} on {name}"
+            );
+        }
+    }
+
+    #[test]
+    fn server_names_become_the_local_store_s_folders() {
+        let local = NameStyle::new("INBOX", "/");
+        let map = HashMap::from([(b"Sent".to_vec(), b"[Gmail]/Sent Mail".to_vec())]);
+        let names = RemoteNames::new(local.clone(), &map);
+        // (server name, delimiter, local name)
+        let cases = [
+            ("INBOX", Some("."), "INBOX"),
+            ("inbox", Some("/"), "INBOX"),
+            ("a.b", Some("."), "a/b"),
+            ("a/b", Some("/"), "a/b"),
+            ("a.b", None, "a.b"),
+            ("[Gmail]/Sent Mail", Some("/"), "Sent"),
+            ("Entw&APw-rfe", Some("."), "Entw&APw-rfe"),
+        ];
+        for (server, delimiter, expected) in cases {
+            let folder = names.folder(server, delimiter);
+            assert_eq!(
+                String::from_utf8(folder.name(&local)).unwrap(),
+                expected,
+                "{server}"
+            );
+        }
+    }
+
+    #[test]
+    fn secrets_are_never_shown() {
+        let password = Password::Given(Secret::new("hunter2".into()));
+        assert!(!format!("{password:?}").contains("hunter2"));
+    }
+}

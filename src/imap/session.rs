@@ -1,0 +1,586 @@
+//! The connections of one account: log in, list the mailboxes with their
+//! status, then watch them with NOTIFY on this one connection, or with IDLE
+//! connections and STATUS polling. Any failure ends the session; the
+//! supervisor makes a new one after a back-off, and the listing it starts
+//! with tells the coordinator exactly what changed meanwhile.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{unbounded, Receiver, Sender};
+use imap_proto::{MailboxDatum, NameAttribute, Response, Status};
+use rustls::ClientConfig;
+
+use super::backoff::{jitter, Backoff};
+use super::conn::{bye, quoted, Connection, RESPONSE_TIMEOUT};
+use super::error::ImapError;
+use super::status::{status_items, MailboxStatus};
+use super::wake::{Stop, Waker};
+use super::{Account, Options, Report};
+
+/// What a session needs besides its connection.
+struct Context<'a> {
+    account: &'a Account,
+    options: &'a Options,
+    tls: Option<Arc<ClientConfig>>,
+    reports: &'a Sender<Report>,
+}
+
+impl Context<'_> {
+    fn report(&self, report: Report) {
+        let _ = self.reports.send(report);
+    }
+
+    fn connect(&self, waker: &mut Waker) -> Result<Connection, ImapError> {
+        let password = self.account.password.fetch(&self.account.label)?;
+        let mut link = Connection::open(&self.account.endpoint, self.tls.as_ref(), waker)?;
+        link.login(waker, &self.account.label, &self.account.user, password.expose())?;
+        if link.has_capability("IMAP4REV1") {
+            Ok(link)
+        } else {
+            link.refresh_capabilities(waker)?;
+            Ok(link)
+        }
+    }
+}
+
+/// The supervisor's thread: sessions, one after the other, until stopped
+/// or refused for good.
+pub(super) fn supervise(account: &Account, options: &Options, reports: &Sender<Report>, stop: &Arc<Stop>) {
+    let fail = |error: ImapError| {
+        let _ = reports.send(Report::Failed(error));
+    };
+    let mut waker = match Waker::new(Arc::clone(stop)) {
+        Ok(waker) => waker,
+        Err(err) => return fail(ImapError::lost(&account.endpoint.server(), err)),
+    };
+    let tls = match account.endpoint.tls_config() {
+        Ok(tls) => tls,
+        Err(err) => return fail(err),
+    };
+    let context = Context {
+        account,
+        options,
+        tls,
+        reports,
+    };
+    let mut backoff = Backoff::default();
+    loop {
+        let error = match session(&context, &mut waker, &mut backoff) {
+            Ok(never) => match never {},
+            Err(error) => error,
+        };
+        match error {
+            ImapError::Stopped => return,
+            error if error.is_permanent() => return fail(error),
+            ImapError::ClockJumped => {
+                context.report(Report::Warning(format!(
+                    "{}: the clock jumped or the machine resumed; connecting again",
+                    account.label
+                )));
+            }
+            error => {
+                let wait = backoff.next(jitter());
+                context.report(Report::Warning(format!(
+                    "{}: {error}; connecting again in {:.1} s",
+                    account.label,
+                    wait.as_secs_f64()
+                )));
+                if waker.sleep(wait) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+enum Never {}
+
+fn session(context: &Context, waker: &mut Waker, backoff: &mut Backoff) -> Result<Never, ImapError> {
+    let mut link = context.connect(waker)?;
+    let (listing, delimiter) = list(&mut link, waker, context.options)?;
+    let names: Vec<String> = listing.iter().map(|(name, _)| name.clone()).collect();
+    context.report(Report::Listing(listing, delimiter.clone()));
+    if context.options.use_notify && link.has_capability("NOTIFY") {
+        notify_session(context, link, waker, backoff, delimiter)
+    } else {
+        idle_session(context, link, waker, backoff, names, delimiter)
+    }
+}
+
+/// Mailboxes with their status, as the server listed them.
+type Listing = Vec<(String, MailboxStatus)>;
+
+/// Every selectable mailbox the selection takes, with its status: one
+/// round trip with LIST-STATUS, else LIST then all STATUS commands at once.
+fn list(
+    link: &mut Connection,
+    waker: &mut Waker,
+    options: &Options,
+) -> Result<(Listing, Option<String>), ImapError> {
+    let items = status_items(link.has_capability("CONDSTORE"));
+    let list_status = link.has_capability("LIST-STATUS");
+    let command = if list_status {
+        format!("LIST \"\" \"*\" RETURN (STATUS {items})")
+    } else {
+        "LIST \"\" \"*\"".to_string()
+    };
+    let (responses, _) = link.command(waker, &command)?;
+    let mut delimiter = None;
+    let mut names = Vec::new();
+    let mut statuses = std::collections::HashMap::new();
+    let mut take = |responses: Vec<Response<'static>>,
+                    names: &mut Vec<String>,
+                    delimiter: &mut Option<String>| {
+        for response in responses {
+            match response {
+                Response::MailboxData(MailboxDatum::List(data)) => {
+                    if delimiter.is_none() {
+                        *delimiter = data.delimiter.as_deref().map(str::to_string);
+                    }
+                    let unselectable = data.name_attributes.iter().any(is_unselectable);
+                    if !unselectable && options.selection.contains(&data.name, data.delimiter.as_deref()) {
+                        names.push(data.name.into_owned());
+                    }
+                }
+                Response::MailboxData(MailboxDatum::Status { mailbox, status }) => {
+                    statuses.insert(mailbox.into_owned(), MailboxStatus::from_attributes(&status));
+                }
+                _ => {}
+            }
+        }
+    };
+    take(responses, &mut names, &mut delimiter);
+    if !list_status {
+        let commands: Vec<String> = names
+            .iter()
+            .filter_map(|name| quoted(name).map(|name| format!("STATUS {name} {items}")))
+            .collect();
+        let responses = link.pipeline(waker, &commands)?;
+        take(responses, &mut Vec::new(), &mut None);
+    }
+    let listing = names
+        .into_iter()
+        .map(|name| {
+            let status = statuses.remove(&name).unwrap_or_default();
+            (name, status)
+        })
+        .collect();
+    Ok((listing, delimiter))
+}
+
+fn is_unselectable(attribute: &NameAttribute) -> bool {
+    match attribute {
+        NameAttribute::NoSelect => true,
+        NameAttribute::Extension(name) => name.eq_ignore_ascii_case("\\NonExistent"),
+        _ => false,
+    }
+}
+
+/// What one response under IDLE means for the watch.
+enum Seen {
+    Nothing,
+    /// A mailbox was created or renamed to: its status is asked for.
+    Created(String),
+    /// Something the connection could not follow: list everything again.
+    Resync,
+}
+
+/// Turns a NOTIFY connection's response into reports.
+fn notified(
+    context: &Context,
+    response: Response<'static>,
+    delimiter: Option<&str>,
+) -> Result<Seen, ImapError> {
+    let selection = &context.options.selection;
+    match response {
+        Response::MailboxData(MailboxDatum::Status { mailbox, status })
+            if selection.contains(&mailbox, delimiter) =>
+        {
+            context.report(Report::Status(
+                mailbox.into_owned(),
+                MailboxStatus::from_attributes(&status),
+            ));
+        }
+        Response::MailboxData(MailboxDatum::List(data)) => {
+            if data.name_attributes.iter().any(is_unselectable) {
+                context.report(Report::Gone(data.name.into_owned()));
+            } else if selection.contains(&data.name, delimiter) {
+                return Ok(Seen::Created(data.name.into_owned()));
+            }
+        }
+        Response::Data {
+            status: Status::Bye,
+            outcome,
+        } => {
+            return Err(bye(
+                &context.account.endpoint.server(),
+                outcome.information.as_deref(),
+            ))
+        }
+        Response::Data {
+            status: Status::No,
+            outcome,
+        }
+        | Response::Data {
+            status: Status::Ok,
+            outcome,
+        } if outcome
+            .information
+            .as_deref()
+            .is_some_and(|text| text.contains("NOTIFICATIONOVERFLOW")) =>
+        {
+            return Ok(Seen::Resync);
+        }
+        _ => {}
+    }
+    Ok(Seen::Nothing)
+}
+
+fn notify_session(
+    context: &Context,
+    mut link: Connection,
+    waker: &mut Waker,
+    backoff: &mut Backoff,
+    delimiter: Option<String>,
+) -> Result<Never, ImapError> {
+    set_notify(context, &mut link, waker)?;
+    context.report(Report::Ready {
+        how: "NOTIFY on one connection".into(),
+    });
+    backoff.reset();
+    loop {
+        let tag = begin_idle(&mut link, waker)?;
+        let renew_at = Instant::now() + context.options.idle_renewal;
+        let skipped = link.skipped;
+        let mut created = Vec::new();
+        let mut resync = false;
+        while let Some(response) = link.next(waker, renew_at)? {
+            if let Response::Done { .. } = response {
+                return Err(ImapError::lost(link.server(), "the server ended IDLE"));
+            }
+            match notified(context, response, delimiter.as_deref())? {
+                Seen::Nothing => {}
+                Seen::Created(name) => created.push(name),
+                Seen::Resync => resync = true,
+            }
+            if link.skipped != skipped {
+                resync = true;
+            }
+            if resync || !created.is_empty() {
+                break;
+            }
+        }
+        link.send_line(b"DONE")?;
+        let (responses, _) = link.finish(waker, &tag)?;
+        for response in responses {
+            if let Seen::Created(name) = notified(context, response, delimiter.as_deref())? {
+                created.push(name);
+            }
+        }
+        if resync {
+            let (listing, given) = list(&mut link, waker, context.options)?;
+            context.report(Report::Listing(listing, given));
+            set_notify(context, &mut link, waker)?;
+        } else if !created.is_empty() {
+            let items = status_items(link.has_capability("CONDSTORE"));
+            let commands: Vec<String> = created
+                .iter()
+                .filter_map(|name| quoted(name).map(|name| format!("STATUS {name} {items}")))
+                .collect();
+            for response in link.pipeline(waker, &commands)? {
+                if let Response::MailboxData(MailboxDatum::Status { mailbox, status }) = response {
+                    context.report(Report::Status(
+                        mailbox.into_owned(),
+                        MailboxStatus::from_attributes(&status),
+                    ));
+                }
+            }
+        }
+    }
+}
+
+fn set_notify(context: &Context, link: &mut Connection, waker: &mut Waker) -> Result<(), ImapError> {
+    let events = "MessageNew MessageExpunge MailboxName";
+    if context.options.report_flags {
+        let with_flags = format!("NOTIFY SET (personal ({events} FlagChange))");
+        match link.command(waker, &with_flags) {
+            Ok(_) => return Ok(()),
+            Err(ImapError::Refused { message, .. }) => context.report(Report::Warning(format!(
+                "{}: the server does not notify flag changes ({message}); reporting new and removed messages only",
+                context.account.label
+            ))),
+            Err(err) => return Err(err),
+        }
+    }
+    link.command(waker, &format!("NOTIFY SET (personal ({events}))"))?;
+    Ok(())
+}
+
+/// Sends IDLE and waits for the server's go-ahead.
+fn begin_idle(link: &mut Connection, waker: &mut Waker) -> Result<String, ImapError> {
+    let tag = link.send_command("IDLE")?;
+    loop {
+        match link.next(waker, Instant::now() + RESPONSE_TIMEOUT)? {
+            Some(Response::Continue(_)) => return Ok(tag),
+            Some(Response::Done { outcome, .. }) => {
+                return Err(ImapError::Refused {
+                    command: "IDLE".into(),
+                    message: outcome.information.unwrap_or_default().into_owned(),
+                })
+            }
+            Some(_) => {}
+            None => return Err(ImapError::lost(link.server(), "no answer to IDLE")),
+        }
+    }
+}
+
+/// What an IDLE connection tells its session.
+enum LinkNews {
+    /// Its mailbox is watched.
+    Idling,
+    /// The server refused one more connection: its mailbox is polled.
+    Refused(String),
+}
+
+/// Without NOTIFY: IDLE connections for the first mailboxes (INBOX first),
+/// STATUS polling of the rest on this one, which also lists the mailboxes
+/// each time to see new and deleted ones.
+fn idle_session(
+    context: &Context,
+    mut link: Connection,
+    waker: &mut Waker,
+    backoff: &mut Backoff,
+    mut names: Vec<String>,
+    delimiter: Option<String>,
+) -> Result<Never, ImapError> {
+    names.sort_by_key(|name| !name.eq_ignore_ascii_case("INBOX"));
+    let idle_count = names.len().min(context.options.max_connections.saturating_sub(1));
+    let mut polled: Vec<String> = names.split_off(idle_count);
+    let links_stop = Stop::new().map_err(|err| ImapError::lost(link.server(), err))?;
+    let (news, news_rx) = unbounded();
+    let mut threads = Vec::new();
+    for mailbox in names.iter() {
+        let (account, options, tls, reports) = (
+            context.account.clone(),
+            context.options.clone(),
+            context.tls.clone(),
+            context.reports.clone(),
+        );
+        let (stop, news, mailbox) = (Arc::clone(&links_stop), news.clone(), mailbox.clone());
+        let spawned = thread::Builder::new()
+            .name("mailsync-imap-idle".into())
+            .spawn(move || {
+                let context = Context {
+                    account: &account,
+                    options: &options,
+                    tls,
+                    reports: &reports,
+                };
+                idle_link(&context, &mailbox, &stop, &news);
+            });
+        match spawned {
+            Ok(thread) => threads.push(thread),
+            Err(err) => {
+                links_stop.stop();
+                return Err(ImapError::lost(link.server(), err));
+            }
+        }
+    }
+    drop(news);
+    // Stops the IDLE connections however this session ends.
+    let _guard = StopOnDrop(Arc::clone(&links_stop), threads);
+    let mut waiting = names.len();
+    let deadline = Instant::now() + 2 * RESPONSE_TIMEOUT;
+    while waiting > 0 {
+        match news_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(LinkNews::Idling) => waiting -= 1,
+            Ok(LinkNews::Refused(mailbox)) => {
+                waiting -= 1;
+                polled.push(mailbox);
+            }
+            Err(_) if waker.is_stopped() => return Err(ImapError::Stopped),
+            Err(_) if Instant::now() > deadline => break,
+            Err(_) => {}
+        }
+    }
+    let idling = names.len() - polled.iter().filter(|name| names.contains(name)).count();
+    context.report(Report::Ready {
+        how: format!(
+            "IDLE on {idling} connections, STATUS every {} s for {}",
+            context.options.poll.as_secs(),
+            polled.len()
+        ),
+    });
+    backoff.reset();
+    poll_loop(context, &mut link, waker, &news_rx, names, polled, delimiter)
+}
+
+struct StopOnDrop(Arc<Stop>, Vec<thread::JoinHandle<()>>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.stop();
+        for thread in self.1.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn poll_loop(
+    context: &Context,
+    link: &mut Connection,
+    waker: &mut Waker,
+    news: &Receiver<LinkNews>,
+    idling: Vec<String>,
+    mut polled: Vec<String>,
+    mut delimiter: Option<String>,
+) -> Result<Never, ImapError> {
+    let items = status_items(link.has_capability("CONDSTORE"));
+    loop {
+        if waker.sleep(context.options.poll) {
+            return Err(ImapError::Stopped);
+        }
+        while let Ok(LinkNews::Refused(mailbox)) = news.try_recv() {
+            polled.push(mailbox);
+        }
+        // The listing sees new and deleted mailboxes; STATUS only where no
+        // IDLE connection watches (LIST-STATUS gives it for all at once).
+        let (responses, _) = link.command(waker, "LIST \"\" \"*\"")?;
+        let mut listed = Vec::new();
+        for response in responses {
+            if let Response::MailboxData(MailboxDatum::List(data)) = response {
+                delimiter = delimiter.or_else(|| data.delimiter.as_deref().map(str::to_string));
+                if !data.name_attributes.iter().any(is_unselectable)
+                    && context
+                        .options
+                        .selection
+                        .contains(&data.name, data.delimiter.as_deref())
+                {
+                    listed.push(data.name.into_owned());
+                }
+            }
+        }
+        for name in &listed {
+            if !idling.contains(name) && !polled.contains(name) {
+                polled.push(name.clone());
+            }
+        }
+        polled.retain(|name| listed.contains(name));
+        let commands: Vec<String> = polled
+            .iter()
+            .filter_map(|name| quoted(name).map(|name| format!("STATUS {name} {items}")))
+            .collect();
+        let mut statuses = std::collections::HashMap::new();
+        for response in link.pipeline(waker, &commands)? {
+            if let Response::MailboxData(MailboxDatum::Status { mailbox, status }) = response {
+                statuses.insert(mailbox.into_owned(), MailboxStatus::from_attributes(&status));
+            }
+        }
+        let listing = listed
+            .into_iter()
+            .map(|name| {
+                let status = statuses.remove(&name).unwrap_or_default();
+                (name, status)
+            })
+            .collect();
+        context.report(Report::Listing(listing, delimiter.clone()));
+    }
+}
+
+/// One IDLE connection on one mailbox, reconnecting by itself.
+fn idle_link(context: &Context, mailbox: &str, stop: &Arc<Stop>, news: &Sender<LinkNews>) {
+    let Ok(mut waker) = Waker::new(Arc::clone(stop)) else {
+        let _ = news.send(LinkNews::Refused(mailbox.to_string()));
+        return;
+    };
+    let mut backoff = Backoff::default();
+    let mut told = false;
+    loop {
+        let error = match idle_on(context, mailbox, &mut waker, &mut told, news) {
+            Ok(never) => match never {},
+            Err(error) => error,
+        };
+        match error {
+            ImapError::Stopped => return,
+            ImapError::Unavailable { .. } if !told => {
+                let _ = news.send(LinkNews::Refused(mailbox.to_string()));
+                return;
+            }
+            error if error.is_permanent() => {
+                context.report(Report::Failed(error));
+                return;
+            }
+            ImapError::ClockJumped => {}
+            error => {
+                let wait = backoff.next(jitter());
+                context.report(Report::Warning(format!(
+                    "{} ({mailbox}): {error}; connecting again in {:.1} s",
+                    context.account.label,
+                    wait.as_secs_f64()
+                )));
+                if waker.sleep(wait) {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn idle_on(
+    context: &Context,
+    mailbox: &str,
+    waker: &mut Waker,
+    told: &mut bool,
+    news: &Sender<LinkNews>,
+) -> Result<Never, ImapError> {
+    let quoted_name = quoted(mailbox).ok_or_else(|| ImapError::Refused {
+        command: "EXAMINE".into(),
+        message: format!("the mailbox name {mailbox:?} holds a line break"),
+    })?;
+    let mut link = context.connect(waker)?;
+    let examine = |link: &mut Connection, waker: &mut Waker| -> Result<(), ImapError> {
+        let (responses, _) = link.command(waker, &format!("EXAMINE {quoted_name}"))?;
+        context.report(Report::Status(
+            mailbox.to_string(),
+            MailboxStatus::from_examine(&responses),
+        ));
+        Ok(())
+    };
+    examine(&mut link, waker)?;
+    if !*told {
+        *told = true;
+        let _ = news.send(LinkNews::Idling);
+    }
+    loop {
+        let tag = begin_idle(&mut link, waker)?;
+        let renew_at = Instant::now() + context.options.idle_renewal;
+        let mut moved = false;
+        while let Some(response) = link.next(waker, renew_at)? {
+            match response {
+                Response::MailboxData(MailboxDatum::Exists(_))
+                | Response::Expunge(_)
+                | Response::Vanished { .. } => {
+                    moved = true;
+                    break;
+                }
+                Response::Fetch(..) if context.options.report_flags => {
+                    context.report(Report::Changed(mailbox.to_string()));
+                }
+                Response::Data {
+                    status: Status::Bye,
+                    outcome,
+                } => return Err(bye(link.server(), outcome.information.as_deref())),
+                Response::Done { .. } => return Err(ImapError::lost(link.server(), "the server ended IDLE")),
+                _ => {}
+            }
+        }
+        link.send_line(b"DONE")?;
+        link.finish(waker, &tag)?;
+        if moved {
+            // The new UIDNEXT and count, so a reconnect compares rightly.
+            examine(&mut link, waker)?;
+        }
+    }
+}

@@ -1,0 +1,25 @@
+//! What every source of changes (a maildir watched with inotify, an IMAP
+//! account watched over the network) tells the face that runs it: the Emacs
+//! module, `mailsync watch` or `mailsync idle`.
+
+use crate::naming::Folder;
+
+/// Why a source could not start, or stopped for good: a value that says what
+/// to do in its `Display`.
+pub type SourceError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// Receives a source's reports, on the source's own thread.
+pub trait Sink: Send + 'static {
+    /// Called once, first: every folder found at start-up once all of them
+    /// are watched, or why the source cannot watch (it has stopped then).
+    fn ready(&mut self, started: Result<Vec<Folder>, SourceError>);
+    /// Folders that changed, oldest change first, each once.
+    fn changed(&mut self, folders: Vec<Folder>);
+    /// Something went wrong while running; watching goes on.
+    fn warning(&mut self, message: String);
+    /// The source stopped for good after it was ready (an IMAP account
+    /// whose login the server now refuses). By default a warning.
+    fn stopped(&mut self, why: SourceError) {
+        self.warning(format!("stopped: {why}"));
+    }
+}

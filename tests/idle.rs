@@ -1,0 +1,399 @@
+//! `mailsync idle` against a real Dovecot on 127.0.0.1 with TLS (a
+//! certificate from a CA the test makes): NOTIFY as Dovecot offers it, IDLE
+//! with NOTIFY taken out of its capabilities and a low connection limit,
+//! reconnects after a kick and a restart, a stopped watcher, a wrong
+//! password, an untrusted certificate, and accounts read from an mbsyncrc
+//! and an offlineimaprc.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::PathBuf;
+use std::thread;
+use std::time::Duration;
+
+use common::servers::Dovecot;
+use common::{kill, mailsync, Watch};
+
+/// Dovecot's capabilities without NOTIFY (what `imap_capability` replaces).
+const WITHOUT_NOTIFY: &str = "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT \
+    THREAD=REFERENCES MULTIAPPEND UNSELECT CHILDREN NAMESPACE UIDPLUS LIST-EXTENDED I18NLEVEL=1 \
+    CONDSTORE QRESYNC ESEARCH SEARCHRES WITHIN LIST-STATUS BINARY MOVE LITERAL+";
+
+fn tls_dovecot(extra: &str) -> Dovecot {
+    Dovecot::start_with(".", true, &format!("auth_verbose = yes\n{extra}"))
+}
+
+fn password_file(dovecot: &Dovecot, password: &str) -> PathBuf {
+    let path = dovecot.dir.path().join(format!("password-{password}"));
+    fs::write(&path, format!("{password}\n")).unwrap();
+    path
+}
+
+/// `mailsync idle` on the TLS port with the test's CA and `extra` flags.
+fn idle_args(dovecot: &Dovecot, password: &str, extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &dovecot.imaps_port.unwrap().to_string(),
+        "--ca-file",
+        dovecot.ca_file().to_str().unwrap(),
+        "--user",
+        "test",
+        "--pass-file",
+        password_file(dovecot, password).to_str().unwrap(),
+        "--delay",
+        "0",
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect();
+    args.extend(extra.iter().map(|arg| arg.to_string()));
+    args
+}
+
+fn start_idle(dovecot: &Dovecot, extra: &[&str]) -> Watch {
+    let args = idle_args(dovecot, "secret", extra);
+    Watch::start_command("idle", &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn create(dovecot: &Dovecot, mailbox: &str) {
+    dovecot.doveadm(&["mailbox", "create", "-u", "test", mailbox], None);
+}
+
+/// The lines until none came for 2 s after the first (awaited up to 20 s:
+/// a reconnect may be backing off), as a set.
+fn lines_set(watch: &Watch) -> BTreeSet<String> {
+    let Some(first) = watch.line(Duration::from_secs(20)) else {
+        return BTreeSet::new();
+    };
+    let mut lines: BTreeSet<String> = watch
+        .lines_until_quiet(Duration::from_secs(2))
+        .into_iter()
+        .collect();
+    lines.insert(String::from_utf8(first).unwrap());
+    lines
+}
+
+/// Asserts that nothing is printed before a delivery into INBOX.
+fn nothing_before_inbox(dovecot: &Dovecot, watch: &Watch) {
+    thread::sleep(Duration::from_millis(1500));
+    dovecot.deliver("INBOX", "sentinel");
+    assert_eq!(
+        watch.next(),
+        "INBOX",
+        "a line came before the sentinel's; stderr: {}",
+        watch.stderr_text()
+    );
+}
+
+#[test]
+fn notify_reports_deliveries_new_and_deleted_mailboxes_and_flags_only_when_asked() {
+    let dovecot = tls_dovecot("");
+    create(&dovecot, "a");
+    create(&dovecot, "b.c");
+    let plain = start_idle(&dovecot, &["--separator", "/"]);
+    let flags = start_idle(&dovecot, &["--separator", "/", "--report-flags"]);
+    assert!(plain.stderr_text().contains("NOTIFY"), "{}", plain.stderr_text());
+
+    dovecot.deliver("b.c", "one");
+    assert_eq!(plain.next(), "b/c");
+    assert_eq!(flags.next(), "b/c");
+    // Saved by another IMAP client (APPEND), not only by doveadm.
+    dovecot.save("a", "two");
+    assert_eq!(plain.next(), "a");
+    assert_eq!(flags.next(), "a");
+
+    create(&dovecot, "new");
+    assert_eq!(plain.next(), "new");
+    assert_eq!(flags.next(), "new");
+
+    dovecot.doveadm(
+        &["flags", "add", "-u", "test", "\\Seen", "mailbox", "a", "all"],
+        None,
+    );
+    assert_eq!(flags.next(), "a", "a flag change with --report-flags");
+    nothing_before_inbox(&dovecot, &plain);
+    assert_eq!(flags.next(), "INBOX", "{}", flags.stderr_text());
+
+    dovecot.doveadm(&["mailbox", "delete", "-u", "test", "new"], None);
+    assert_eq!(plain.next(), "new", "a deleted mailbox is reported");
+    assert_eq!(plain.close_stdin_and_wait(), 0);
+}
+
+#[test]
+fn without_notify_idle_connections_up_to_the_limit_and_the_rest_polled() {
+    // Dovecot lets 4 connections in: the poller and 3 IDLE connections
+    // (INBOX, m00, m01); the server refuses the other 4 asked for, whose
+    // mailboxes are polled with the 17 others.
+    let dovecot = tls_dovecot(&format!("{WITHOUT_NOTIFY}\nmail_max_userip_connections = 4"));
+    for index in 0..20 {
+        create(&dovecot, &format!("m{index:02}"));
+    }
+    let watch = start_idle(&dovecot, &["--max-connections", "8", "--poll", "1"]);
+    let stderr = watch.stderr_text();
+    let idling: usize = stderr
+        .split("IDLE on ")
+        .nth(1)
+        .and_then(|rest| rest.split(' ').next())
+        .and_then(|count| count.parse().ok())
+        .unwrap_or_else(|| panic!("{stderr}"));
+    // Dovecot counts its limit loosely (a connection closing still counts
+    // for a moment): some of the 7 IDLE connections asked for are refused.
+    assert!((1..7).contains(&idling), "{stderr}");
+    assert!(stderr.contains(&format!("for {}", 21 - idling)), "{stderr}");
+    let all: BTreeSet<String> = (0..20).map(|index| format!("m{index:02}")).collect();
+    for mailbox in &all {
+        dovecot.deliver(mailbox, "hello");
+    }
+    assert_eq!(lines_set(&watch), all, "polled and IDLE mailboxes alike");
+    create(&dovecot, "later");
+    assert_eq!(
+        watch.next(),
+        "later",
+        "a mailbox created meanwhile is found by the poller"
+    );
+    dovecot.deliver("later", "hello");
+    assert_eq!(watch.next(), "later");
+    nothing_before_inbox(&dovecot, &watch);
+}
+
+/// Stops Dovecot, changes two of ten mailboxes, starts it again: exactly
+/// those two are reported, once.
+fn restart_reports_exactly_what_changed(extra_conf: &str, flags: &[&str]) {
+    let dovecot = tls_dovecot(extra_conf);
+    for index in 0..10 {
+        create(&dovecot, &format!("m{index}"));
+    }
+    let watch = start_idle(&dovecot, flags);
+    // Kicked: the reconnect reports what came meanwhile, and only that.
+    dovecot.doveadm(&["kick", "test"], None);
+    dovecot.deliver("m5", "after the kick");
+    assert_eq!(lines_set(&watch), BTreeSet::from(["m5".to_string()]));
+    let stderr = watch.stderr_text();
+    assert!(stderr.contains("connecting again"), "{stderr}");
+
+    // Stopped: what reaches the maildir meanwhile is reported once it is
+    // back. (Dovecot's old processes may serve a connection on through a
+    // quick restart; then the next poll or notification finds it.)
+    dovecot.stop_only();
+    for mailbox in ["m3", "m7"] {
+        let folder = dovecot.dir.path().join("server/mail").join(format!(".{mailbox}"));
+        let message = common::deliver(&folder);
+        let _ = std::process::Command::new("chown")
+            .arg("--reference")
+            .arg(&folder)
+            .arg(&message)
+            .status();
+    }
+    dovecot.restart();
+    assert_eq!(
+        lines_set(&watch),
+        BTreeSet::from(["m3".to_string(), "m7".to_string()])
+    );
+    nothing_before_inbox(&dovecot, &watch);
+}
+
+#[test]
+fn after_a_restart_or_a_kick_notify_reports_exactly_the_mailboxes_changed_meanwhile() {
+    restart_reports_exactly_what_changed("", &[]);
+}
+
+#[test]
+fn after_a_restart_or_a_kick_idle_reports_exactly_the_mailboxes_changed_meanwhile() {
+    restart_reports_exactly_what_changed(WITHOUT_NOTIFY, &["--poll", "1", "--max-connections", "4"]);
+}
+
+#[test]
+fn a_stopped_watcher_reports_what_came_while_it_was_stopped() {
+    let dovecot = tls_dovecot("");
+    create(&dovecot, "a");
+    let watch = start_idle(&dovecot, &[]);
+    kill(watch.child.id(), "-STOP");
+    dovecot.deliver("a", "while stopped");
+    dovecot.deliver("INBOX", "while stopped");
+    thread::sleep(Duration::from_secs(3));
+    kill(watch.child.id(), "-CONT");
+    assert_eq!(
+        lines_set(&watch),
+        BTreeSet::from(["INBOX".to_string(), "a".to_string()])
+    );
+}
+
+#[test]
+fn a_wrong_password_is_one_attempt_and_exit_1() {
+    let dovecot = tls_dovecot("");
+    let args = idle_args(&dovecot, "wrong", &[]);
+    let output = mailsync().arg("idle").args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("refused the login") && stderr.contains("not trying again"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("wrong"), "the password is not shown: {stderr}");
+    thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        dovecot.log().matches("Password mismatch").count(),
+        1,
+        "{}",
+        dovecot.log()
+    );
+}
+
+#[test]
+fn an_untrusted_certificate_is_a_clear_error_and_starttls_works() {
+    let dovecot = tls_dovecot("");
+    let mut args = idle_args(&dovecot, "secret", &[]);
+    let ca = args.iter().position(|arg| arg == "--ca-file").unwrap();
+    args.drain(ca..ca + 2);
+    let output = mailsync().arg("idle").args(&args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("certificate") && stderr.contains("--ca-file"),
+        "{stderr}"
+    );
+    assert!(
+        !dovecot.log().contains("Password mismatch"),
+        "no password was sent"
+    );
+
+    let mut args = idle_args(&dovecot, "secret", &["--tls", "starttls"]);
+    let port = args.iter().position(|arg| arg == "--port").unwrap();
+    args[port + 1] = dovecot.port.to_string();
+    let watch = Watch::start_command("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    dovecot.deliver("INBOX", "over STARTTLS");
+    assert_eq!(watch.next(), "INBOX");
+}
+
+#[test]
+fn accounts_come_from_an_mbsyncrc_or_an_offlineimaprc() {
+    let dovecot = tls_dovecot("");
+    create(&dovecot, "x.y");
+    create(&dovecot, "skip");
+    let dir = dovecot.dir.path();
+    let password = password_file(&dovecot, "secret");
+    let mbsyncrc = dir.join("mbsyncrc");
+    fs::write(
+        &mbsyncrc,
+        format!(
+            "IMAPAccount test\nHost 127.0.0.1\nPort {port}\nUser test\nPassCmd \"cat {password}\"\nTLSType IMAPS\n\
+             CertificateFile {ca}\n\nIMAPStore test-remote\nAccount test\n\n\
+             MaildirStore test-local\nPath {dir}/local/\nInbox {dir}/local/INBOX\nSubFolders Verbatim\n\n\
+             Channel test\nFar :test-remote:\nNear :test-local:\nPatterns * !skip\n",
+            port = dovecot.imaps_port.unwrap(),
+            password = password.display(),
+            ca = dovecot.ca_file().display(),
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    let offlineimaprc = dir.join("offlineimaprc");
+    fs::write(
+        &offlineimaprc,
+        format!(
+            "[general]\naccounts = test\n\n[Account test]\nlocalrepository = local\nremoterepository = remote\n\n\
+             [Repository local]\ntype = Maildir\nlocalfolders = {dir}/local2\nsep = .\n\n\
+             [Repository remote]\ntype = IMAP\nremotehost = 127.0.0.1\nremoteport = {port}\nremoteuser = test\n\
+             remotepassfile = {password}\nssl = yes\nsslcacertfile = {ca}\n",
+            port = dovecot.imaps_port.unwrap(),
+            password = password.display(),
+            ca = dovecot.ca_file().display(),
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    let mbsync = Watch::start_command(
+        "idle",
+        &[
+            "--mbsync",
+            "test",
+            "-c",
+            mbsyncrc.to_str().unwrap(),
+            "--delay",
+            "0",
+        ],
+    );
+    let offlineimap = Watch::start_command(
+        "idle",
+        &[
+            "--offlineimap",
+            "test",
+            "-c",
+            offlineimaprc.to_str().unwrap(),
+            "--delay",
+            "0",
+        ],
+    );
+    dovecot.deliver("x.y", "hello");
+    assert_eq!(mbsync.next(), "x/y", "mbsync's Verbatim store names it x/y");
+    assert_eq!(offlineimap.next(), "x.y", "the offlineimaprc's sep is .");
+    dovecot.deliver("skip", "not watched by mbsync");
+    assert_eq!(offlineimap.next(), "skip");
+    nothing_before_inbox(&dovecot, &mbsync);
+}
+
+#[test]
+fn no_password_on_the_command_line_and_unreadable_configs_are_clear() {
+    let help = mailsync().args(["idle", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    let options = common::help_options(&help);
+    assert!(
+        !options.contains("--pass") && !options.contains("--password"),
+        "{help}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let rc = dir.path().join("offlineimaprc");
+    fs::write(
+        &rc,
+        "[Account a]\nlocalrepository = l\nremoterepository = r\n[Repository r]\ntype = IMAP\nremotehost = h\n\
+         remoteuser = u\nremotepasseval = get_password()\n",
+    )
+    .unwrap();
+    let output = mailsync()
+        .args(["idle", "--offlineimap", "a", "-c", rc.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("remotepasseval") && stderr.contains("--pass-cmd"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_clock_that_is_set_reconnects_at_once() {
+    // Setting the clock needs root; it is set to what it already reads, a
+    // jump of a few microseconds back, which the kernel signals all the same
+    // (as it does on a resume from suspend).
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: the clock cannot be set; skipped");
+        return;
+    }
+    let dovecot = tls_dovecot("");
+    let watch = start_idle(&dovecot, &[]);
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: now is a valid timespec.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
+        assert_eq!(libc::clock_settime(libc::CLOCK_REALTIME, &now), 0);
+    }
+    let mut said = String::new();
+    for _ in 0..50 {
+        said.push_str(&watch.stderr_text());
+        if said.contains("clock jumped") {
+            break;
+        }
+        thread::sleep(Duration::from_millis(100));
+    }
+    assert!(said.contains("clock jumped"), "{said}");
+    dovecot.deliver("INBOX", "after the jump");
+    assert_eq!(watch.next(), "INBOX");
+}
