@@ -92,7 +92,7 @@ impl Pending {
 /// `std::process::exit` (the writer may be blocked on a reader that stopped
 /// reading: it is not waited for).
 pub fn serve(
-    command: &str,
+    command: &'static str,
     (events, events_rx): (Sender<Event>, Receiver<Event>),
     style: NameStyle,
     checker: Option<Arc<Checker>>,
@@ -116,7 +116,7 @@ pub fn serve(
                 let (pending, checker, style) = (Arc::clone(&pending), checker.clone(), style.clone());
                 let writer = thread::Builder::new()
                     .name("writer".into())
-                    .spawn(move || write_reports(&pending, checker.as_deref(), &style, at_start));
+                    .spawn(move || write_reports(command, &pending, checker.as_deref(), &style, at_start));
                 if let Err(err) = writer {
                     return CliError::new(Status::Failed(1), format!("cannot start: {err}")).report(command);
                 }
@@ -140,9 +140,15 @@ pub fn serve(
 
 /// The writer thread: the start-up check, the ready line, then each batch
 /// of folders checked and printed. Exits the process when the reader is gone.
-fn write_reports(pending: &Pending, checker: Option<&Checker>, style: &NameStyle, at_start: Vec<Vec<u8>>) {
+fn write_reports(
+    command: &str,
+    pending: &Pending,
+    checker: Option<&Checker>,
+    style: &NameStyle,
+    at_start: Vec<Vec<u8>>,
+) {
     if let Some(checker) = checker {
-        check(checker, &at_start);
+        check(command, checker, &at_start);
     }
     let stdout = io::stdout();
     let mut out = stdout.lock();
@@ -156,9 +162,9 @@ fn write_reports(pending: &Pending, checker: Option<&Checker>, style: &NameStyle
         }
         if let Some(checker) = checker {
             let names: Vec<Vec<u8>> = folders.iter().map(|folder| folder.name(style)).collect();
-            check(checker, &names);
+            check(command, checker, &names);
         }
-        if print_folders(&mut out, &folders, style).is_err() {
+        if print_folders(command, &mut out, &folders, style).is_err() {
             // mswatch is gone: nobody is left to tell.
             std::process::exit(Status::Failed(1).code());
         }
@@ -167,18 +173,24 @@ fn write_reports(pending: &Pending, checker: Option<&Checker>, style: &NameStyle
 
 /// Asks Emacs to check the groups of `names`; a failure is logged and the
 /// names are printed all the same, so mswatch misses nothing.
-fn check(checker: &Checker, names: &[Vec<u8>]) {
+fn check(command: &str, checker: &Checker, names: &[Vec<u8>]) {
     if let Err(failure) = checker.check(Some(names)) {
-        eprintln!("mailsync: Gnus check failed: {}", failure.message);
+        eprintln!("mailsync {command}: Gnus check failed: {}", failure.message);
     }
 }
 
-fn print_folders(out: &mut impl Write, folders: &[Folder], style: &NameStyle) -> io::Result<()> {
+fn print_folders(
+    command: &str,
+    out: &mut impl Write,
+    folders: &[Folder],
+    style: &NameStyle,
+) -> io::Result<()> {
     for folder in folders {
         let name = folder.name(style);
         if name.contains(&b'\n') {
             eprintln!(
-                "mailsync: folder {:?} has a newline in its name, which the mswatch protocol cannot carry; not printed",
+                "mailsync {}: folder {:?} has a newline in its name, which the mswatch protocol cannot carry; not printed",
+                command,
                 String::from_utf8_lossy(&name)
             );
             continue;

@@ -4,6 +4,7 @@
 //! supervisor makes a new one after a back-off, and the listing it starts
 //! with tells the coordinator exactly what changed meanwhile.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -129,7 +130,7 @@ fn list(
     let (responses, _) = link.command(waker, &command)?;
     let mut delimiter = None;
     let mut names = Vec::new();
-    let mut statuses = std::collections::HashMap::new();
+    let mut statuses = HashMap::new();
     let mut take = |responses: Vec<Response<'static>>,
                     names: &mut Vec<String>,
                     delimiter: &mut Option<String>| {
@@ -153,21 +154,40 @@ fn list(
     };
     take(responses, &mut names, &mut delimiter);
     if !list_status {
-        let commands: Vec<String> = names
-            .iter()
-            .filter_map(|name| quoted(name).map(|name| format!("STATUS {name} {items}")))
-            .collect();
-        let responses = link.pipeline(waker, &commands)?;
-        take(responses, &mut Vec::new(), &mut None);
+        statuses = self::statuses(link, waker, &names)?;
     }
-    let listing = names
+    Ok((with_status(names, statuses), delimiter))
+}
+
+/// The status of each of `names`: every STATUS command sent at once.
+fn statuses(
+    link: &mut Connection,
+    waker: &mut Waker,
+    names: &[String],
+) -> Result<HashMap<String, MailboxStatus>, ImapError> {
+    let items = status_items(link.has_capability("CONDSTORE"));
+    let commands: Vec<String> = names
+        .iter()
+        .filter_map(|name| quoted(name).map(|name| format!("STATUS {name} {items}")))
+        .collect();
+    let mut found = HashMap::new();
+    for response in link.pipeline(waker, &commands)? {
+        if let Response::MailboxData(MailboxDatum::Status { mailbox, status }) = response {
+            found.insert(mailbox.into_owned(), MailboxStatus::from_attributes(&status));
+        }
+    }
+    Ok(found)
+}
+
+/// Names with their status where known.
+fn with_status(names: Vec<String>, mut statuses: HashMap<String, MailboxStatus>) -> Listing {
+    names
         .into_iter()
         .map(|name| {
             let status = statuses.remove(&name).unwrap_or_default();
             (name, status)
         })
-        .collect();
-    Ok((listing, delimiter))
+        .collect()
 }
 
 fn is_unselectable(attribute: &NameAttribute) -> bool {
@@ -284,18 +304,8 @@ fn notify_session(
             context.report(Report::Listing(listing, given));
             set_notify(context, &mut link, waker)?;
         } else if !created.is_empty() {
-            let items = status_items(link.has_capability("CONDSTORE"));
-            let commands: Vec<String> = created
-                .iter()
-                .filter_map(|name| quoted(name).map(|name| format!("STATUS {name} {items}")))
-                .collect();
-            for response in link.pipeline(waker, &commands)? {
-                if let Response::MailboxData(MailboxDatum::Status { mailbox, status }) = response {
-                    context.report(Report::Status(
-                        mailbox.into_owned(),
-                        MailboxStatus::from_attributes(&status),
-                    ));
-                }
+            for (name, status) in statuses(&mut link, waker, &created)? {
+                context.report(Report::Status(name, status));
             }
         }
     }
@@ -437,7 +447,6 @@ fn poll_loop(
     mut polled: Vec<String>,
     mut delimiter: Option<String>,
 ) -> Result<Never, ImapError> {
-    let items = status_items(link.has_capability("CONDSTORE"));
     loop {
         if waker.sleep(context.options.poll) {
             return Err(ImapError::Stopped);
@@ -468,24 +477,8 @@ fn poll_loop(
             }
         }
         polled.retain(|name| listed.contains(name));
-        let commands: Vec<String> = polled
-            .iter()
-            .filter_map(|name| quoted(name).map(|name| format!("STATUS {name} {items}")))
-            .collect();
-        let mut statuses = std::collections::HashMap::new();
-        for response in link.pipeline(waker, &commands)? {
-            if let Response::MailboxData(MailboxDatum::Status { mailbox, status }) = response {
-                statuses.insert(mailbox.into_owned(), MailboxStatus::from_attributes(&status));
-            }
-        }
-        let listing = listed
-            .into_iter()
-            .map(|name| {
-                let status = statuses.remove(&name).unwrap_or_default();
-                (name, status)
-            })
-            .collect();
-        context.report(Report::Listing(listing, delimiter.clone()));
+        let found = statuses(link, waker, &polled)?;
+        context.report(Report::Listing(with_status(listed, found), delimiter.clone()));
     }
 }
 
