@@ -63,6 +63,9 @@
 
 (declare-function mailsync--module-version "mailsync-gnus-module")
 (declare-function mailsync--module-start "mailsync-gnus-module")
+(declare-function mailsync--module-watch-imap "mailsync-gnus-module")
+(declare-function auth-source-search "auth-source")
+(declare-function gnutls-trustfiles "gnutls")
 (declare-function mailsync--module-poll "mailsync-gnus-module")
 (declare-function mailsync--module-stop "mailsync-gnus-module")
 (declare-function mailsync--module-stats "mailsync-gnus-module")
@@ -117,6 +120,20 @@ and `gnus-secondary-select-methods' are watched."
                                         (:inbox string)
                                         (:separator string)
                                         (:utf7 boolean))))))
+
+(defcustom mailsync-imap-servers nil
+  "Gnus nnimap servers to watch over the network, without a local sync.
+nil watches none; t every nnimap server of `gnus-select-method' and
+`gnus-secondary-select-methods' that no entry of `mailsync-maildirs'
+covers (by its :server); or a list of server names, as \"work\" or
+\"nnimap+work\".  Each server is watched as nnimap reaches it
+\(`nnimap-address', `nnimap-server-port', `nnimap-stream', `nnimap-user',
+the password from auth-source, the certificates of `gnutls-trustfiles'),
+with NOTIFY where the server offers it, else IDLE and STATUS polling, on
+the module's threads; a changed mailbox checks its group."
+  :type '(choice (const :tag "None" nil)
+                 (const :tag "Every nnimap server not watched on disk" t)
+                 (repeat :tag "These servers" string)))
 
 (defcustom mailsync-delay 0.2
   "Coalescing window in seconds.
@@ -180,7 +197,7 @@ does not know are logged and skipped)."
           (module-load file)
           (featurep 'mailsync-gnus-module)))))
 
-(defconst mailsync--module-version 3
+(defconst mailsync--module-version 4
   "The interface of the dynamic module this file talks to.
 The module's `mailsync--module-version' must return the same number.")
 
@@ -272,9 +289,10 @@ loaded already: Emacs cannot unload a module, so then restart Emacs."
 
 (cl-defstruct (mailsync--watch (:constructor mailsync--watch-create)
                                (:copier nil))
-  "One watched mail store.
-DIRECTORY is the root as configured, TRUENAME the directory it names.
-READY is non-nil once every folder is watched."
+  "One watched mail store, or IMAP account.
+DIRECTORY is the root as configured, TRUENAME the directory it names;
+for an IMAP account DIRECTORY is its Gnus server prefix (\"nnimap+work\")
+and TRUENAME nil.  READY is non-nil once every folder is watched."
   directory truename plist handle process ready)
 
 (defvar mailsync--watches nil
@@ -392,10 +410,11 @@ Signal a `user-error' naming it otherwise."
 Roots that name a store already watched, or named earlier in ROOTS, are
 left out (the same maildir spelled two ways is watched once); a root
 inside another is a `user-error' naming both."
-  (let ((known (mapcar (lambda (watch)
-                         (cons (mailsync--watch-truename watch)
-                               (mailsync--watch-directory watch)))
-                       mailsync--watches))
+  (let ((known (delq nil (mapcar (lambda (watch)
+                                   (when (mailsync--watch-truename watch)
+                                     (cons (mailsync--watch-truename watch)
+                                           (mailsync--watch-directory watch))))
+                                 mailsync--watches)))
         planned)
     (dolist (root roots)
       (let* ((directory (car root))
@@ -415,11 +434,11 @@ inside another is a `user-error' naming both."
           (push (cons directory (cons truename (cdr root))) planned))))
     (nreverse planned)))
 
-(defun mailsync--start-watch (directory truename plist)
-  "Start watching DIRECTORY (true name TRUENAME), configured by PLIST.
+(defun mailsync--new-watch (directory truename plist start)
+  "Make the watch of DIRECTORY (true name TRUENAME, configured by PLIST).
+START is called with the wake-up pipe and returns the module's handle.
 Return the watch."
-  (let ((layout (plist-get plist :layout))
-        (watch (mailsync--watch-create :directory directory :truename truename
+  (let ((watch (mailsync--watch-create :directory directory :truename truename
                                        :plist plist)))
     (setf (mailsync--watch-process watch)
           (make-pipe-process :name "mailsync-wake" :noquery t :coding 'binary
@@ -429,18 +448,114 @@ Return the watch."
                              :sentinel #'ignore))
     (condition-case err
         (setf (mailsync--watch-handle watch)
-              (mailsync--module-start
-               truename (mailsync--watch-process watch)
-               (list :layout (and layout (format "%s" layout))
-                     :inbox (plist-get plist :inbox)
-                     :separator (plist-get plist :separator)
-                     :utf7 (mailsync--utf7-p plist)
-                     :delay-ms (max 0 (round (* 1000 mailsync-delay))))))
+              (funcall start (mailsync--watch-process watch)))
       (error (delete-process (mailsync--watch-process watch))
              (if (eq (car err) 'mailsync-error)
                  (user-error "Cannot watch %s: %s" directory (cadr err))
                (signal (car err) (cdr err)))))
     watch))
+
+(defun mailsync--start-watch (directory truename plist)
+  "Start watching DIRECTORY (true name TRUENAME), configured by PLIST.
+Return the watch."
+  (let ((layout (plist-get plist :layout)))
+    (mailsync--new-watch
+     directory truename plist
+     (lambda (wake)
+       (mailsync--module-start
+        truename wake
+        (list :layout (and layout (format "%s" layout))
+              :inbox (plist-get plist :inbox)
+              :separator (plist-get plist :separator)
+              :utf7 (mailsync--utf7-p plist)
+              :delay-ms (max 0 (round (* 1000 mailsync-delay)))))))))
+
+;;;; IMAP accounts
+
+(defun mailsync--nnimap-servers ()
+  "The nnimap servers of the Gnus setup, as (PREFIX . METHOD).
+PREFIX is the group prefix: \"nnimap+NAME\", or \"\" for the native method."
+  (let (servers)
+    (dolist (method (cons (bound-and-true-p gnus-select-method)
+                          (bound-and-true-p gnus-secondary-select-methods)))
+      (when (and (consp method) (eq (car method) 'nnimap))
+        (push (cons (if (eq method (bound-and-true-p gnus-select-method))
+                        ""
+                      (format "nnimap+%s" (cadr method)))
+                    method)
+              servers)))
+    (nreverse servers)))
+
+(defun mailsync--imap-servers ()
+  "The nnimap servers `mailsync-imap-servers' asks for, as (PREFIX . METHOD)."
+  (let ((covered (mapcar (lambda (root) (plist-get (cdr root) :server))
+                         mailsync-maildirs)))
+    (cl-remove-if-not
+     (lambda (server)
+       (pcase mailsync-imap-servers
+         ('nil nil)
+         ('t (not (member (car server) covered)))
+         (names (let ((name (cadr (cdr server))))
+                  (cl-some (lambda (wanted)
+                             (member wanted (list name (car server)
+                                                  (concat "nnimap:" name))))
+                           names)))))
+     (mailsync--nnimap-servers))))
+
+(defun mailsync--nnimap-setting (method variable default)
+  "The value of nnimap VARIABLE in server METHOD, else DEFAULT."
+  (let ((setting (assq variable (cddr method))))
+    (if setting (cadr setting) default)))
+
+(defun mailsync--imap-port (port tls)
+  "PORT (a number, a service name or nil) as a number for TLS mode TLS."
+  (cond ((numberp port) port)
+        ((and (stringp port) (string-match-p "\\`[0-9]+\\'" port)) (string-to-number port))
+        ((member port '("imaps" "993")) 993)
+        ((member port '("imap" "143")) 143)
+        ((equal tls "imaps") 993)
+        (t 143)))
+
+(defun mailsync--imap-account (prefix method)
+  "The module's account plist for nnimap server METHOD, group prefix PREFIX.
+Settings as nnimap takes them; the password from auth-source."
+  (require 'auth-source)
+  (require 'gnutls)
+  (let* ((name (cadr method))
+         (address (mailsync--nnimap-setting method 'nnimap-address name))
+         (stream (mailsync--nnimap-setting method 'nnimap-stream 'undecided))
+         (given-port (mailsync--nnimap-setting method 'nnimap-server-port nil))
+         (tls (pcase stream
+                ((or 'ssl 'tls) "imaps")
+                ((or 'network 'starttls) "starttls")
+                ('plain "none")
+                ('undecided (if (member given-port '(nil 993 "993" "imaps")) "imaps" "starttls"))
+                (_ (user-error "Cannot watch %s: nnimap-stream %s is not supported"
+                               (if (string-empty-p prefix) "nnimap" prefix) stream))))
+         (port (mailsync--imap-port given-port tls))
+         (user (mailsync--nnimap-setting method 'nnimap-user nil))
+         (found (car (auth-source-search
+                      :max 1 :host address
+                      :port (list (number-to-string port) (format "%s" (or given-port port))
+                                  "imap" "imaps" "143" "993")
+                      :user user :require '(:user :secret))))
+         (secret (plist-get found :secret)))
+    (unless found
+      (user-error "Cannot watch %s: auth-source has no password for %s port %d"
+                  (if (string-empty-p prefix) "nnimap" prefix) address port))
+    (list :label (if (string-empty-p prefix) (format "nnimap:%s" name) prefix)
+          :host address :port port :tls tls
+          :user (or user (plist-get found :user))
+          :password (if (functionp secret) (funcall secret) secret)
+          :ca-files (and (fboundp 'gnutls-trustfiles) (gnutls-trustfiles))
+          :delay-ms (max 0 (round (* 1000 mailsync-delay))))))
+
+(defun mailsync--start-imap-watch (prefix method)
+  "Start watching nnimap server METHOD, whose groups have PREFIX.
+Return the watch; its DIRECTORY is PREFIX."
+  (let ((account (mailsync--imap-account prefix method)))
+    (mailsync--new-watch prefix nil (list :server prefix :imap t)
+                         (lambda (wake) (mailsync--module-watch-imap wake account)))))
 
 (defun mailsync--stop-watch (watch)
   "Stop WATCH: its thread, its descriptors and its wake-up pipe."
@@ -461,12 +576,18 @@ limit) is stopped with a warning."
   (interactive)
   (mailsync--require-module)
   (let ((roots (mailsync--roots))
+        (servers (mailsync--imap-servers))
         started)
-    (unless roots
-      (user-error "Nothing to watch: set `mailsync-maildirs' or add an nnmaildir server to Gnus"))
+    (unless (or roots servers)
+      (user-error "Nothing to watch: set `mailsync-maildirs' or `mailsync-imap-servers', or add an nnmaildir server to Gnus"))
     (condition-case err
-        (dolist (root (mailsync--plan-watches roots))
-          (push (mailsync--start-watch (nth 0 root) (nth 1 root) (nthcdr 2 root)) started))
+        (progn
+          (dolist (root (mailsync--plan-watches roots))
+            (push (mailsync--start-watch (nth 0 root) (nth 1 root) (nthcdr 2 root)) started))
+          (dolist (server servers)
+            (unless (cl-find (car server) mailsync--watches
+                             :key #'mailsync--watch-directory :test #'equal)
+              (push (mailsync--start-imap-watch (car server) (cdr server)) started))))
       (error (mapc #'mailsync--stop-watch started)
              (signal (car err) (cdr err))))
     (setq started (nreverse started))
@@ -519,23 +640,9 @@ limit) is stopped with a warning."
         (let ((stats (mailsync--module-stats (mailsync--watch-handle watch)))
               (plist (mailsync--watch-plist watch)))
           (insert (format "%s\n" (mailsync--watch-directory watch)))
-          (insert (format "  server %S, layout %s\n"
-                          (or (plist-get plist :server) "")
-                          (plist-get stats :layout)))
-          (unless (mailsync--watch-ready watch)
-            (insert "  STARTING: setting up the watches\n"))
-          (when (plist-get stats :root-missing)
-            (insert "  MISSING: removed or moved away; waiting for it to come back\n"))
-          (insert (format "  folders %d, inotify watches %d\n"
-                          (plist-get stats :folders) (plist-get stats :watches)))
-          (when (> (plist-get stats :unwatched) 0)
-            (insert (format "  %d directories NOT watched: the inotify watch limit is reached\n"
-                            (plist-get stats :unwatched))))
-          (insert (format "  events %d (%d ignored), folder reports %d\n"
-                          (plist-get stats :events) (plist-get stats :ignored)
-                          (plist-get stats :reports)))
-          (when (plist-get stats :last-error)
-            (insert (format "  watcher error: %s\n" (plist-get stats :last-error))))))
+          (if (plist-get stats :imap)
+              (mailsync--insert-imap-status watch stats)
+            (mailsync--insert-maildir-status watch plist stats))))
       (insert (format "\nwake-ups %d, group checks %d\n"
                       (plist-get mailsync--counters :wakeups)
                       (plist-get mailsync--counters :checks)))
@@ -545,6 +652,38 @@ limit) is stopped with a warning."
       (insert (format "last error: %s\n" (or mailsync--last-error "none")))
       (special-mode))
     (display-buffer (current-buffer))))
+
+(defun mailsync--insert-imap-status (watch stats)
+  "Insert the state of IMAP account WATCH, whose module STATS are given."
+  (cond ((not (mailsync--watch-ready watch))
+         (insert "  STARTING: connecting and listing the mailboxes\n"))
+        ((plist-get stats :connected)
+         (insert (format "  connected: %s\n" (or (plist-get stats :how) "watching"))))
+        (t (insert "  NOT CONNECTED: connecting again\n")))
+  (insert (format "  mailboxes %d, connections lost %d\n"
+                  (plist-get stats :mailboxes) (plist-get stats :reconnects)))
+  (when (plist-get stats :last-error)
+    (insert (format "  last connection error: %s\n" (plist-get stats :last-error)))))
+
+(defun mailsync--insert-maildir-status (watch plist stats)
+  "Insert the state of maildir WATCH, configured by PLIST, with module STATS."
+  (insert (format "  server %S, layout %s\n"
+                  (or (plist-get plist :server) "")
+                  (plist-get stats :layout)))
+  (unless (mailsync--watch-ready watch)
+    (insert "  STARTING: setting up the watches\n"))
+  (when (plist-get stats :root-missing)
+    (insert "  MISSING: removed or moved away; waiting for it to come back\n"))
+  (insert (format "  folders %d, inotify watches %d\n"
+                  (plist-get stats :folders) (plist-get stats :watches)))
+  (when (> (plist-get stats :unwatched) 0)
+    (insert (format "  %d directories NOT watched: the inotify watch limit is reached\n"
+                    (plist-get stats :unwatched))))
+  (insert (format "  events %d (%d ignored), folder reports %d\n"
+                  (plist-get stats :events) (plist-get stats :ignored)
+                  (plist-get stats :reports)))
+  (when (plist-get stats :last-error)
+    (insert (format "  watcher error: %s\n" (plist-get stats :last-error)))))
 
 ;;;; Gnus
 

@@ -1,7 +1,8 @@
 //! The Emacs face of the engine: the dynamic module `mailsync-gnus-module`.
 //!
-//! `mailsync--module-start` watches one mail store and returns a handle (a
-//! user-ptr whose finalizer stops and joins the engine's thread). Reports are
+//! `mailsync--module-start` watches one mail store, `mailsync--module-watch-imap`
+//! one IMAP account; each returns a handle (a user-ptr whose finalizer
+//! stops and joins the source's threads). Reports are
 //! queued here; the engine's thread wakes Emacs by writing one byte to a pipe
 //! process opened with `open_channel`, at most one byte in flight, so nothing
 //! runs in Emacs while nothing happens. The pipe's filter calls
@@ -24,13 +25,14 @@ use emacs::{defun, Env, IntoLisp, Result, ResultExt, Value};
 
 use crate::engine::{Engine, Options, Sink};
 use crate::groups::GroupMap;
+use crate::imap::{self, Account, Endpoint, ImapWatch, Password, RemoteNames, Secret, Tls};
 use crate::naming::{Folder, Layout, NameStyle};
 
 emacs::plugin_is_GPL_compatible!();
 
 /// The interface mailsync-gnus.el talks to: bump it whenever a
 /// `mailsync--module-*` function changes its arguments or results.
-pub const MODULE_VERSION: i64 = 3;
+pub const MODULE_VERSION: i64 = 4;
 
 emacs::define_errors! {
     mailsync_error "mailsync" (user_error)
@@ -94,9 +96,15 @@ impl Sink for EmacsSink {
     }
 }
 
-/// The Lisp handle of one watched store.
+/// What a handle watches.
+enum Source {
+    Maildir(Engine),
+    Imap(ImapWatch),
+}
+
+/// The Lisp handle of one watched store or account.
 pub struct Watch {
-    engine: Option<Engine>,
+    source: Option<Source>,
     mailbox: Arc<Mailbox>,
     /// Folder → the name Gnus gives it (without the server prefix).
     names: GroupMap,
@@ -150,18 +158,95 @@ fn module_start(env: &Env, root: String, wake: Value, options: Value) -> Result<
         max_delay: max_delay.map(millis),
         report_flags: option(env, options, ":report-flags")?.is_not_nil(),
     };
+    let (mailbox, sink) = sink(env, wake)?;
+    let engine = Engine::start(&PathBuf::from(root), engine_options, sink).or_signal(env, mailsync_error)?;
+    Ok(Watch {
+        source: Some(Source::Maildir(engine)),
+        mailbox,
+        names: GroupMap::new(style.clone(), style, "", None, utf7),
+    })
+}
+
+/// The queue a source fills, and its sink, which wakes Emacs through WAKE.
+fn sink(env: &Env, wake: Value) -> Result<(Arc<Mailbox>, Box<dyn Sink>)> {
     let writer = env.open_channel(wake)?;
     let mailbox = Arc::new(Mailbox::default());
     let sink = EmacsSink {
         mailbox: Arc::clone(&mailbox),
         wake: Box::new(writer),
     };
-    let engine =
-        Engine::start(&PathBuf::from(root), engine_options, Box::new(sink)).or_signal(env, mailsync_error)?;
+    Ok((mailbox, Box::new(sink)))
+}
+
+/// Start watching an IMAP account; return a handle at once.
+///
+/// The connections are made on the module's threads;
+/// `mailsync--module-poll' tells when every mailbox is watched, and
+/// reports mailboxes by their server names (UTF-7 decoded, as nnimap
+/// names its groups). WAKE is as for `mailsync--module-start'.
+/// ACCOUNT is a plist: :label (how messages name it), :host, :port,
+/// :tls ("imaps", "starttls" or "none"), :user, :password,
+/// :ca-files (PEM files to trust besides the system's), :delay-ms,
+/// :report-flags, :max-connections, :poll-seconds.
+#[defun(user_ptr)]
+fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
+    let required = |key: &str| -> Result<String> {
+        match string_option(env, account, key)? {
+            Some(value) => Ok(value),
+            None => env.signal(mailsync_error, (format!("the account has no {key}"),)),
+        }
+    };
+    let host = required(":host")?;
+    let user = required(":user")?;
+    let password = required(":password")?;
+    let tls: Tls = required(":tls")?.parse().or_signal(env, mailsync_error)?;
+    let port: Option<i64> = option(env, account, ":port")?.into_rust()?;
+    let port = match port.map(u16::try_from) {
+        Some(Ok(port)) => port,
+        Some(Err(_)) => return env.signal(mailsync_error, ("the port is out of range",)),
+        None if tls == Tls::Implicit => 993,
+        None => 143,
+    };
+    let mut ca_files = Vec::new();
+    let mut files = option(env, account, ":ca-files")?;
+    while files.is_not_nil() {
+        ca_files.push(PathBuf::from(env.call("car", [files])?.into_rust::<String>()?));
+        files = env.call("cdr", [files])?;
+    }
+    let label = string_option(env, account, ":label")?.unwrap_or_else(|| format!("{user}@{host}"));
+    let delay: Option<i64> = option(env, account, ":delay-ms")?.into_rust()?;
+    let max_connections: Option<i64> = option(env, account, ":max-connections")?.into_rust()?;
+    let poll: Option<i64> = option(env, account, ":poll-seconds")?.into_rust()?;
+    let defaults = imap::Options::default();
+    let options = imap::Options {
+        delay: delay.map_or(defaults.delay, millis),
+        report_flags: option(env, account, ":report-flags")?.is_not_nil(),
+        max_connections: max_connections.map_or(defaults.max_connections, |n| n.clamp(2, 1000) as usize),
+        poll: poll.map_or(
+            defaults.poll,
+            |seconds| Duration::from_secs(seconds.max(1) as u64),
+        ),
+        ..defaults
+    };
+    let account = Account {
+        label,
+        endpoint: Endpoint {
+            host,
+            port,
+            tls,
+            ca_files,
+        },
+        user,
+        password: Password::Given(Secret::new(password)),
+    };
+    let (mailbox, sink) = sink(env, wake)?;
+    let watch = ImapWatch::start(account, options, sink, RemoteNames::server_names())
+        .or_signal(env, mailsync_error)?;
+    let style = NameStyle::new("INBOX", "");
     Ok(Watch {
-        engine: Some(engine),
+        source: Some(Source::Imap(watch)),
         mailbox,
-        names: GroupMap::new(style.clone(), style, "", None, utf7),
+        names: GroupMap::new(style.clone(), style, "", None, true),
     })
 }
 
@@ -226,8 +311,10 @@ fn poisoned() -> emacs::Error {
 /// Stop WATCH: its thread is joined and its descriptors closed.
 #[defun]
 fn module_stop(watch: &mut Watch) -> Result<()> {
-    if let Some(engine) = watch.engine.take() {
-        engine.stop();
+    match watch.source.take() {
+        Some(Source::Maildir(engine)) => engine.stop(),
+        Some(Source::Imap(account)) => account.stop(),
+        None => {}
     }
     Ok(())
 }
@@ -235,11 +322,14 @@ fn module_stop(watch: &mut Watch) -> Result<()> {
 /// Return WATCH's counters as a plist.
 ///
 /// Keys: :running :root :layout :folders :watches :unwatched :events
-/// :ignored :reports :root-missing :last-error.
+/// :ignored :reports :root-missing :last-error; for an IMAP account
+/// :running :imap :connected :how :mailboxes :reconnects :last-error.
 #[defun]
 fn module_stats<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
-    let Some(engine) = watch.engine.as_ref() else {
-        return env.list((env.intern(":running")?, ()));
+    let engine = match watch.source.as_ref() {
+        None => return env.list((env.intern(":running")?, ())),
+        Some(Source::Imap(account)) => return imap_stats(env, account),
+        Some(Source::Maildir(engine)) => engine,
     };
     let stats = engine.stats();
     let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
@@ -274,11 +364,37 @@ fn module_stats<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
     list(env, plist)
 }
 
+fn imap_stats<'e>(env: &'e Env, account: &ImapWatch) -> Result<Value<'e>> {
+    let health = account.health();
+    let flag = |on: bool| if on { env.intern("t") } else { ().into_lisp(env) };
+    let plist = vec![
+        env.intern(":running")?,
+        env.intern("t")?,
+        env.intern(":imap")?,
+        env.intern("t")?,
+        env.intern(":connected")?,
+        flag(health.connected)?,
+        env.intern(":how")?,
+        health.how.into_lisp(env)?,
+        env.intern(":mailboxes")?,
+        i64::try_from(health.mailboxes)
+            .unwrap_or(i64::MAX)
+            .into_lisp(env)?,
+        env.intern(":reconnects")?,
+        i64::try_from(health.reconnects)
+            .unwrap_or(i64::MAX)
+            .into_lisp(env)?,
+        env.intern(":last-error")?,
+        health.last_error.into_lisp(env)?,
+    ];
+    list(env, plist)
+}
+
 /// Rescan WATCH's whole store and report every folder once.
 /// This is what happens by itself when the kernel's event queue overflows.
 #[defun]
 fn module_rescan(watch: &Watch) -> Result<()> {
-    if let Some(engine) = watch.engine.as_ref() {
+    if let Some(Source::Maildir(engine)) = watch.source.as_ref() {
         engine.rescan();
     }
     Ok(())

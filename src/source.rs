@@ -17,6 +17,9 @@ pub trait Sink: Send + 'static {
     fn changed(&mut self, folders: Vec<Folder>);
     /// Something went wrong while running; watching goes on.
     fn warning(&mut self, message: String);
+    /// How the source watches, said once when it is ready (the command
+    /// line prints it; Emacs shows it in `mailsync-status` instead).
+    fn info(&mut self, _message: String) {}
     /// The source stopped for good after it was ready (an IMAP account
     /// whose login the server now refuses). By default a warning.
     fn stopped(&mut self, why: SourceError) {

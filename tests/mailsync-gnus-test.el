@@ -18,6 +18,7 @@
 (require 'nnimap)
 (require 'nsm)
 (require 'auth-source)
+(require 'gnutls)
 (require 'mailsync-gnus)
 (require 'mailsync-gnus-sandbox)
 
@@ -689,6 +690,161 @@ Entwürfe is `.Entw&APw-rfe' on disk, 日本語 `.&ZeVnLIqe-', R&D `.R&-D'."
                   (lambda () (equal (gnus-group-unread (cdr pair)) 1)) 2.0)))
        (mailsync-test--idle 0.3)
        (should (equal mailsync-test--checked (mapcar #'cdr pairs)))))))
+
+;;;; nnimap over TLS, watched over the network (no local sync)
+
+(ert-deftest mailsync-test-imap-servers-picks-the-nnimap-servers-asked-for ()
+  "Which nnimap servers `mailsync-imap-servers' watches, and how it reaches them."
+  (let ((gnus-select-method '(nnimap "home" (nnimap-address "mail.home")))
+        (gnus-secondary-select-methods
+         '((nnimap "work" (nnimap-stream starttls) (nnimap-user "me"))
+           (nnmaildir "local" (directory "/tmp"))
+           (nnimap "gmail" (nnimap-address "imap.gmail.com") (nnimap-server-port "imaps"))))
+        (mailsync-maildirs '(("/srv/work" :server "nnimap+work"))))
+    ;; (setting, the group prefixes watched)
+    (dolist (case '((nil nil)
+                    (t ("" "nnimap+gmail"))
+                    (("work") ("nnimap+work"))
+                    (("nnimap+gmail" "nnimap:home") ("" "nnimap+gmail"))))
+      (let ((mailsync-imap-servers (car case)))
+        (should (equal (mapcar #'car (mailsync--imap-servers)) (cadr case)))))
+    (let ((auth-sources nil))
+      (should-error (mailsync--imap-account "nnimap+work" (nth 0 gnus-secondary-select-methods))
+                    :type 'user-error))
+    ;; (nnimap-stream, nnimap-server-port) → (TLS mode, port)
+    (dolist (case '((ssl nil "imaps" 993) (starttls nil "starttls" 143) (plain "1143" "none" 1143)
+                    (undecided "imaps" "imaps" 993) (network 143 "starttls" 143)))
+      (let* ((auth-sources (list (make-temp-file "mailsync-authinfo" nil nil
+                                                 "machine h login u password p\n")))
+             (auth-source-do-cache nil)
+             (method `(nnimap "x" (nnimap-address "h") (nnimap-stream ,(nth 0 case))
+                              ,@(and (nth 1 case) `((nnimap-server-port ,(nth 1 case))))))
+             (account (mailsync--imap-account "nnimap+x" method)))
+        (delete-file (car auth-sources))
+        (should (equal (list (plist-get account :tls) (plist-get account :port)) (cddr case)))
+        (should (equal (plist-get account :user) "u"))
+        (should (equal (plist-get account :password) "p"))))))
+
+(defun mailsync-test--doveadm (server &rest args)
+  "Run doveadm ARGS on the test Dovecot in SERVER; signal when it fails."
+  (let ((status (apply #'call-process "doveadm" nil nil nil
+                       "-c" (expand-file-name "dovecot.conf" server) args)))
+    (unless (eql status 0)
+      (error "Doveadm %S failed" args))))
+
+(defun mailsync-test--save-on-server (server mailbox)
+  "Save a message into MAILBOX of the test Dovecot in SERVER, as a delivery does."
+  (let ((message (make-temp-file "mailsync-message")))
+    (unwind-protect
+        (progn
+          (with-temp-file message
+            (insert (format "From: test@example.org\nSubject: %s\nMessage-ID: <%d.%d@test>\n\nbody\n"
+                            mailbox (emacs-pid) (cl-incf mailsync-test--counter))))
+          (let ((status (call-process "doveadm" message nil nil
+                                      "-c" (expand-file-name "dovecot.conf" server)
+                                      "save" "-u" "test" "-m" mailbox)))
+            (unless (eql status 0)
+              (error "Doveadm save into %s failed" mailbox))))
+      (delete-file message))))
+
+(defun mailsync-test--longest-gap-while (predicate seconds)
+  "Run Emacs until PREDICATE holds (at most SECONDS) with a 10 ms timer.
+Return (VALUE . GAP): PREDICATE's value and the longest time in seconds
+between two runs of the timer, the longest Emacs could not answer, less
+the time Emacs spent collecting garbage meanwhile (with Gnus loaded a
+collection takes 40 ms here, and this loop's own polling causes them)."
+  (let* ((last (float-time))
+         (last-gc gc-elapsed)
+         (gap 0.0)
+         (timer (run-with-timer 0.01 0.01
+                                (lambda ()
+                                  (let ((now (float-time)))
+                                    (setq gap (max gap (- now last (- gc-elapsed last-gc)))
+                                          last now
+                                          last-gc gc-elapsed)))))
+         value)
+    (unwind-protect
+        (setq value (mailsync-test--wait-until predicate seconds))
+      (cancel-timer timer))
+    (message "mailsync-test: longest time Emacs did not answer: %.3f s" gap)
+    (cons value gap)))
+
+(defun mailsync-test--imap-stats ()
+  "The module's counters of the one watched IMAP account."
+  (mailsync--module-stats (mailsync--watch-handle (car mailsync--watches))))
+
+(ert-deftest mailsync-test-nnimap-account-watched-over-tls ()
+  "A message saved on the server raises its nnimap group's unread count, unasked.
+Gnus reads a Dovecot over TLS (a CA the test makes, in
+`gnutls-trustfiles'), credentials from an auth-source file; mailsync
+watches the account over the network (`mailsync-imap-servers' t, no
+maildir).  Emacs keeps answering (a 10 ms timer) while the module
+connects, and while it reconnects after Dovecot restarts and a kick."
+  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-imap" t)))
+         (server (expand-file-name "dovecot" tmp))
+         (process-environment (cons "TLS=1" process-environment))
+         (_ (mailsync-test--dovecot "start" server))
+         (port (with-temp-buffer
+                 (insert-file-contents (expand-file-name "imaps-port" server))
+                 (string-to-number (buffer-string))))
+         (authinfo (expand-file-name "authinfo" tmp))
+         (auth-sources (list authinfo))
+         (auth-source-do-cache nil)
+         (gnutls-trustfiles (cons (expand-file-name "ca.pem" server) gnutls-trustfiles))
+         (nsm-trust-local-network t)
+         (network-security-level 'low)
+         (mailsync-maildirs nil)
+         (mailsync-imap-servers t))
+    (unwind-protect
+        (progn
+          (with-temp-file authinfo
+            (insert (format "machine 127.0.0.1 port %d login test password secret\n" port)))
+          (mailsync-test--doveadm server "mailbox" "create" "-u" "test" "work")
+          (mailsync-test--with-gnus-running tmp
+              `(nnimap "remote" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
+                       (nnimap-stream ssl))
+              '("nnimap+remote:INBOX" "nnimap+remote:work")
+            (should (equal (gnus-group-unread "nnimap+remote:work") 0))
+            (mailsync-start)
+            (let ((started (mailsync-test--longest-gap-while #'mailsync--ready-p 10.0)))
+              (should (car started))
+              (should (< (cdr started) 0.05)))
+            (should (string-match-p "NOTIFY" (plist-get (mailsync-test--imap-stats) :how)))
+            (mailsync-test--save-on-server server "work")
+            (should (mailsync-test--wait-until
+                     (lambda () (equal (gnus-group-unread "nnimap+remote:work") 1)) 5.0))
+            (should (equal mailsync-test--checked '("nnimap+remote:work")))
+            ;; The account is kicked, then Dovecot restarts: the module
+            ;; reconnects on its threads; Emacs keeps its cadence.
+            (mailsync-test--doveadm server "kick" "test")
+            (let ((back (mailsync-test--longest-gap-while
+                         (lambda ()
+                           (let ((stats (mailsync-test--imap-stats)))
+                             (and (> (plist-get stats :reconnects) 0)
+                                  (plist-get stats :connected))))
+                         15.0)))
+              (should (car back))
+              (should (< (cdr back) 0.05)))
+            (mailsync-test--dovecot "restart" server)
+            ;; Dovecot's old process may serve the connection a few seconds
+            ;; more, then says goodbye: the module connects again.
+            (let ((back (mailsync-test--longest-gap-while
+                         (lambda ()
+                           (let ((stats (mailsync-test--imap-stats)))
+                             (and (> (plist-get stats :reconnects) 1)
+                                  (plist-get stats :connected))))
+                         20.0)))
+              (should (car back))
+              (should (< (cdr back) 0.05)))
+            (mailsync-test--save-on-server server "work")
+            (should (mailsync-test--wait-until
+                     (lambda () (equal (gnus-group-unread "nnimap+remote:work") 2)) 5.0))
+            (mailsync-status)
+            (with-current-buffer "*mailsync-status*"
+              (should (string-match-p "nnimap\\+remote\n  connected: NOTIFY" (buffer-string)))
+              (should-not (string-match-p "secret" (buffer-string))))))
+      (mailsync-test--dovecot "remove" server)
+      (delete-directory tmp t))))
 
 (provide 'mailsync-gnus-test)
 ;;; mailsync-gnus-test.el ends here

@@ -60,9 +60,9 @@ pub struct IdleArgs {
     /// imaps (TLS from the start), starttls, or none (plain text: only on a trusted network)
     #[arg(long, value_name = "MODE", default_value = "imaps")]
     tls: Tls,
-    /// Trust the certificates in this PEM file besides the system's
+    /// Trust the certificates in this PEM file besides the system's (repeatable)
     #[arg(long, value_name = "FILE")]
-    ca_file: Option<PathBuf>,
+    ca_file: Vec<PathBuf>,
     /// Watch only mailboxes matching this mbsync-style pattern (`*`, `%`, `!` excludes; repeatable)
     #[arg(long, value_name = "PATTERN")]
     folder: Vec<String>,
@@ -142,7 +142,7 @@ fn account(args: &IdleArgs) -> Result<Found, String> {
                 host,
                 port,
                 tls: args.tls,
-                ca_file: None,
+                ca_files: Vec::new(),
             },
             user,
             password,
@@ -165,8 +165,8 @@ pub fn run(args: IdleArgs) -> Status {
     if let Some(port) = args.port {
         account.endpoint.port = port;
     }
-    if args.ca_file.is_some() {
-        account.endpoint.ca_file = args.ca_file.clone();
+    if !args.ca_file.is_empty() {
+        account.endpoint.ca_files = args.ca_file.clone();
     }
     if let Some(command) = &args.pass_cmd {
         account.password = Password::Command(command.clone());

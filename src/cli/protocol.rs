@@ -44,6 +44,10 @@ impl Sink for ChannelSink {
         let _ = self.0.send(Event::Warning(message));
     }
 
+    fn info(&mut self, message: String) {
+        let _ = self.0.send(Event::Warning(message));
+    }
+
     fn stopped(&mut self, why: SourceError) {
         let _ = self.0.send(Event::Stopped(why));
     }

@@ -217,9 +217,11 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
             account.name
         ));
     };
-    let ca_file = account
+    let ca_files = account
         .get("certificatefile")
-        .map(|file| PathBuf::from(expand_home(&unquote(file))));
+        .map(|file| PathBuf::from(expand_home(&unquote(file))))
+        .into_iter()
+        .collect();
     Ok(Found {
         account: Account {
             label: account.name.clone(),
@@ -227,7 +229,7 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
                 host,
                 port,
                 tls,
-                ca_file,
+                ca_files,
             },
             user,
             password,
@@ -330,10 +332,12 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
             "[Account {name}]: no remotepass or remotepassfile (OfflineIMAP would ask or use a keyring); give --pass-cmd"
         ));
     };
-    let ca_file = remote
+    let ca_files = remote
         .get("sslcacertfile")
         .filter(|file| file.as_str() != "OS-DEFAULT")
-        .map(|file| PathBuf::from(expand_home(file)));
+        .map(|file| PathBuf::from(expand_home(file)))
+        .into_iter()
+        .collect();
     Ok(Found {
         account: Account {
             label: name.to_string(),
@@ -341,7 +345,7 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
                 host,
                 port,
                 tls,
-                ca_file,
+                ca_files,
             },
             user,
             password,
@@ -397,7 +401,7 @@ Slave :nowhere:
         assert_eq!(found.account.endpoint.host, "imap.example.org");
         assert_eq!(found.account.endpoint.port, 993);
         assert_eq!(found.account.endpoint.tls, Tls::Implicit);
-        assert!(found.account.endpoint.ca_file.unwrap().ends_with("ca.pem"));
+        assert!(found.account.endpoint.ca_files[0].ends_with("ca.pem"));
         assert_eq!(found.account.user, "me@example.org");
         assert!(matches!(found.account.password, Password::Command(ref c) if c == "pass show mail/work"));
         assert_eq!(found.patterns, ["*", "!Trash", "Sent Items"]);

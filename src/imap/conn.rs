@@ -63,8 +63,8 @@ pub struct Endpoint {
     pub host: String,
     pub port: u16,
     pub tls: Tls,
-    /// Certificates to trust besides the system's.
-    pub ca_file: Option<PathBuf>,
+    /// PEM files of certificates to trust besides the system's.
+    pub ca_files: Vec<PathBuf>,
 }
 
 impl Endpoint {
@@ -85,7 +85,7 @@ impl Endpoint {
         for cert in rustls_native_certs::load_native_certs().certs {
             let _ = roots.add(cert);
         }
-        if let Some(file) = &self.ca_file {
+        for file in &self.ca_files {
             let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(file)
                 .and_then(|iter| iter.collect::<Result<_, _>>())
                 .map_err(|err| fail(format!("cannot read CA file {}: {err}", file.display())))?;
@@ -176,6 +176,8 @@ pub struct Connection {
     stream: Stream,
     server: String,
     buffer: Vec<u8>,
+    /// How much of `buffer` the responses handed out took.
+    consumed: usize,
     next_tag: u32,
     capabilities: Vec<String>,
     /// Lines imap-proto could not read, skipped so far.
@@ -261,6 +263,7 @@ impl Connection {
             stream: Stream::Plain(socket),
             server,
             buffer: Vec::new(),
+            consumed: 0,
             next_tag: 1,
             capabilities: Vec::new(),
             skipped: 0,
@@ -585,25 +588,24 @@ impl Connection {
         until: Instant,
     ) -> Result<Option<Response<'static>>, ImapError> {
         loop {
-            if !self.buffer.is_empty() {
-                let parsed = match Response::parse(&self.buffer) {
-                    Ok((rest, response)) => Some(Ok((self.buffer.len() - rest.len(), response.into_owned()))),
+            if self.consumed < self.buffer.len() {
+                let unread = &self.buffer[self.consumed..];
+                let parsed = match Response::parse(unread) {
+                    Ok((rest, response)) => Some(Ok((unread.len() - rest.len(), response.into_owned()))),
                     Err(nom::Err::Incomplete(_)) => None,
-                    Err(_) => Some(Err(())),
+                    Err(_) => Some(Err(unread.windows(2).position(|pair| pair == b"\r\n"))),
                 };
                 match parsed {
                     Some(Ok((used, response))) => {
-                        self.buffer.drain(..used);
+                        self.consumed += used;
                         return Ok(Some(response));
                     }
-                    Some(Err(())) => {
-                        if let Some(end) = self.buffer.windows(2).position(|pair| pair == b"\r\n") {
-                            self.buffer.drain(..end + 2);
-                            self.skipped += 1;
-                            continue;
-                        }
+                    Some(Err(Some(end))) => {
+                        self.consumed += end + 2;
+                        self.skipped += 1;
+                        continue;
                     }
-                    None => {}
+                    Some(Err(None)) | None => {}
                 }
             }
             if !self.fill(waker, until)? {
@@ -628,6 +630,10 @@ impl Connection {
         match self.stream.read(&mut chunk) {
             Ok(0) => Err(ImapError::lost(&self.server, "closed by the server")),
             Ok(count) => {
+                // What was read is dropped here, once per read, not once
+                // per response (a LIST of thousands of mailboxes).
+                self.buffer.drain(..self.consumed);
+                self.consumed = 0;
                 self.buffer.extend_from_slice(&chunk[..count]);
                 Ok(true)
             }

@@ -20,7 +20,7 @@ use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
@@ -175,6 +175,9 @@ pub struct RemoteNames {
     pub local: NameStyle,
     /// Server name → local name.
     pub renamed: HashMap<String, Vec<u8>>,
+    /// Keep the server's names whole (one level each): what nnimap's
+    /// groups are named by.
+    whole: bool,
 }
 
 impl RemoteNames {
@@ -186,6 +189,16 @@ impl RemoteNames {
                 .iter()
                 .map(|(local, remote)| (String::from_utf8_lossy(remote).into_owned(), local.clone()))
                 .collect(),
+            whole: false,
+        }
+    }
+
+    /// The server's own names, INBOX as the root: for nnimap groups.
+    pub fn server_names() -> RemoteNames {
+        RemoteNames {
+            local: NameStyle::new("INBOX", ""),
+            renamed: HashMap::new(),
+            whole: true,
         }
     }
 
@@ -196,7 +209,7 @@ impl RemoteNames {
         if name.eq_ignore_ascii_case("INBOX") {
             return Folder::root();
         }
-        match delimiter.filter(|delimiter| !delimiter.is_empty()) {
+        match delimiter.filter(|delimiter| !delimiter.is_empty() && !self.whole) {
             Some(delimiter) => Folder::from_levels(name.split(delimiter)),
             None => Folder::from_levels([name]),
         }
@@ -254,15 +267,31 @@ enum Report {
     Ready {
         how: String,
     },
+    /// A connection was lost or refused for now, and why; it is made again.
+    Disconnected(String),
     Warning(String),
     /// The account stops (its login is refused, its certificate not trusted).
     Failed(ImapError),
+}
+
+/// How an account's connections are doing.
+#[derive(Clone, Debug, Default)]
+pub struct Health {
+    /// Whether the last news from the server was a listing, not a loss.
+    pub connected: bool,
+    /// How the mailboxes are watched (NOTIFY, or IDLE and polling).
+    pub how: Option<String>,
+    pub mailboxes: usize,
+    /// Connections lost or refused since the start.
+    pub reconnects: u64,
+    pub last_error: Option<String>,
 }
 
 /// A running watch over one IMAP account. Dropping it stops its threads.
 pub struct ImapWatch {
     stop: Arc<Stop>,
     threads: Vec<JoinHandle<()>>,
+    health: Arc<Mutex<Health>>,
 }
 
 impl ImapWatch {
@@ -275,13 +304,15 @@ impl ImapWatch {
         names: RemoteNames,
     ) -> std::io::Result<ImapWatch> {
         let stop = Stop::new()?;
+        let health = Arc::new(Mutex::new(Health::default()));
         let (reports, reports_rx) = unbounded();
         let coordinator = {
             let options = options.clone();
             let stop = Arc::clone(&stop);
+            let health = Arc::clone(&health);
             thread::Builder::new()
                 .name("mailsync-imap".into())
-                .spawn(move || coordinate(reports_rx, sink, names, &options, &stop))?
+                .spawn(move || coordinate(reports_rx, sink, names, &options, &stop, &health))?
         };
         let supervisor = {
             let stop = Arc::clone(&stop);
@@ -292,7 +323,16 @@ impl ImapWatch {
         Ok(ImapWatch {
             stop,
             threads: vec![supervisor, coordinator],
+            health,
         })
+    }
+
+    /// How its connections are doing now.
+    pub fn health(&self) -> Health {
+        self.health
+            .lock()
+            .map(|health| health.clone())
+            .unwrap_or_default()
     }
 
     /// Stops every connection and waits for the threads.
@@ -320,7 +360,13 @@ fn coordinate(
     names: RemoteNames,
     options: &Options,
     stop: &Stop,
+    health: &Mutex<Health>,
 ) {
+    let note = |change: &dyn Fn(&mut Health)| {
+        if let Ok(mut health) = health.lock() {
+            change(&mut health);
+        }
+    };
     let mut mailboxes = Mailboxes::new(options.report_flags);
     let mut coalescer = Coalescer::new(options.delay, options.max_delay.unwrap_or(options.delay * 10));
     let mut delimiter: Option<String> = None;
@@ -340,6 +386,11 @@ fn coordinate(
             Ok(Report::Listing(listed, given)) => {
                 delimiter = given.or(delimiter);
                 mailboxes.listing(&listed).into_iter().for_each(&mut touch);
+                let count = mailboxes.len();
+                note(&|health| {
+                    health.connected = true;
+                    health.mailboxes = count;
+                });
             }
             Ok(Report::Status(name, status)) => {
                 if mailboxes.status(&name, &status) {
@@ -352,7 +403,16 @@ fn coordinate(
                     touch(name);
                 }
             }
+            Ok(Report::Disconnected(message)) => {
+                note(&|health| {
+                    health.connected = false;
+                    health.reconnects += 1;
+                    health.last_error = Some(message.clone());
+                });
+                sink.warning(message);
+            }
             Ok(Report::Ready { how }) => {
+                note(&|health| health.how = Some(how.clone()));
                 if !ready {
                     ready = true;
                     let mut folders: Vec<Folder> = mailboxes
@@ -360,12 +420,17 @@ fn coordinate(
                         .map(|name| names.folder(name, delimiter.as_deref()))
                         .collect();
                     folders.sort();
-                    sink.warning(format!("watching {} mailboxes: {how}", mailboxes.len()));
+                    sink.info(format!("watching {} mailboxes: {how}", mailboxes.len()));
                     sink.ready(Ok(folders));
                 }
             }
             Ok(Report::Warning(message)) => sink.warning(message),
             Ok(Report::Failed(error)) => {
+                let message = error.to_string();
+                note(&|health| {
+                    health.connected = false;
+                    health.last_error = Some(message.clone());
+                });
                 stop.stop();
                 if ready {
                     sink.stopped(Box::new(error));
@@ -441,6 +506,20 @@ mod tests {
                 expected,
                 "{server}"
             );
+        }
+    }
+
+    #[test]
+    fn for_nnimap_the_server_s_names_stay_whole() {
+        let names = RemoteNames::server_names();
+        let style = NameStyle::new("INBOX", "");
+        for (server, expected) in [
+            ("INBOX", "INBOX"),
+            ("a.b", "a.b"),
+            ("[Gmail]/Sent Mail", "[Gmail]/Sent Mail"),
+        ] {
+            let folder = names.folder(server, Some("."));
+            assert_eq!(folder.name(&style), expected.as_bytes(), "{server}");
         }
     }
 

@@ -4,7 +4,7 @@
 //! supervisor makes a new one after a back-off, and the listing it starts
 //! with tells the coordinator exactly what changed meanwhile.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
@@ -76,14 +76,14 @@ pub(super) fn supervise(account: &Account, options: &Options, reports: &Sender<R
             ImapError::Stopped => return,
             error if error.is_permanent() => return fail(error),
             ImapError::ClockJumped => {
-                context.report(Report::Warning(format!(
+                context.report(Report::Disconnected(format!(
                     "{}: the clock jumped or the machine resumed; connecting again",
                     account.label
                 )));
             }
             error => {
                 let wait = backoff.next(jitter());
-                context.report(Report::Warning(format!(
+                context.report(Report::Disconnected(format!(
                     "{}: {error}; connecting again in {:.1} s",
                     account.label,
                     wait.as_secs_f64()
@@ -128,35 +128,51 @@ fn list(
         "LIST \"\" \"*\"".to_string()
     };
     let (responses, _) = link.command(waker, &command)?;
-    let mut delimiter = None;
-    let mut names = Vec::new();
-    let mut statuses = HashMap::new();
-    let mut take = |responses: Vec<Response<'static>>,
-                    names: &mut Vec<String>,
-                    delimiter: &mut Option<String>| {
-        for response in responses {
-            match response {
-                Response::MailboxData(MailboxDatum::List(data)) => {
-                    if delimiter.is_none() {
-                        *delimiter = data.delimiter.as_deref().map(str::to_string);
-                    }
-                    let unselectable = data.name_attributes.iter().any(is_unselectable);
-                    if !unselectable && options.selection.contains(&data.name, data.delimiter.as_deref()) {
-                        names.push(data.name.into_owned());
-                    }
-                }
-                Response::MailboxData(MailboxDatum::Status { mailbox, status }) => {
-                    statuses.insert(mailbox.into_owned(), MailboxStatus::from_attributes(&status));
-                }
-                _ => {}
-            }
-        }
-    };
-    take(responses, &mut names, &mut delimiter);
+    let Listed {
+        names,
+        delimiter,
+        mut statuses,
+    } = listed(responses, options);
     if !list_status {
         statuses = self::statuses(link, waker, &names)?;
     }
     Ok((with_status(names, statuses), delimiter))
+}
+
+/// What a LIST said: the selectable mailboxes the selection takes, the
+/// server's delimiter, and the statuses LIST-STATUS put among them.
+struct Listed {
+    names: Vec<String>,
+    delimiter: Option<String>,
+    statuses: HashMap<String, MailboxStatus>,
+}
+
+fn listed(responses: Vec<Response<'static>>, options: &Options) -> Listed {
+    let mut listed = Listed {
+        names: Vec::new(),
+        delimiter: None,
+        statuses: HashMap::new(),
+    };
+    for response in responses {
+        match response {
+            Response::MailboxData(MailboxDatum::List(data)) => {
+                if listed.delimiter.is_none() {
+                    listed.delimiter = data.delimiter.as_deref().map(str::to_string);
+                }
+                let unselectable = data.name_attributes.iter().any(is_unselectable);
+                if !unselectable && options.selection.contains(&data.name, data.delimiter.as_deref()) {
+                    listed.names.push(data.name.into_owned());
+                }
+            }
+            Response::MailboxData(MailboxDatum::Status { mailbox, status }) => {
+                listed
+                    .statuses
+                    .insert(mailbox.into_owned(), MailboxStatus::from_attributes(&status));
+            }
+            _ => {}
+        }
+    }
+    listed
 }
 
 /// The status of each of `names`: every STATUS command sent at once.
@@ -367,11 +383,13 @@ fn idle_session(
 ) -> Result<Never, ImapError> {
     names.sort_by_key(|name| !name.eq_ignore_ascii_case("INBOX"));
     let idle_count = names.len().min(context.options.max_connections.saturating_sub(1));
-    let mut polled: Vec<String> = names.split_off(idle_count);
+    let mut polled: HashSet<String> = names.split_off(idle_count).into_iter().collect();
+    let mut idling: HashSet<String> = names.into_iter().collect();
     let links_stop = Stop::new().map_err(|err| ImapError::lost(link.server(), err))?;
+    // Stops the IDLE connections however this session ends.
+    let mut links = StopOnDrop(Arc::clone(&links_stop), Vec::new());
     let (news, news_rx) = unbounded();
-    let mut threads = Vec::new();
-    for mailbox in names.iter() {
+    for mailbox in &idling {
         let (account, options, tls, reports) = (
             context.account.clone(),
             context.options.clone(),
@@ -390,41 +408,36 @@ fn idle_session(
                 };
                 idle_link(&context, &mailbox, &stop, &news);
             });
-        match spawned {
-            Ok(thread) => threads.push(thread),
-            Err(err) => {
-                links_stop.stop();
-                return Err(ImapError::lost(link.server(), err));
-            }
-        }
+        links
+            .1
+            .push(spawned.map_err(|err| ImapError::lost(link.server(), err))?);
     }
     drop(news);
-    // Stops the IDLE connections however this session ends.
-    let _guard = StopOnDrop(Arc::clone(&links_stop), threads);
-    let mut waiting = names.len();
+    let mut waiting = idling.len();
     let deadline = Instant::now() + 2 * RESPONSE_TIMEOUT;
     while waiting > 0 {
         match news_rx.recv_timeout(Duration::from_millis(100)) {
             Ok(LinkNews::Idling) => waiting -= 1,
             Ok(LinkNews::Refused(mailbox)) => {
                 waiting -= 1;
-                polled.push(mailbox);
+                idling.remove(&mailbox);
+                polled.insert(mailbox);
             }
             Err(_) if waker.is_stopped() => return Err(ImapError::Stopped),
             Err(_) if Instant::now() > deadline => break,
             Err(_) => {}
         }
     }
-    let idling = names.len() - polled.iter().filter(|name| names.contains(name)).count();
     context.report(Report::Ready {
         how: format!(
-            "IDLE on {idling} connections, STATUS every {} s for {}",
+            "IDLE on {} connections, STATUS every {} s for {}",
+            idling.len(),
             context.options.poll.as_secs(),
             polled.len()
         ),
     });
     backoff.reset();
-    poll_loop(context, &mut link, waker, &news_rx, names, polled, delimiter)
+    poll_loop(context, &mut link, waker, &news_rx, idling, polled, delimiter)
 }
 
 struct StopOnDrop(Arc<Stop>, Vec<thread::JoinHandle<()>>);
@@ -443,8 +456,8 @@ fn poll_loop(
     link: &mut Connection,
     waker: &mut Waker,
     news: &Receiver<LinkNews>,
-    idling: Vec<String>,
-    mut polled: Vec<String>,
+    mut idling: HashSet<String>,
+    mut polled: HashSet<String>,
     mut delimiter: Option<String>,
 ) -> Result<Never, ImapError> {
     loop {
@@ -452,36 +465,31 @@ fn poll_loop(
             return Err(ImapError::Stopped);
         }
         while let Ok(LinkNews::Refused(mailbox)) = news.try_recv() {
-            polled.push(mailbox);
+            idling.remove(&mailbox);
+            polled.insert(mailbox);
         }
         // The listing sees new and deleted mailboxes; STATUS only where no
-        // IDLE connection watches (LIST-STATUS gives it for all at once).
+        // IDLE connection watches.
         let (responses, _) = link.command(waker, "LIST \"\" \"*\"")?;
-        let mut listed = Vec::new();
-        for response in responses {
-            if let Response::MailboxData(MailboxDatum::List(data)) = response {
-                delimiter = delimiter.or_else(|| data.delimiter.as_deref().map(str::to_string));
-                if !data.name_attributes.iter().any(is_unselectable)
-                    && context
-                        .options
-                        .selection
-                        .contains(&data.name, data.delimiter.as_deref())
-                {
-                    listed.push(data.name.into_owned());
-                }
-            }
-        }
-        for name in &listed {
-            if !idling.contains(name) && !polled.contains(name) {
-                polled.push(name.clone());
-            }
-        }
-        polled.retain(|name| listed.contains(name));
-        let found = statuses(link, waker, &polled)?;
-        context.report(Report::Listing(with_status(listed, found), delimiter.clone()));
+        let listed = listed(responses, context.options);
+        delimiter = delimiter.or(listed.delimiter);
+        let present: HashSet<&String> = listed.names.iter().collect();
+        polled.retain(|name| present.contains(name));
+        polled.extend(
+            listed
+                .names
+                .iter()
+                .filter(|name| !idling.contains(*name))
+                .cloned(),
+        );
+        let polled_now: Vec<String> = polled.iter().cloned().collect();
+        let found = statuses(link, waker, &polled_now)?;
+        context.report(Report::Listing(
+            with_status(listed.names, found),
+            delimiter.clone(),
+        ));
     }
 }
-
 /// One IDLE connection on one mailbox, reconnecting by itself.
 fn idle_link(context: &Context, mailbox: &str, stop: &Arc<Stop>, news: &Sender<LinkNews>) {
     let Ok(mut waker) = Waker::new(Arc::clone(stop)) else {
@@ -508,7 +516,7 @@ fn idle_link(context: &Context, mailbox: &str, stop: &Arc<Stop>, news: &Sender<L
             ImapError::ClockJumped => {}
             error => {
                 let wait = backoff.next(jitter());
-                context.report(Report::Warning(format!(
+                context.report(Report::Disconnected(format!(
                     "{} ({mailbox}): {error}; connecting again in {:.1} s",
                     context.account.label,
                     wait.as_secs_f64()
