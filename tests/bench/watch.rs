@@ -12,9 +12,13 @@
 //! - `mailsync sync`: its own cost per sync, against the backend run
 //!   directly on the same no-op single-folder sync, and a bare `python3`
 //!   start-up (the floor of the seed's Python wrapper).
+//! - `mailsync idle` ([`imap`]): against a raw IDLE client on the same
+//!   Dovecot; start-up, connections and memory at 1 to 1,000 mailboxes;
+//!   wake-ups while idle.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod imap;
 
 use std::collections::HashMap;
 use std::fs;
@@ -832,5 +836,12 @@ fn main() {
     }
     if only.is_empty() || only == "sync" {
         sync_overhead();
+    }
+    if only.is_empty() || only == "imap" {
+        let idle = std::env::var("MAILSYNC_BENCH_IDLE")
+            .ok()
+            .and_then(|seconds| seconds.parse().ok())
+            .unwrap_or(15);
+        imap::tables(samples, Duration::from_secs(idle));
     }
 }
