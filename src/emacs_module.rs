@@ -25,7 +25,9 @@ use emacs::{defun, Env, IntoLisp, Result, ResultExt, Value};
 
 use crate::engine::{Engine, Options, Sink};
 use crate::groups::GroupMap;
-use crate::imap::{self, Account, Endpoint, ImapWatch, Password, RemoteNames, Secret, Tls};
+use crate::imap::{
+    self, Account, Endpoint, ImapWatch, Password, RemoteNames, Secret, Tls, DEFAULT_KEEPALIVE,
+};
 use crate::naming::{Folder, Layout, NameStyle};
 
 emacs::plugin_is_GPL_compatible!();
@@ -235,6 +237,7 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
             port,
             tls,
             ca_files,
+            keepalive: DEFAULT_KEEPALIVE,
         },
         user,
         password: Password::Given(Secret::new(password)),

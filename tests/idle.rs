@@ -109,6 +109,21 @@ fn notify_reports_deliveries_new_and_deleted_mailboxes_and_flags_only_when_asked
     create(&dovecot, "new");
     assert_eq!(plain.next(), "new");
     assert_eq!(flags.next(), "new");
+    // Renamed by another client: Dovecot tells NOTIFY clients of a rename
+    // only with its next event (here a delivery).
+    dovecot.imap(&["RENAME new renamed"]);
+    dovecot.deliver("INBOX", "after the rename");
+    let after = BTreeSet::from(["INBOX".to_string(), "new".to_string(), "renamed".to_string()]);
+    assert_eq!(
+        lines_set(&plain),
+        after,
+        "a rename: the old name gone, the new one made"
+    );
+    assert_eq!(lines_set(&flags), after);
+    dovecot.imap(&["RENAME renamed new"]);
+    dovecot.deliver("INBOX", "after the rename");
+    assert_eq!(lines_set(&plain), after);
+    assert_eq!(lines_set(&flags), after);
 
     dovecot.doveadm(
         &["flags", "add", "-u", "test", "\\Seen", "mailbox", "a", "all"],
@@ -207,14 +222,15 @@ fn after_a_restart_or_a_kick_idle_reports_exactly_the_mailboxes_changed_meanwhil
 }
 
 #[test]
-fn a_stopped_watcher_reports_what_came_while_it_was_stopped() {
+fn a_watcher_stopped_longer_than_its_keepalive_reports_what_came_meanwhile() {
     let dovecot = tls_dovecot("");
     create(&dovecot, "a");
-    let watch = start_idle(&dovecot, &[]);
+    // Probes after 1 s of silence; the watcher is stopped for 4 s.
+    let watch = start_idle(&dovecot, &["--keepalive", "1"]);
     kill(watch.child.id(), "-STOP");
     dovecot.deliver("a", "while stopped");
     dovecot.deliver("INBOX", "while stopped");
-    thread::sleep(Duration::from_secs(3));
+    thread::sleep(Duration::from_secs(4));
     kill(watch.child.id(), "-CONT");
     assert_eq!(
         lines_set(&watch),

@@ -13,7 +13,9 @@ use crossbeam_channel::unbounded;
 
 use mailsync::backend::{default_offlineimap_config, read_name_map};
 use mailsync::imap::config::{from_mbsync, from_offlineimap, Found};
-use mailsync::imap::{Account, Endpoint, ImapWatch, Options, Password, RemoteNames, Selection, Tls};
+use mailsync::imap::{
+    Account, Endpoint, ImapWatch, Options, Password, RemoteNames, Selection, Tls, DEFAULT_KEEPALIVE,
+};
 use mailsync::naming::NameStyle;
 
 use super::check::{CheckArgs, Checker};
@@ -93,6 +95,10 @@ pub struct IdleArgs {
     /// Use IDLE even where the server offers NOTIFY
     #[arg(long)]
     no_notify: bool,
+    /// Seconds of silence before the kernel probes the server; a dead
+    /// connection is found after 4 unanswered probes, a sixth of this apart
+    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    keepalive: u64,
     #[command(flatten)]
     check: CheckArgs,
 }
@@ -143,6 +149,7 @@ fn account(args: &IdleArgs) -> Result<Found, String> {
                 port,
                 tls: args.tls,
                 ca_files: Vec::new(),
+                keepalive: DEFAULT_KEEPALIVE,
             },
             user,
             password,
@@ -168,6 +175,7 @@ pub fn run(args: IdleArgs) -> Status {
     if !args.ca_file.is_empty() {
         account.endpoint.ca_files = args.ca_file.clone();
     }
+    account.endpoint.keepalive = Duration::from_secs(args.keepalive);
     if let Some(command) = &args.pass_cmd {
         account.password = Password::Command(command.clone());
     }

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::{Account, Endpoint, Password, Secret, Tls};
+use super::{Account, Endpoint, Password, Secret, Tls, DEFAULT_KEEPALIVE};
 use crate::backend::parse_ini;
 
 /// An account and how its local store names folders.
@@ -230,6 +230,7 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
                 port,
                 tls,
                 ca_files,
+                keepalive: DEFAULT_KEEPALIVE,
             },
             user,
             password,
@@ -346,6 +347,7 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
                 port,
                 tls,
                 ca_files,
+                keepalive: DEFAULT_KEEPALIVE,
             },
             user,
             password,

@@ -12,6 +12,7 @@
 //! blocking thread per connection does. The command side (a tag, a verb,
 //! quoted strings) is a few lines.
 
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
 use std::os::fd::{AsRawFd, RawFd};
@@ -20,7 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use imap_proto::{Capability, Response, ResponseCode, Status};
+use imap_proto::{Capability, Outcome, Response, ResponseCode, Status};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
@@ -65,7 +66,13 @@ pub struct Endpoint {
     pub tls: Tls,
     /// PEM files of certificates to trust besides the system's.
     pub ca_files: Vec<PathBuf>,
+    /// Silence after which the kernel probes the peer (TCP keep-alive);
+    /// a dead peer is found after 4 unanswered probes, a sixth of this apart.
+    pub keepalive: Duration,
 }
+
+/// The default keep-alive: a dead peer is found within about 100 s.
+pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 
 impl Endpoint {
     pub fn server(&self) -> String {
@@ -180,18 +187,16 @@ pub struct Connection {
     consumed: usize,
     next_tag: u32,
     capabilities: Vec<String>,
-    /// Lines imap-proto could not read, skipped so far.
-    pub skipped: u64,
 }
 
-fn set_keepalive(socket: &TcpStream) {
+/// Dead peers are found by the kernel, without waking this process.
+fn set_keepalive(socket: &TcpStream, idle: Duration) {
     let fd = socket.as_raw_fd();
-    // Dead peers are found by the kernel within about 100 s of silence,
-    // without waking this process.
+    let idle = idle.as_secs().clamp(1, 86_400) as libc::c_int;
     for (level, name, value) in [
         (libc::SOL_SOCKET, libc::SO_KEEPALIVE, 1),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, 60),
-        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, 10),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPIDLE, idle),
+        (libc::IPPROTO_TCP, libc::TCP_KEEPINTVL, (idle / 6).max(1)),
         (libc::IPPROTO_TCP, libc::TCP_KEEPCNT, 4),
     ] {
         let value: libc::c_int = value;
@@ -258,7 +263,7 @@ impl Connection {
             .set_write_timeout(Some(RESPONSE_TIMEOUT))
             .map_err(connect_error)?;
         let _ = socket.set_nodelay(true);
-        set_keepalive(&socket);
+        set_keepalive(&socket, endpoint.keepalive);
         let mut connection = Connection {
             stream: Stream::Plain(socket),
             server,
@@ -266,7 +271,6 @@ impl Connection {
             consumed: 0,
             next_tag: 1,
             capabilities: Vec::new(),
-            skipped: 0,
         };
         if endpoint.tls == Tls::Implicit {
             connection.start_tls(endpoint, tls)?;
@@ -581,7 +585,9 @@ impl Connection {
     }
 
     /// The next response, or None when `until` comes first. A line that
-    /// imap-proto cannot read is skipped and counted in `skipped`.
+    /// imap-proto cannot read is skipped and handed out as an untagged BAD
+    /// (what a server says of a line it cannot parse), so the caller can
+    /// make up for what it missed.
     pub fn next(
         &mut self,
         waker: &mut Waker,
@@ -602,8 +608,13 @@ impl Connection {
                     }
                     Some(Err(Some(end))) => {
                         self.consumed += end + 2;
-                        self.skipped += 1;
-                        continue;
+                        return Ok(Some(Response::Data {
+                            status: Status::Bad,
+                            outcome: Outcome {
+                                code: None,
+                                information: Some(Cow::Borrowed("a response mailsync cannot read")),
+                            },
+                        }));
                     }
                     Some(Err(None)) | None => {}
                 }

@@ -30,7 +30,7 @@ use crate::coalesce::Coalescer;
 use crate::naming::{Folder, NameStyle};
 use crate::source::Sink;
 
-pub use conn::{Endpoint, Tls};
+pub use conn::{Endpoint, Tls, DEFAULT_KEEPALIVE};
 pub use error::ImapError;
 use status::{MailboxStatus, Mailboxes};
 use wake::Stop;
@@ -261,8 +261,6 @@ enum Report {
     Status(String, MailboxStatus),
     /// A mailbox changed in a way no status shows (flags without CONDSTORE).
     Changed(String),
-    /// A mailbox was deleted or renamed away.
-    Gone(String),
     /// Every mailbox is watched, by NOTIFY or IDLE (with how many polled).
     Ready {
         how: String,
@@ -398,11 +396,6 @@ fn coordinate(
                 }
             }
             Ok(Report::Changed(name)) => touch(name),
-            Ok(Report::Gone(name)) => {
-                if mailboxes.remove(&name) {
-                    touch(name);
-                }
-            }
             Ok(Report::Disconnected(message)) => {
                 note(&|health| {
                     health.connected = false;

@@ -214,64 +214,52 @@ fn is_unselectable(attribute: &NameAttribute) -> bool {
     }
 }
 
-/// What one response under IDLE means for the watch.
-enum Seen {
-    Nothing,
-    /// A mailbox was created or renamed to: its status is asked for.
-    Created(String),
-    /// Something the connection could not follow: list everything again.
-    Resync,
-}
-
-/// Turns a NOTIFY connection's response into reports.
+/// Reports what one response of a NOTIFY connection says; true when the
+/// mailboxes must be listed again: a mailbox was created, deleted or renamed
+/// (`* LIST`; a rename may come with OLDNAME data, and Dovecot sends it only
+/// with the next event), or a response could not be read.
 fn notified(
     context: &Context,
     response: Response<'static>,
     delimiter: Option<&str>,
-) -> Result<Seen, ImapError> {
-    let selection = &context.options.selection;
+) -> Result<bool, ImapError> {
     match response {
-        Response::MailboxData(MailboxDatum::Status { mailbox, status })
-            if selection.contains(&mailbox, delimiter) =>
-        {
-            context.report(Report::Status(
-                mailbox.into_owned(),
-                MailboxStatus::from_attributes(&status),
-            ));
-        }
-        Response::MailboxData(MailboxDatum::List(data)) => {
-            if data.name_attributes.iter().any(is_unselectable) {
-                context.report(Report::Gone(data.name.into_owned()));
-            } else if selection.contains(&data.name, delimiter) {
-                return Ok(Seen::Created(data.name.into_owned()));
+        Response::MailboxData(MailboxDatum::Status { mailbox, status }) => {
+            if context.options.selection.contains(&mailbox, delimiter) {
+                context.report(Report::Status(
+                    mailbox.into_owned(),
+                    MailboxStatus::from_attributes(&status),
+                ));
             }
+            Ok(false)
         }
+        Response::MailboxData(MailboxDatum::List(_)) => Ok(true),
         Response::Data {
             status: Status::Bye,
             outcome,
-        } => {
-            return Err(bye(
+        } => Err(bye(
+            &context.account.endpoint.server(),
+            outcome.information.as_deref(),
+        )),
+        Response::Data {
+            status: Status::Bad, ..
+        } => Ok(true),
+        // The server stopped notifying: a new connection sets NOTIFY
+        // afresh (a second NOTIFY SET on one connection leaves Dovecot
+        // 2.3 silent) and its listing reports what changed.
+        Response::Data { outcome, .. }
+            if outcome
+                .information
+                .as_deref()
+                .is_some_and(|text| text.contains("NOTIFICATIONOVERFLOW")) =>
+        {
+            Err(ImapError::lost(
                 &context.account.endpoint.server(),
-                outcome.information.as_deref(),
+                "the server dropped notifications (NOTIFICATIONOVERFLOW)",
             ))
         }
-        Response::Data {
-            status: Status::No,
-            outcome,
-        }
-        | Response::Data {
-            status: Status::Ok,
-            outcome,
-        } if outcome
-            .information
-            .as_deref()
-            .is_some_and(|text| text.contains("NOTIFICATIONOVERFLOW")) =>
-        {
-            return Ok(Seen::Resync);
-        }
-        _ => {}
+        _ => Ok(false),
     }
-    Ok(Seen::Nothing)
 }
 
 fn notify_session(
@@ -289,40 +277,26 @@ fn notify_session(
     loop {
         let tag = begin_idle(&mut link, waker)?;
         let renew_at = Instant::now() + context.options.idle_renewal;
-        let skipped = link.skipped;
-        let mut created = Vec::new();
         let mut resync = false;
         while let Some(response) = link.next(waker, renew_at)? {
             if let Response::Done { .. } = response {
                 return Err(ImapError::lost(link.server(), "the server ended IDLE"));
             }
-            match notified(context, response, delimiter.as_deref())? {
-                Seen::Nothing => {}
-                Seen::Created(name) => created.push(name),
-                Seen::Resync => resync = true,
-            }
-            if link.skipped != skipped {
+            if notified(context, response, delimiter.as_deref())? {
                 resync = true;
-            }
-            if resync || !created.is_empty() {
                 break;
             }
         }
         link.send_line(b"DONE")?;
         let (responses, _) = link.finish(waker, &tag)?;
         for response in responses {
-            if let Seen::Created(name) = notified(context, response, delimiter.as_deref())? {
-                created.push(name);
-            }
+            resync |= notified(context, response, delimiter.as_deref())?;
         }
         if resync {
+            // The listing tells the coordinator which mailboxes are new,
+            // gone or changed.
             let (listing, given) = list(&mut link, waker, context.options)?;
             context.report(Report::Listing(listing, given));
-            set_notify(context, &mut link, waker)?;
-        } else if !created.is_empty() {
-            for (name, status) in statuses(&mut link, waker, &created)? {
-                context.report(Report::Status(name, status));
-            }
         }
     }
 }

@@ -130,11 +130,6 @@ impl Mailboxes {
         }
     }
 
-    /// A mailbox gone from the server; true when it was known.
-    pub fn remove(&mut self, name: &str) -> bool {
-        self.known.remove(name).is_some()
-    }
-
     /// A whole listing: the mailboxes that are new, gone or changed.
     pub fn listing(&mut self, listed: &[(String, MailboxStatus)]) -> Vec<String> {
         let mut changed: Vec<String> = listed

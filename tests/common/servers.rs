@@ -148,6 +148,27 @@ imap.logout()
         assert!(status.success(), "IMAP APPEND to {folder} failed");
     }
 
+    /// Runs IMAP commands (`RENAME a b`, …) as another client, each of
+    /// which must succeed.
+    pub fn imap(&self, commands: &[&str]) {
+        let script = r#"
+import imaplib, sys
+imap = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
+imap.login("test", "secret")
+for command in sys.argv[2:]:
+    verb, *args = command.split(" ")
+    status, detail = imap._simple_command(verb, *args)
+    assert status == "OK", (command, detail)
+imap.logout()
+"#;
+        let status = Command::new("python3")
+            .args(["-c", script, &self.port.to_string()])
+            .args(commands)
+            .status()
+            .unwrap();
+        assert!(status.success(), "IMAP {commands:?} failed");
+    }
+
     /// An offlineimaprc syncing into `local` (local `sep` is ".").
     pub fn offlineimaprc(&self, local: &Path) -> PathBuf {
         self.offlineimaprc_with(local, "", "")
