@@ -25,9 +25,7 @@ use emacs::{defun, Env, IntoLisp, Result, ResultExt, Value};
 
 use crate::engine::{Engine, Options, Sink};
 use crate::groups::GroupMap;
-use crate::imap::{
-    self, Account, Endpoint, ImapWatch, Password, RemoteNames, Secret, Tls, DEFAULT_KEEPALIVE,
-};
+use crate::imap::{self, Account, Endpoint, ImapWatch, Password, RemoteNames, Secret, Tls};
 use crate::naming::{Folder, Layout, NameStyle};
 
 emacs::plugin_is_GPL_compatible!();
@@ -232,13 +230,7 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
     };
     let account = Account {
         label,
-        endpoint: Endpoint {
-            host,
-            port,
-            tls,
-            ca_files,
-            keepalive: DEFAULT_KEEPALIVE,
-        },
+        endpoint: Endpoint::new(host, port, tls, ca_files),
         user,
         password: Password::Given(Secret::new(password)),
     };

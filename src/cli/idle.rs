@@ -13,9 +13,7 @@ use crossbeam_channel::unbounded;
 
 use mailsync::backend::{default_offlineimap_config, read_name_map};
 use mailsync::imap::config::{from_mbsync, from_offlineimap, Found};
-use mailsync::imap::{
-    Account, Endpoint, ImapWatch, Options, Password, RemoteNames, Selection, Tls, DEFAULT_KEEPALIVE,
-};
+use mailsync::imap::{Account, Endpoint, ImapWatch, Options, Password, RemoteNames, Selection, Tls};
 use mailsync::naming::NameStyle;
 
 use super::check::{CheckArgs, Checker};
@@ -144,13 +142,7 @@ fn account(args: &IdleArgs) -> Result<Found, String> {
     Ok(Found {
         account: Account {
             label: format!("{user}@{host}"),
-            endpoint: Endpoint {
-                host,
-                port,
-                tls: args.tls,
-                ca_files: Vec::new(),
-                keepalive: DEFAULT_KEEPALIVE,
-            },
+            endpoint: Endpoint::new(host, port, args.tls, Vec::new()),
             user,
             password,
         },

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::{Account, Endpoint, Password, Secret, Tls, DEFAULT_KEEPALIVE};
+use super::{Account, Endpoint, Password, Secret, Tls};
 use crate::backend::parse_ini;
 
 /// An account and how its local store names folders.
@@ -225,13 +225,7 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
     Ok(Found {
         account: Account {
             label: account.name.clone(),
-            endpoint: Endpoint {
-                host,
-                port,
-                tls,
-                ca_files,
-                keepalive: DEFAULT_KEEPALIVE,
-            },
+            endpoint: Endpoint::new(host, port, tls, ca_files),
             user,
             password,
         },
@@ -342,13 +336,7 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
     Ok(Found {
         account: Account {
             label: name.to_string(),
-            endpoint: Endpoint {
-                host,
-                port,
-                tls,
-                ca_files,
-                keepalive: DEFAULT_KEEPALIVE,
-            },
+            endpoint: Endpoint::new(host, port, tls, ca_files),
             user,
             password,
         },

@@ -75,6 +75,17 @@ pub struct Endpoint {
 pub const DEFAULT_KEEPALIVE: Duration = Duration::from_secs(60);
 
 impl Endpoint {
+    /// An endpoint with the default keep-alive.
+    pub fn new(host: String, port: u16, tls: Tls, ca_files: Vec<PathBuf>) -> Endpoint {
+        Endpoint {
+            host,
+            port,
+            tls,
+            ca_files,
+            keepalive: DEFAULT_KEEPALIVE,
+        }
+    }
+
     pub fn server(&self) -> String {
         format!("{}:{}", self.host, self.port)
     }

@@ -30,7 +30,7 @@ use crate::coalesce::Coalescer;
 use crate::naming::{Folder, NameStyle};
 use crate::source::Sink;
 
-pub use conn::{Endpoint, Tls, DEFAULT_KEEPALIVE};
+pub use conn::{Endpoint, Tls};
 pub use error::ImapError;
 use status::{MailboxStatus, Mailboxes};
 use wake::Stop;

@@ -127,7 +127,26 @@ fn list(
     } else {
         "LIST \"\" \"*\"".to_string()
     };
-    let (responses, _) = link.command(waker, &command)?;
+    // A notification can come in the middle of the listing's answer: a
+    // rename's (`* LIST … ("OLDNAME" …)`, which imap-proto cannot read) then
+    // shows as an untagged BAD, and the listing may predate it: list again.
+    let mut attempts = 0;
+    let (responses, _) = loop {
+        let (responses, done) = link.command(waker, &command)?;
+        attempts += 1;
+        let interrupted = responses.iter().any(|response| {
+            matches!(
+                response,
+                Response::Data {
+                    status: Status::Bad,
+                    ..
+                }
+            )
+        });
+        if !interrupted || attempts == 3 {
+            break (responses, done);
+        }
+    };
     let Listed {
         names,
         delimiter,
