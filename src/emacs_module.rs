@@ -17,22 +17,25 @@
 use std::collections::HashSet;
 use std::io::Write;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
 use emacs::{defun, Env, IntoLisp, Result, ResultExt, Value};
 
 use crate::engine::{Engine, Options, Sink};
 use crate::groups::GroupMap;
-use crate::imap::{self, Account, Endpoint, ImapWatch, Password, RemoteNames, Secret, Tls};
+use crate::imap::{
+    self, Account, AskSecret, Auth, Endpoint, ImapError, ImapWatch, Password, RemoteNames, Secret, Tls,
+};
 use crate::naming::{Folder, Layout, NameStyle};
 
 emacs::plugin_is_GPL_compatible!();
 
 /// The interface mailsync-gnus.el talks to: bump it whenever a
 /// `mailsync--module-*` function changes its arguments or results.
-pub const MODULE_VERSION: i64 = 4;
+pub const MODULE_VERSION: i64 = 5;
 
 emacs::define_errors! {
     mailsync_error "mailsync" (user_error)
@@ -47,52 +50,118 @@ fn init(_env: &Env) -> Result<()> {
     Ok(())
 }
 
-/// What the engine's thread hands to Emacs's thread.
-#[derive(Default)]
+/// What the engine's thread hands to Emacs's thread, and the pipe that
+/// wakes Emacs to take it.
 struct Mailbox {
     /// How the start went, until `poll` takes it: the folders found, or why not.
     started: Mutex<Option<std::result::Result<Vec<Folder>, String>>>,
     folders: Mutex<Vec<Folder>>,
     warnings: Mutex<Vec<String>>,
+    /// An IMAP account's login waits for a password from auth-source:
+    /// [`SECRET_WANTED`] or [`SECRET_REFUSED`], until `poll` takes it.
+    secret_wanted: AtomicU8,
     /// Set while a wake-up byte is in flight; cleared by `poll` before it drains.
     wake_pending: AtomicBool,
+    wake: Mutex<Box<dyn Write + Send>>,
 }
 
-struct EmacsSink {
-    mailbox: Arc<Mailbox>,
-    wake: Box<dyn Write + Send>,
-}
+const SECRET_WANTED: u8 = 1;
+/// Wanted, and the last one given was refused: auth-source's cache will not do.
+const SECRET_REFUSED: u8 = 2;
 
-impl EmacsSink {
-    fn wake(&mut self) {
-        if !self.mailbox.wake_pending.swap(true, Ordering::AcqRel) {
+impl Mailbox {
+    fn new(wake: Box<dyn Write + Send>) -> Mailbox {
+        Mailbox {
+            started: Mutex::default(),
+            folders: Mutex::default(),
+            warnings: Mutex::default(),
+            secret_wanted: AtomicU8::new(0),
+            wake_pending: AtomicBool::new(false),
+            wake: Mutex::new(wake),
+        }
+    }
+
+    fn wake(&self) {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
             // A failed write means the pipe process was deleted: Emacs is
             // stopping this watch, and the queue is dropped with it.
-            let _ = self.wake.write_all(b"!");
+            if let Ok(mut pipe) = self.wake.lock() {
+                let _ = pipe.write_all(b"!");
+            }
         }
     }
 }
+
+struct EmacsSink(Arc<Mailbox>);
 
 impl Sink for EmacsSink {
     fn ready(&mut self, started: std::result::Result<Vec<Folder>, crate::source::SourceError>) {
-        if let Ok(mut slot) = self.mailbox.started.lock() {
+        if let Ok(mut slot) = self.0.started.lock() {
             *slot = Some(started.map_err(|err| err.to_string()));
         }
-        self.wake();
+        self.0.wake();
     }
 
     fn changed(&mut self, folders: Vec<Folder>) {
-        if let Ok(mut queued) = self.mailbox.folders.lock() {
+        if let Ok(mut queued) = self.0.folders.lock() {
             queued.extend(folders);
         }
-        self.wake();
+        self.0.wake();
     }
 
     fn warning(&mut self, message: String) {
-        if let Ok(mut queued) = self.mailbox.warnings.lock() {
+        if let Ok(mut queued) = self.0.warnings.lock() {
             queued.push(message);
         }
-        self.wake();
+        self.0.wake();
+    }
+}
+
+/// How long a login waits for Emacs to give a password; then it is tried
+/// again later, as when the server is unreachable.
+const ASK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// An IMAP account's password, from auth-source on Emacs's thread: the
+/// one read at the start for the first login, then asked for again at each
+/// login (a reconnect, a refused OAuth2 token), so a token that expired is
+/// replaced by the fresh one auth-source gives.
+struct EmacsSecret {
+    mailbox: Arc<Mailbox>,
+    first: Mutex<Option<Secret>>,
+    /// `mailsync--module-give-secret`'s answers; closed when the watch stops.
+    answers: Receiver<Option<String>>,
+}
+
+impl std::fmt::Debug for EmacsSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<asked of Emacs>")
+    }
+}
+
+impl AskSecret for EmacsSecret {
+    fn ask(&self, account: &str, refused: bool) -> std::result::Result<Secret, ImapError> {
+        if !refused {
+            if let Some(first) = self.first.lock().ok().and_then(|mut first| first.take()) {
+                return Ok(first);
+            }
+        }
+        // An answer that came after an earlier ask gave up is stale.
+        while self.answers.try_recv().is_ok() {}
+        let wanted = if refused { SECRET_REFUSED } else { SECRET_WANTED };
+        self.mailbox.secret_wanted.store(wanted, Ordering::Release);
+        self.mailbox.wake();
+        match self.answers.recv_timeout(ASK_TIMEOUT) {
+            Ok(Some(secret)) => Ok(Secret::new(secret)),
+            Ok(None) => Err(ImapError::Password {
+                account: account.to_string(),
+                message: "auth-source has none".into(),
+            }),
+            Err(RecvTimeoutError::Timeout) => Err(ImapError::Unavailable {
+                server: "Emacs".into(),
+                message: format!("no password from auth-source in {} s", ASK_TIMEOUT.as_secs()),
+            }),
+            Err(RecvTimeoutError::Disconnected) => Err(ImapError::Stopped),
+        }
     }
 }
 
@@ -106,6 +175,8 @@ enum Source {
 pub struct Watch {
     source: Option<Source>,
     mailbox: Arc<Mailbox>,
+    /// Where an IMAP account's password goes when it asks for one.
+    secrets: Option<Sender<Option<String>>>,
     /// Folder → the name Gnus gives it (without the server prefix).
     names: GroupMap,
 }
@@ -163,19 +234,15 @@ fn module_start(env: &Env, root: String, wake: Value, options: Value) -> Result<
     Ok(Watch {
         source: Some(Source::Maildir(engine)),
         mailbox,
+        secrets: None,
         names: GroupMap::new(style.clone(), style, "", None, utf7),
     })
 }
 
 /// The queue a source fills, and its sink, which wakes Emacs through WAKE.
 fn sink(env: &Env, wake: Value) -> Result<(Arc<Mailbox>, Box<dyn Sink>)> {
-    let writer = env.open_channel(wake)?;
-    let mailbox = Arc::new(Mailbox::default());
-    let sink = EmacsSink {
-        mailbox: Arc::clone(&mailbox),
-        wake: Box::new(writer),
-    };
-    Ok((mailbox, Box::new(sink)))
+    let mailbox = Arc::new(Mailbox::new(Box::new(env.open_channel(wake)?)));
+    Ok((Arc::clone(&mailbox), Box::new(EmacsSink(mailbox))))
 }
 
 /// Start watching an IMAP account; return a handle at once.
@@ -185,9 +252,13 @@ fn sink(env: &Env, wake: Value) -> Result<(Arc<Mailbox>, Box<dyn Sink>)> {
 /// reports mailboxes by their server names (UTF-7 decoded, as nnimap
 /// names its groups). WAKE is as for `mailsync--module-start'.
 /// ACCOUNT is a plist: :label (how messages name it), :host, :port,
-/// :tls ("imaps", "starttls" or "none"), :user, :password,
-/// :ca-files (PEM files to trust besides the system's), :delay-ms,
-/// :report-flags, :max-connections, :poll-seconds.
+/// :tls ("imaps", "starttls" or "none"), :user, :password (or an OAuth2
+/// access token), :auth (nil, or the mechanisms allowed: \"xoauth2\",
+/// \"oauthbearer\", \"plain\", \"login\"), :ca-files (PEM files to trust
+/// besides the system's), :delay-ms, :report-flags, :max-connections,
+/// :poll-seconds.
+/// Each later login asks for the password again: `mailsync--module-poll'
+/// says so, and `mailsync--module-give-secret' answers.
 #[defun(user_ptr)]
 fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
     let required = |key: &str| -> Result<String> {
@@ -228,19 +299,31 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
         ),
         ..defaults
     };
+    let auth = match string_option(env, account, ":auth")? {
+        Some(names) => Auth::from_names(&names).or_signal(env, mailsync_error)?,
+        None => Auth::default(),
+    };
+    let (mailbox, sink) = sink(env, wake)?;
+    let (secrets, answers) = bounded(1);
+    let asker = EmacsSecret {
+        mailbox: Arc::clone(&mailbox),
+        first: Mutex::new(Some(Secret::new(password))),
+        answers,
+    };
     let account = Account {
         label,
         endpoint: Endpoint::new(host, port, tls, ca_files),
         user,
-        password: Password::Given(Secret::new(password)),
+        password: Password::Asked(Arc::new(asker)),
+        auth,
     };
-    let (mailbox, sink) = sink(env, wake)?;
     let watch = ImapWatch::start(account, options, sink, RemoteNames::server_names())
         .or_signal(env, mailsync_error)?;
     let style = NameStyle::new("INBOX", "");
     Ok(Watch {
         source: Some(Source::Imap(watch)),
         mailbox,
+        secrets: Some(secrets),
         names: GroupMap::new(style.clone(), style, "", None, true),
     })
 }
@@ -262,13 +345,15 @@ fn list<'e>(env: &'e Env, items: Vec<Value<'e>>) -> Result<Value<'e>> {
     Ok(list)
 }
 
-/// Take what happened since the last call: a list (FOLDERS WARNINGS START).
+/// Take what happened since the last call: a list (FOLDERS WARNINGS START SECRET).
 ///
 /// FOLDERS is a list of folder names, each once, oldest change first;
 /// WARNINGS a list of messages from the watching thread. START is nil,
 /// or once: (ready NAME...) with every folder found when all watches were
 /// set, or (failed MESSAGE) when the store cannot be watched (the watch
-/// has stopped then).
+/// has stopped then). SECRET is nil, or `wanted' when an IMAP account's
+/// login waits for its password (`mailsync--module-give-secret'), or
+/// `refused' when it waits because the last one was refused.
 #[defun]
 fn module_poll<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
     watch.mailbox.wake_pending.store(false, Ordering::Release);
@@ -296,7 +381,23 @@ fn module_poll<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
         .into_iter()
         .map(|message| message.into_lisp(env))
         .collect::<Result<Vec<_>>>()?;
-    env.list((list(env, names)?, list(env, warnings)?, start))
+    let secret = match watch.mailbox.secret_wanted.swap(0, Ordering::AcqRel) {
+        SECRET_WANTED => env.intern("wanted")?,
+        SECRET_REFUSED => env.intern("refused")?,
+        _ => ().into_lisp(env)?,
+    };
+    env.list((list(env, names)?, list(env, warnings)?, start, secret))
+}
+
+/// Give WATCH's IMAP account the password (or token) SECRET it asked for;
+/// nil when there is none (the account then stops with that error).
+#[defun]
+fn module_give_secret(watch: &Watch, secret: Option<String>) -> Result<()> {
+    if let Some(secrets) = &watch.secrets {
+        // Full: an answer is already waiting; this one is a repeat.
+        let _ = secrets.try_send(secret);
+    }
+    Ok(())
 }
 
 fn poisoned() -> emacs::Error {
@@ -306,6 +407,8 @@ fn poisoned() -> emacs::Error {
 /// Stop WATCH: its thread is joined and its descriptors closed.
 #[defun]
 fn module_stop(watch: &mut Watch) -> Result<()> {
+    // A login waiting for a password hears that the watch stops.
+    watch.secrets = None;
     match watch.source.take() {
         Some(Source::Maildir(engine)) => engine.stop(),
         Some(Source::Imap(account)) => account.stop(),

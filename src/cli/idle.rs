@@ -13,7 +13,7 @@ use crossbeam_channel::unbounded;
 
 use mailsync::backend::{default_offlineimap_config, read_name_map};
 use mailsync::imap::config::{from_mbsync, from_offlineimap, Found};
-use mailsync::imap::{Account, Endpoint, ImapWatch, Options, Password, RemoteNames, Selection, Tls};
+use mailsync::imap::{Account, Auth, Endpoint, ImapWatch, Options, Password, RemoteNames, Selection, Tls};
 use mailsync::naming::NameStyle;
 
 use super::check::{CheckArgs, Checker};
@@ -30,7 +30,10 @@ use super::status::{CliError, Status};
         In ~/.mswatchrc, instead of `watch ssh server watch_maildirs`:\n  \
         store remote\n  {\n  watch mailsync idle --mbsync work\n  }\n\n\
         Passwords are never taken on the command line: --pass-cmd, --pass-file,\n\
-        or the sync program's configuration."
+        or the sync program's configuration. For OAuth2 (Gmail, Microsoft 365)\n\
+        the command is a token helper that prints an access token:\n  \
+        mailsync idle --host outlook.office365.com --user me@example.com \\\n    \
+        --auth xoauth2 --pass-cmd 'oama access me@example.com'"
 )]
 pub struct IdleArgs {
     /// Take the account from this mbsync Channel (or IMAPAccount)
@@ -57,6 +60,11 @@ pub struct IdleArgs {
     /// A file holding the password (first line)
     #[arg(long, value_name = "FILE")]
     pass_file: Option<PathBuf>,
+    /// Login mechanisms allowed, the preferred first (comma-separated): xoauth2 or oauthbearer
+    /// (the password command prints an OAuth2 access token), plain, login [default: the sync
+    /// program's setting, else plain where offered, else login]
+    #[arg(long, value_name = "MECH", value_parser = Auth::from_names)]
+    auth: Option<Auth>,
     /// imaps (TLS from the start), starttls, or none (plain text: only on a trusted network)
     #[arg(long, value_name = "MODE", default_value = "imaps")]
     tls: Tls,
@@ -145,6 +153,7 @@ fn account(args: &IdleArgs) -> Result<Found, String> {
             endpoint: Endpoint::new(host, port, args.tls, Vec::new()),
             user,
             password,
+            auth: Auth::default(),
         },
         patterns: Vec::new(),
         local_separator: None,
@@ -170,6 +179,11 @@ pub fn run(args: IdleArgs) -> Status {
     account.endpoint.keepalive = Duration::from_secs(args.keepalive);
     if let Some(command) = &args.pass_cmd {
         account.password = Password::Command(command.clone());
+    } else if let Some(file) = &args.pass_file {
+        account.password = Password::File(file.clone());
+    }
+    if let Some(auth) = &args.auth {
+        account.auth = auth.clone();
     }
     let map = match &args.name_map {
         Some(path) => match read_name_map(path) {

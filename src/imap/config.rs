@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 
-use super::{Account, Endpoint, Password, Secret, Tls};
+use super::{Account, Auth, Endpoint, Mechanism, Password, Secret, Tls};
 use crate::backend::parse_ini;
 
 /// An account and how its local store names folders.
@@ -217,6 +217,11 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
             account.name
         ));
     };
+    let auth = match account.get("authmechs") {
+        Some(names) => Auth::from_names(&unquote(names))
+            .map_err(|err| format!("mbsync account {}: AuthMechs: {err}", account.name))?,
+        None => Auth::default(),
+    };
     let ca_files = account
         .get("certificatefile")
         .map(|file| PathBuf::from(expand_home(&unquote(file))))
@@ -228,6 +233,7 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
             endpoint: Endpoint::new(host, port, tls, ca_files),
             user,
             password,
+            auth,
         },
         patterns,
         local_separator,
@@ -318,7 +324,32 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
         .get("remoteuser")
         .cloned()
         .ok_or_else(|| format!("[Account {name}]: the remote repository has no remoteuser (give --user)"))?;
-    let password = if let Some(pass) = remote.get("remotepass") {
+    // OfflineIMAP gets tokens itself from a refresh token or Python; only
+    // a token written out is read here, else a token helper is needed.
+    for oauth in [
+        "oauth2_access_token_eval",
+        "oauth2_refresh_token",
+        "oauth2_refresh_token_eval",
+    ] {
+        if remote.contains_key(oauth) {
+            return Err(format!(
+                "[Account {name}] uses {oauth}; give a token helper with --pass-cmd and --auth xoauth2 instead"
+            ));
+        }
+    }
+    let token = remote.get("oauth2_access_token");
+    let auth = match (token, remote.get("auth_mechanisms")) {
+        (Some(_), _) => Auth::new(vec![Mechanism::XOAuth2]),
+        // Without a token, the secret is a password: OfflineIMAP tries
+        // XOAUTH2 only with OAuth2 settings.
+        (None, Some(names)) => Auth::from_names(names)
+            .map(Auth::without_tokens)
+            .map_err(|err| format!("[Account {name}]: auth_mechanisms: {err}"))?,
+        (None, None) => Auth::default(),
+    };
+    let password = if let Some(token) = token {
+        Password::Given(Secret::new(token.clone()))
+    } else if let Some(pass) = remote.get("remotepass") {
         Password::Given(Secret::new(pass.clone()))
     } else if let Some(file) = remote.get("remotepassfile") {
         Password::File(PathBuf::from(expand_home(file)))
@@ -339,6 +370,7 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
             endpoint: Endpoint::new(host, port, tls, ca_files),
             user,
             password,
+            auth,
         },
         patterns: Vec::new(),
         local_separator,
@@ -382,6 +414,13 @@ SSLType None
 Channel inline
 Master :inline:
 Slave :nowhere:
+
+IMAPAccount gmail
+Host imap.gmail.com
+User me@gmail.com
+PassCmd "oama access me@gmail.com"
+AuthMechs XOAUTH2
+TLSType IMAPS
 "#;
 
     #[test]
@@ -415,6 +454,25 @@ Slave :nowhere:
     }
 
     #[test]
+    fn authmechs_chooses_oauth2_and_a_token_command() {
+        let found = from_mbsync(MBSYNCRC, "gmail").unwrap();
+        assert_eq!(found.account.auth, Auth::new(vec![Mechanism::XOAuth2]));
+        assert!(found.account.auth.takes_token());
+        assert!(
+            matches!(found.account.password, Password::Command(ref c) if c == "oama access me@gmail.com")
+        );
+        assert_eq!(
+            from_mbsync(MBSYNCRC, "work").unwrap().account.auth,
+            Auth::default()
+        );
+        let unknown = from_mbsync(
+            &MBSYNCRC.replace("AuthMechs XOAUTH2", "AuthMechs GSSAPI"),
+            "gmail",
+        );
+        assert!(unknown.unwrap_err().contains("AuthMechs"));
+    }
+
+    #[test]
     fn offlineimap_accounts_and_what_cannot_be_read() {
         let text = "[general]\naccounts = A\n\n[Account A]\nlocalrepository = A-local\nremoterepository = A-remote\n\n\
                     [Repository A-local]\ntype = Maildir\nsep = /\n\n\
@@ -427,10 +485,30 @@ Slave :nowhere:
         assert_eq!(found.account.endpoint.port, 143);
         assert!(matches!(found.account.password, Password::File(ref p) if p.ends_with(".pw")));
         assert_eq!(found.local_separator.as_deref(), Some("/"));
+        assert_eq!(found.account.auth, Auth::default());
         let error = from_offlineimap(text, "B").unwrap_err();
         assert!(
             error.contains("remotepasseval") && error.contains("--pass-cmd"),
             "{error}"
+        );
+        // A token written out is used with XOAUTH2; one OfflineIMAP would
+        // fetch itself needs a token helper; without OAuth2 settings the
+        // secret is a password, so XOAUTH2 in auth_mechanisms is left out.
+        let token = text.replace("remotepassfile = ~/.pw", "oauth2_access_token = ya29.x");
+        let found = from_offlineimap(&token, "A").unwrap();
+        assert_eq!(found.account.auth, Auth::new(vec![Mechanism::XOAuth2]));
+        assert!(matches!(found.account.password, Password::Given(ref s) if s.expose() == "ya29.x"));
+        let refresh = text.replace("remotepassfile = ~/.pw", "oauth2_refresh_token = r");
+        let error = from_offlineimap(&refresh, "A").unwrap_err();
+        assert!(error.contains("--auth xoauth2"), "{error}");
+        let listed = text.replace(
+            "ssl = no",
+            "ssl = no\nauth_mechanisms = GSSAPI, XOAUTH2, CRAM-MD5, PLAIN, LOGIN",
+        );
+        let found = from_offlineimap(&listed, "A").unwrap();
+        assert_eq!(
+            found.account.auth,
+            Auth::new(vec![Mechanism::Plain, Mechanism::Login])
         );
     }
 }

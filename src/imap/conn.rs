@@ -20,17 +20,27 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use imap_proto::{Capability, Outcome, Response, ResponseCode, Status};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, ServerName};
 use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
+use super::auth::{challenge_reason, Auth, Mechanism};
 use super::error::ImapError;
 use super::wake::{Waker, Woken};
 
 /// The longest wait for any response the server owes, and for a write.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Who logs in, with what, and how.
+pub struct Login<'a> {
+    /// How messages name the account.
+    pub account: &'a str,
+    pub user: &'a str,
+    /// The password or the OAuth2 access token.
+    pub secret: &'a str,
+    pub auth: &'a Auth,
+}
 
 /// How a connection is protected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -396,46 +406,39 @@ impl Connection {
         self.stream.socket().as_raw_fd()
     }
 
-    /// Logs in: AUTHENTICATE PLAIN where offered (any bytes in name and
-    /// password), else LOGIN. A refusal is [`ImapError::Auth`].
+    /// Logs in with the first mechanism of `login.auth` the server offers
+    /// (by default AUTHENTICATE PLAIN, which takes any bytes in name and
+    /// password, else LOGIN). Returns the mechanism used. A refusal is
+    /// [`ImapError::Auth`]; "not now" codes are [`ImapError::Unavailable`].
     pub fn login(
         &mut self,
         waker: &mut Waker,
-        account: &str,
-        user: &str,
-        password: &str,
-    ) -> Result<(), ImapError> {
+        endpoint: &Endpoint,
+        login: &Login<'_>,
+    ) -> Result<Mechanism, ImapError> {
         if self.capabilities.is_empty() {
             self.refresh_capabilities(waker)?;
         }
-        let result = if self.has_capability("AUTH=PLAIN") {
-            let token = base64::engine::general_purpose::STANDARD.encode(format!("\0{user}\0{password}"));
-            if self.has_capability("SASL-IR") {
-                self.command_secret(
-                    waker,
-                    &format!("AUTHENTICATE PLAIN {token}"),
-                    "AUTHENTICATE PLAIN",
-                )
-            } else {
-                self.authenticate_continued(waker, "AUTHENTICATE PLAIN", &token)
-            }
-        } else if self.has_capability("LOGINDISABLED") {
-            return Err(ImapError::Auth {
-                account: account.to_string(),
-                message: "the server allows no login on this connection (use TLS)".into(),
-            });
-        } else {
-            match (quoted(user), quoted(password)) {
+        let refused = |message: String| ImapError::Auth {
+            account: login.account.to_string(),
+            message,
+        };
+        let mechanism = login
+            .auth
+            .choose(
+                |name| self.has_capability(&format!("AUTH={name}")),
+                !self.has_capability("LOGINDISABLED"),
+            )
+            .map_err(refused)?;
+        let result = match mechanism.initial_response(login.user, login.secret, &endpoint.host, endpoint.port)
+        {
+            Some(response) => self.authenticate(waker, mechanism, &response),
+            None => match (quoted(login.user), quoted(login.secret)) {
                 (Some(user), Some(password)) => {
                     self.command_secret(waker, &format!("LOGIN {user} {password}"), "LOGIN")
                 }
-                _ => {
-                    return Err(ImapError::Auth {
-                        account: account.to_string(),
-                        message: "the user name or password holds a line break".into(),
-                    })
-                }
-            }
+                _ => return Err(refused("the user name or password holds a line break".into())),
+            },
         };
         match result {
             Ok(done) => {
@@ -444,7 +447,7 @@ impl Connection {
                 } else {
                     self.capabilities.clear();
                 }
-                Ok(())
+                Ok(mechanism)
             }
             // RFC 5530: these codes say "not now", not "wrong password".
             Err(ImapError::Refused { message, .. })
@@ -457,33 +460,77 @@ impl Connection {
                     message,
                 })
             }
-            Err(ImapError::Refused { message, .. }) => Err(ImapError::Auth {
-                account: account.to_string(),
-                message: message.trim_end_matches('.').to_string(),
-            }),
+            Err(ImapError::Refused { message, .. }) => {
+                Err(refused(message.trim_end_matches('.').to_string()))
+            }
             Err(err) => Err(err),
         }
     }
 
-    fn authenticate_continued(
+    /// AUTHENTICATE with `mechanism`, whose first message is `response`
+    /// (sent with the command where the server takes SASL-IR). A challenge
+    /// instead of the end is an OAuth2 server's error: answered as the
+    /// mechanism says, and its reason put into the refusal.
+    fn authenticate(
         &mut self,
         waker: &mut Waker,
-        command: &str,
-        token: &str,
+        mechanism: Mechanism,
+        response: &str,
     ) -> Result<Done, ImapError> {
-        let tag = self.send_command(command)?;
-        match self.next(waker, Instant::now() + RESPONSE_TIMEOUT)? {
-            Some(Response::Continue(_)) => {}
-            other => {
-                return Err(ImapError::Protocol {
-                    server: self.server.clone(),
-                    message: format!("no continuation for {command}: {other:?}"),
-                })
+        let command = format!("AUTHENTICATE {}", mechanism.name());
+        let mut pending = Some(response);
+        let tag = if self.has_capability("SASL-IR") {
+            pending = None;
+            self.send_command(&format!("{command} {response}"))?
+        } else {
+            self.send_command(&command)?
+        };
+        let mut reason = None;
+        loop {
+            let answer = self.next(waker, Instant::now() + RESPONSE_TIMEOUT)?;
+            match answer {
+                Some(Response::Continue(outcome)) => match pending.take() {
+                    Some(first) => self.send_line(first.as_bytes())?,
+                    None => {
+                        if reason.is_some() {
+                            return Err(ImapError::Protocol {
+                                server: self.server.clone(),
+                                message: format!("a second challenge to {command}"),
+                            });
+                        }
+                        reason = Some(outcome.information.as_deref().and_then(challenge_reason));
+                        self.send_line(mechanism.abort_reply().as_bytes())?;
+                    }
+                },
+                Some(Response::Done {
+                    tag: done,
+                    status,
+                    outcome,
+                }) if done.0 == tag => {
+                    let mut text = outcome.information.unwrap_or_default().into_owned();
+                    if let Some(Some(reason)) = reason {
+                        text = format!("{} ({reason})", text.trim_end_matches('.'));
+                    }
+                    let done = Done {
+                        status,
+                        code: outcome.code,
+                        text,
+                    };
+                    return self.check(&command, done);
+                }
+                Some(Response::Data {
+                    status: Status::Bye,
+                    outcome,
+                }) => return Err(bye(&self.server, outcome.information.as_deref())),
+                Some(_) => {}
+                None => {
+                    return Err(ImapError::lost(
+                        &self.server,
+                        format!("no answer to {command} in {} s", RESPONSE_TIMEOUT.as_secs()),
+                    ))
+                }
             }
         }
-        self.send_line(token.as_bytes())?;
-        let (_, done) = self.finish(waker, &tag)?;
-        self.check(command, done)
     }
 
     /// A command that carries a secret: only `shown` is ever put in an error.

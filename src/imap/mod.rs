@@ -8,6 +8,7 @@
 //! the sink), a supervisor (the main connection, reconnecting with
 //! back-off), and in IDLE mode one thread per IDLE connection.
 
+mod auth;
 mod backoff;
 pub mod config;
 mod conn;
@@ -30,6 +31,7 @@ use crate::coalesce::Coalescer;
 use crate::naming::{Folder, NameStyle};
 use crate::source::Sink;
 
+pub use auth::{Auth, Mechanism};
 pub use conn::{Endpoint, Tls};
 pub use error::ImapError;
 use status::{MailboxStatus, Mailboxes};
@@ -55,27 +57,39 @@ impl fmt::Debug for Secret {
     }
 }
 
-/// Where the password comes from; asked again for every login, so a
-/// changed password or a fresh token is used.
+/// Gives a password or token when asked, for a source that cannot be run
+/// from any thread: Emacs, whose auth-source runs on its own thread.
+pub trait AskSecret: Send + Sync + fmt::Debug {
+    /// The secret for the next login of `account`; `refused` says the last
+    /// one given was refused by the server (so a cached one will not do).
+    fn ask(&self, account: &str, refused: bool) -> Result<Secret, ImapError>;
+}
+
+/// Where the password (or OAuth2 access token) comes from; asked again
+/// for every login, so a changed password or a fresh token is used.
 #[derive(Clone, Debug)]
 pub enum Password {
     /// A shell command whose first line of output is the password
-    /// (mbsync's `PassCmd`).
+    /// (mbsync's `PassCmd`), or a token helper's command.
     Command(String),
     /// A file whose first line is the password.
     File(PathBuf),
     /// Written in the sync program's configuration.
     Given(Secret),
+    /// Asked of whoever started the watch.
+    Asked(Arc<dyn AskSecret>),
 }
 
 impl Password {
-    fn fetch(&self, account: &str) -> Result<Secret, ImapError> {
+    /// The secret for a login; `refused` says the previous one was refused.
+    fn fetch(&self, account: &str, refused: bool) -> Result<Secret, ImapError> {
         let fail = |message: String| ImapError::Password {
             account: account.to_string(),
             message,
         };
         let text = match self {
             Password::Given(secret) => return Ok(secret.clone()),
+            Password::Asked(asker) => return asker.ask(account, refused),
             Password::File(path) => std::fs::read_to_string(path)
                 .map_err(|err| fail(format!("cannot read password file {}: {err}", path.display())))?,
             Password::Command(command) => {
@@ -109,6 +123,8 @@ pub struct Account {
     pub endpoint: Endpoint,
     pub user: String,
     pub password: Password,
+    /// The login mechanisms allowed; an OAuth2 one makes the password a token.
+    pub auth: Auth,
 }
 
 /// Which mailboxes are watched: mbsync's `Patterns` (`*` anything, `%`

@@ -14,11 +14,11 @@ use imap_proto::{MailboxDatum, NameAttribute, Response, Status};
 use rustls::ClientConfig;
 
 use super::backoff::{jitter, Backoff};
-use super::conn::{bye, quoted, Connection, RESPONSE_TIMEOUT};
+use super::conn::{bye, quoted, Connection, Login, RESPONSE_TIMEOUT};
 use super::error::ImapError;
 use super::status::{status_items, MailboxStatus};
 use super::wake::{Stop, Waker};
-use super::{Account, Options, Report};
+use super::{Account, Options, Report, Secret};
 
 /// What a session needs besides its connection.
 struct Context<'a> {
@@ -33,16 +33,35 @@ impl Context<'_> {
         let _ = self.reports.send(report);
     }
 
+    /// A connection, logged in. An OAuth2 token the server refuses is
+    /// asked for once more (the token helper or auth-source gives a fresh
+    /// one if it had expired); a second refusal stops the account.
     fn connect(&self, waker: &mut Waker) -> Result<Connection, ImapError> {
-        let password = self.account.password.fetch(&self.account.label)?;
-        let mut link = Connection::open(&self.account.endpoint, self.tls.as_ref(), waker)?;
-        link.login(waker, &self.account.label, &self.account.user, password.expose())?;
-        if link.has_capability("IMAP4REV1") {
-            Ok(link)
-        } else {
-            link.refresh_capabilities(waker)?;
-            Ok(link)
+        let account = self.account;
+        let secret = account.password.fetch(&account.label, false)?;
+        let mut link = Connection::open(&account.endpoint, self.tls.as_ref(), waker)?;
+        let login = |link: &mut Connection, waker: &mut Waker, secret: &Secret| {
+            let login = Login {
+                account: &account.label,
+                user: &account.user,
+                secret: secret.expose(),
+                auth: &account.auth,
+            };
+            link.login(waker, &account.endpoint, &login)
+        };
+        match login(&mut link, waker, &secret) {
+            Err(ImapError::Auth { .. }) if account.auth.takes_token() => {
+                let fresh = account.password.fetch(&account.label, true)?;
+                login(&mut link, waker, &fresh)?;
+            }
+            result => {
+                result?;
+            }
         }
+        if !link.has_capability("IMAP4REV1") {
+            link.refresh_capabilities(waker)?;
+        }
+        Ok(link)
     }
 }
 
