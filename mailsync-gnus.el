@@ -64,7 +64,9 @@
 (declare-function mailsync--module-version "mailsync-gnus-module")
 (declare-function mailsync--module-start "mailsync-gnus-module")
 (declare-function mailsync--module-watch-imap "mailsync-gnus-module")
+(declare-function mailsync--module-give-secret "mailsync-gnus-module")
 (declare-function auth-source-search "auth-source")
+(declare-function auth-source-forget+ "auth-source")
 (declare-function gnutls-trustfiles "gnutls")
 (declare-function mailsync--module-poll "mailsync-gnus-module")
 (declare-function mailsync--module-stop "mailsync-gnus-module")
@@ -197,7 +199,7 @@ does not know are logged and skipped)."
           (module-load file)
           (featurep 'mailsync-gnus-module)))))
 
-(defconst mailsync--module-version 4
+(defconst mailsync--module-version 5
   "The interface of the dynamic module this file talks to.
 The module's `mailsync--module-version' must return the same number.")
 
@@ -359,6 +361,8 @@ Its time, less the Gnus checks it runs, counts as mailsync's own."
     (pcase (nth 2 result)
       (`(ready . ,names) (mailsync--on-ready watch (mapcar #'mailsync--folder-name names)))
       (`(failed ,message) (mailsync--on-failed watch message)))
+    (when (nth 3 result)
+      (mailsync--give-secret watch (eq (nth 3 result) 'refused)))
     (when folders
       (mailsync--log "%s changed: %s" (mailsync--watch-directory watch)
                      (mapconcat #'prin1-to-string folders " "))
@@ -516,13 +520,16 @@ PREFIX is the group prefix: \"nnimap+NAME\", or \"\" for the native method."
         ((equal tls "imaps") 993)
         (t 143)))
 
-(defun mailsync--imap-account (prefix method)
-  "The module's account plist for nnimap server METHOD, group prefix PREFIX.
-Settings as nnimap takes them; the password from auth-source."
-  (require 'auth-source)
-  (require 'gnutls)
-  (let* ((name (cadr method))
-         (address (mailsync--nnimap-setting method 'nnimap-address name))
+(defun mailsync--imap-name (prefix)
+  "How messages name the nnimap server of groups with PREFIX."
+  (if (string-empty-p prefix) "nnimap" prefix))
+
+(defun mailsync--imap-endpoint (prefix method)
+  "Where nnimap server METHOD, group prefix PREFIX, is.
+Return (ADDRESS PORT TLS GIVEN-PORT), the settings as nnimap takes them:
+TLS is \"imaps\", \"starttls\" or \"none\", GIVEN-PORT is
+`nnimap-server-port'."
+  (let* ((address (mailsync--nnimap-setting method 'nnimap-address (cadr method)))
          (stream (mailsync--nnimap-setting method 'nnimap-stream 'undecided))
          (given-port (mailsync--nnimap-setting method 'nnimap-server-port nil))
          (tls (pcase stream
@@ -531,22 +538,51 @@ Settings as nnimap takes them; the password from auth-source."
                 ('plain "none")
                 ('undecided (if (member given-port '(nil 993 "993" "imaps")) "imaps" "starttls"))
                 (_ (user-error "Cannot watch %s: nnimap-stream %s is not supported"
-                               (if (string-empty-p prefix) "nnimap" prefix) stream))))
-         (port (mailsync--imap-port given-port tls))
-         (user (mailsync--nnimap-setting method 'nnimap-user nil))
-         (found (car (auth-source-search
-                      :max 1 :host address
-                      :port (list (number-to-string port) (format "%s" (or given-port port))
-                                  "imap" "imaps" "143" "993")
-                      :user user :require '(:user :secret))))
-         (secret (plist-get found :secret)))
-    (unless found
-      (user-error "Cannot watch %s: auth-source has no password for %s port %d"
-                  (if (string-empty-p prefix) "nnimap" prefix) address port))
-    (list :label (if (string-empty-p prefix) (format "nnimap:%s" name) prefix)
-          :host address :port port :tls tls
-          :user (or user (plist-get found :user))
-          :password (if (functionp secret) (funcall secret) secret)
+                               (mailsync--imap-name prefix) stream)))))
+    (list address (mailsync--imap-port given-port tls) tls given-port)))
+
+(defun mailsync--imap-credentials (prefix method &optional forget)
+  "The user and password of nnimap server METHOD, as (USER . SECRET).
+PREFIX is its groups' prefix.  They come from auth-source, searched as
+nnimap searches it; with `nnimap-authenticator' `xoauth2' the secret is
+the OAuth2 access token.  With FORGET non-nil, what auth-source has
+cached for the server is dropped first (the last secret was refused)."
+  (require 'auth-source)
+  (pcase-let* ((`(,address ,port ,_tls ,given-port) (mailsync--imap-endpoint prefix method))
+               (user (mailsync--nnimap-setting method 'nnimap-user nil)))
+    (when forget
+      (auth-source-forget+ :host address))
+    (let* ((found (car (auth-source-search
+                        :max 1 :host address
+                        :port (list (number-to-string port) (format "%s" (or given-port port))
+                                    "imap" "imaps" "143" "993")
+                        :user user :require '(:user :secret))))
+           (secret (plist-get found :secret)))
+      (unless found
+        (user-error "Cannot watch %s: auth-source has no password for %s port %d"
+                    (mailsync--imap-name prefix) address port))
+      (cons (or user (plist-get found :user))
+            (if (functionp secret) (funcall secret) secret)))))
+
+(defun mailsync--imap-auth (prefix method)
+  "The module's :auth for nnimap server METHOD, from `nnimap-authenticator'.
+PREFIX is its groups' prefix."
+  (let ((authenticator (mailsync--nnimap-setting method 'nnimap-authenticator nil)))
+    (pcase authenticator
+      ('nil nil)
+      ((or 'xoauth2 'plain 'login) (symbol-name authenticator))
+      (_ (user-error "Cannot watch %s: nnimap-authenticator %s is not supported (xoauth2, plain or login)"
+                     (mailsync--imap-name prefix) authenticator)))))
+
+(defun mailsync--imap-account (prefix method)
+  "The module's account plist for nnimap server METHOD, group prefix PREFIX.
+Settings as nnimap takes them; the password from auth-source."
+  (require 'gnutls)
+  (pcase-let ((`(,address ,port ,tls ,_) (mailsync--imap-endpoint prefix method))
+              (`(,user . ,secret) (mailsync--imap-credentials prefix method)))
+    (list :label (if (string-empty-p prefix) (format "nnimap:%s" (cadr method)) prefix)
+          :host address :port port :tls tls :user user :password secret
+          :auth (mailsync--imap-auth prefix method)
           :ca-files (and (fboundp 'gnutls-trustfiles) (gnutls-trustfiles))
           :delay-ms (max 0 (round (* 1000 mailsync-delay))))))
 
@@ -554,8 +590,24 @@ Settings as nnimap takes them; the password from auth-source."
   "Start watching nnimap server METHOD, whose groups have PREFIX.
 Return the watch; its DIRECTORY is PREFIX."
   (let ((account (mailsync--imap-account prefix method)))
-    (mailsync--new-watch prefix nil (list :server prefix :imap t)
+    (mailsync--new-watch prefix nil (list :server prefix :imap t :method method)
                          (lambda (wake) (mailsync--module-watch-imap wake account)))))
+
+(defun mailsync--give-secret (watch refused)
+  "Give WATCH's IMAP account its password again, for a new login.
+REFUSED non-nil means the last one was refused (an expired token): what
+auth-source cached is not used then."
+  (let* ((plist (mailsync--watch-plist watch))
+         (secret (condition-case err
+                     (cdr (mailsync--imap-credentials (plist-get plist :server)
+                                                      (plist-get plist :method)
+                                                      refused))
+                   (error (mailsync--error "%s: %s" (mailsync--watch-directory watch)
+                                           (error-message-string err))
+                          nil))))
+    (mailsync--log "%s: logging in again, %s" (mailsync--watch-directory watch)
+                   (if secret "with the password from auth-source" "but auth-source has none"))
+    (mailsync--module-give-secret (mailsync--watch-handle watch) secret)))
 
 (defun mailsync--stop-watch (watch)
   "Stop WATCH: its thread, its descriptors and its wake-up pipe."

@@ -5,7 +5,9 @@
 # With TLS=1 it also listens with TLS from the start on the port in
 # DIR/imaps-port (and STARTTLS on the plain port), with a certificate for
 # 127.0.0.1 and localhost signed by the test CA in DIR/ca.pem (not trusted
-# by the system). EXTRA_CONF is appended to the configuration.
+# by the system). With OAUTH2=1 it also takes XOAUTH2 and OAUTHBEARER, the
+# tokens checked by scripts/introspect.py (live tokens: "TOKEN USER" lines
+# in DIR/tokens). EXTRA_CONF is appended to the configuration.
 # The served maildir is DIR/mail: Maildir++ with SEPARATOR "." (default),
 # nested directories (LAYOUT=fs) with "/".
 set -euo pipefail
@@ -16,6 +18,10 @@ dir=$(realpath -m "$given")
 separator=${3:-.}
 
 stop() {
+  if [ -f "$dir/introspect.pid" ]; then
+    kill "$(cat "$dir/introspect.pid")" 2>/dev/null || true
+    rm -f "$dir/introspect.pid"
+  fi
   if [ -f "$dir/dovecot.conf" ]; then
     dovecot -c "$dir/dovecot.conf" stop 2>/dev/null || true
     for _ in $(seq 50); do [ -e "$dir/run/master.pid" ] || break; sleep 0.1; done
@@ -32,11 +38,23 @@ wait_for_port() {
   cat "$dir/dovecot.log" >&2 || true
   return 1
 }
+start_introspection() {
+  rm -f "$dir/introspect-port"
+  python3 "$(dirname "$0")/introspect.py" "$dir" </dev/null >/dev/null 2>>"$dir/introspect.err" &
+  echo $! > "$dir/introspect.pid"
+  for _ in $(seq 100); do [ -s "$dir/introspect-port" ] && break; sleep 0.05; done
+  [ -s "$dir/introspect-port" ] || { echo "the introspection server did not start:" >&2; cat "$dir/introspect.err" >&2; return 1; }
+  # Same port as before on a restart: Dovecot's configuration names it.
+  if [ -f "$dir/oauth2.conf" ]; then
+    sed -i "s|^introspection_url = .*|introspection_url = http://127.0.0.1:$(cat "$dir/introspect-port")/introspect|" "$dir/oauth2.conf"
+  fi
+}
 case "$command" in
   stop) stop; exit 0 ;;
   restart)
     # The same server again, on the same ports, with the same mail.
     stop
+    [ -f "$dir/oauth2.conf" ] && start_introspection
     dovecot -c "$dir/dovecot.conf" </dev/null >/dev/null 2>>"$dir/dovecot.log"
     wait_for_port "$(sed -n 's/^ *port = \([0-9][0-9]*\)$/\1/p' "$dir/dovecot.conf" | head -1)"
     exit $? ;;
@@ -93,6 +111,29 @@ if [ "${TLS:-}" = 1 ]; then
 ssl_cert = <$dir/server.pem
 ssl_key = <$dir/server.key"
 fi
+mechanisms="plain login"
+oauth_passdb=""
+userdb_extra=""
+if [ "${OAUTH2:-}" = 1 ]; then
+  : > "$dir/tokens"
+  start_introspection
+  cat > "$dir/oauth2.conf" <<OAUTH
+introspection_mode = post
+introspection_url = http://127.0.0.1:$(cat "$dir/introspect-port")/introspect
+force_introspection = yes
+username_attribute = username
+active_attribute = active
+active_value = true
+OAUTH
+  mechanisms="plain login xoauth2 oauthbearer"
+  # doveadm's user lookups cannot ask the oauth2 passdb whether "test" exists.
+  userdb_extra=" allow_all_users=yes"
+  oauth_passdb="passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = $dir/oauth2.conf
+}"
+fi
 layout=""
 [ "$separator" = "/" ] && layout=":LAYOUT=fs"
 echo "test:{PLAIN}secret" > "$dir/passwd"
@@ -105,7 +146,7 @@ listen = 127.0.0.1
 protocols = imap
 $ssl_conf
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = $mechanisms
 default_login_user = $login_user
 default_internal_user = $internal_user
 first_valid_uid = 1
@@ -116,11 +157,13 @@ namespace inbox {
 }
 passdb {
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%u $dir/passwd
 }
+$oauth_passdb
 userdb {
   driver = static
-  args = uid=$mail_uid gid=$mail_gid home=$dir/home
+  args = uid=$mail_uid gid=$mail_gid home=$dir/home$userdb_extra
 }
 service imap-login {
   inet_listener imap {

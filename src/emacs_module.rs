@@ -155,6 +155,7 @@ impl AskSecret for EmacsSecret {
             Ok(None) => Err(ImapError::Password {
                 account: account.to_string(),
                 message: "auth-source has none".into(),
+                token: false,
             }),
             Err(RecvTimeoutError::Timeout) => Err(ImapError::Unavailable {
                 server: "Emacs".into(),

@@ -422,6 +422,7 @@ impl Connection {
         let refused = |message: String| ImapError::Auth {
             account: login.account.to_string(),
             message,
+            token: login.auth.takes_token(),
         };
         let mechanism = login
             .auth
@@ -429,7 +430,10 @@ impl Connection {
                 |name| self.has_capability(&format!("AUTH={name}")),
                 !self.has_capability("LOGINDISABLED"),
             )
-            .map_err(refused)?;
+            .map_err(|message| ImapError::NoMechanism {
+                server: self.server.clone(),
+                message,
+            })?;
         let result = match mechanism.initial_response(login.user, login.secret, &endpoint.host, endpoint.port)
         {
             Some(response) => self.authenticate(waker, mechanism, &response),

@@ -12,10 +12,21 @@ pub enum ImapError {
     Tls { server: String, message: String },
     /// The server does not offer STARTTLS though it was asked for.
     NoStartTls { server: String },
-    /// The server refused the user name and password.
-    Auth { account: String, message: String },
-    /// The password (or token) could not be had.
-    Password { account: String, message: String },
+    /// The server refused the user name and password (or OAuth2 token:
+    /// `token`).
+    Auth {
+        account: String,
+        message: String,
+        token: bool,
+    },
+    /// The server offers no login mechanism the account allows.
+    NoMechanism { server: String, message: String },
+    /// The password (or OAuth2 token: `token`) could not be had.
+    Password {
+        account: String,
+        message: String,
+        token: bool,
+    },
     /// The server refused a connection for now (too many connections, or
     /// it is shutting down): tried again later.
     Unavailable { server: String, message: String },
@@ -39,6 +50,7 @@ impl ImapError {
             ImapError::Tls { .. }
                 | ImapError::NoStartTls { .. }
                 | ImapError::Auth { .. }
+                | ImapError::NoMechanism { .. }
                 | ImapError::Password { .. }
         )
     }
@@ -63,11 +75,31 @@ impl fmt::Display for ImapError {
                 f,
                 "{server} does not offer STARTTLS; use --tls imaps if it speaks TLS on another port"
             ),
-            ImapError::Auth { account, message } => write!(
+            ImapError::Auth {
+                account,
+                message,
+                token: false,
+            } => write!(
                 f,
                 "the server refused the login of {account}: {message}; not trying again (fix the password, then restart)"
             ),
-            ImapError::Password { account, message } => write!(f, "no password for {account}: {message}"),
+            ImapError::Auth {
+                account,
+                message,
+                token: true,
+            } => write!(
+                f,
+                "the server refused the login of {account}: {message}; it refused a fresh token too, so not trying again (check the token command, then restart)"
+            ),
+            ImapError::NoMechanism { server, message } => write!(f, "{server}: {message}"),
+            ImapError::Password {
+                account,
+                message,
+                token,
+            } => {
+                let what = if *token { "token" } else { "password" };
+                write!(f, "no {what} for {account}: {message}")
+            }
             ImapError::Unavailable { server, message } => write!(f, "{server} refused the connection for now: {message}"),
             ImapError::Refused { command, message } => write!(f, "the server refused {command}: {message}"),
             ImapError::Lost { server, message } => write!(f, "connection to {server} lost: {message}"),

@@ -81,17 +81,20 @@ pub enum Password {
 }
 
 impl Password {
-    /// The secret for a login; `refused` says the previous one was refused.
-    fn fetch(&self, account: &str, refused: bool) -> Result<Secret, ImapError> {
+    /// The secret for a login; `refused` says the previous one was
+    /// refused; `token` that it is an OAuth2 token (for messages).
+    fn fetch(&self, account: &str, refused: bool, token: bool) -> Result<Secret, ImapError> {
+        let what = if token { "token" } else { "password" };
         let fail = |message: String| ImapError::Password {
             account: account.to_string(),
             message,
+            token,
         };
         let text = match self {
             Password::Given(secret) => return Ok(secret.clone()),
             Password::Asked(asker) => return asker.ask(account, refused),
             Password::File(path) => std::fs::read_to_string(path)
-                .map_err(|err| fail(format!("cannot read password file {}: {err}", path.display())))?,
+                .map_err(|err| fail(format!("cannot read the {what} file {}: {err}", path.display())))?,
             Password::Command(command) => {
                 let output = Command::new("/bin/sh")
                     .arg("-c")
@@ -99,17 +102,17 @@ impl Password {
                     .stdin(Stdio::null())
                     .stderr(Stdio::inherit())
                     .output()
-                    .map_err(|err| fail(format!("cannot run the password command: {err}")))?;
+                    .map_err(|err| fail(format!("cannot run the {what} command: {err}")))?;
                 if !output.status.success() {
-                    return Err(fail(format!("the password command failed ({})", output.status)));
+                    return Err(fail(format!("the {what} command failed ({})", output.status)));
                 }
                 String::from_utf8(output.stdout)
-                    .map_err(|_| fail("the password command printed bytes that are not UTF-8".into()))?
+                    .map_err(|_| fail(format!("the {what} command printed bytes that are not UTF-8")))?
             }
         };
         let first = text.lines().next().unwrap_or("");
         if first.is_empty() {
-            return Err(fail("the password is empty".into()));
+            return Err(fail(format!("the {what} is empty")));
         }
         Ok(Secret(first.to_string()))
     }

@@ -38,7 +38,8 @@ impl Context<'_> {
     /// one if it had expired); a second refusal stops the account.
     fn connect(&self, waker: &mut Waker) -> Result<Connection, ImapError> {
         let account = self.account;
-        let secret = account.password.fetch(&account.label, false)?;
+        let token = account.auth.takes_token();
+        let secret = account.password.fetch(&account.label, false, token)?;
         let mut link = Connection::open(&account.endpoint, self.tls.as_ref(), waker)?;
         let login = |link: &mut Connection, waker: &mut Waker, secret: &Secret| {
             let login = Login {
@@ -50,8 +51,8 @@ impl Context<'_> {
             link.login(waker, &account.endpoint, &login)
         };
         match login(&mut link, waker, &secret) {
-            Err(ImapError::Auth { .. }) if account.auth.takes_token() => {
-                let fresh = account.password.fetch(&account.label, true)?;
+            Err(ImapError::Auth { .. }) if token => {
+                let fresh = account.password.fetch(&account.label, true, token)?;
                 login(&mut link, waker, &fresh)?;
             }
             result => {

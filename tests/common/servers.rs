@@ -29,13 +29,55 @@ impl Dovecot {
     /// from the test's own CA ([`Dovecot::ca_file`]); `extra` is added to
     /// the configuration.
     pub fn start_with(separator: &'static str, tls: bool, extra: &str) -> Dovecot {
+        Dovecot::launch(
+            separator,
+            &[("TLS", if tls { "1" } else { "0" }), ("EXTRA_CONF", extra)],
+        )
+    }
+
+    /// With TLS, and XOAUTH2 and OAUTHBEARER checked by the test's own
+    /// introspection server (scripts/introspect.py): no token is live
+    /// until [`Dovecot::mint`].
+    pub fn start_oauth(extra: &str) -> Dovecot {
+        Dovecot::launch(".", &[("TLS", "1"), ("OAUTH2", "1"), ("EXTRA_CONF", extra)])
+    }
+
+    /// Makes `token` a live token of user `test`.
+    pub fn mint(&self, token: &str) {
+        let path = self.dir.path().join("server/tokens");
+        let mut tokens = fs::read_to_string(&path).unwrap_or_default();
+        tokens.push_str(&format!("{token} test\n"));
+        fs::write(path, tokens).unwrap();
+    }
+
+    /// Expires `token`: the server refuses it from now on.
+    pub fn expire(&self, token: &str) {
+        let path = self.dir.path().join("server/tokens");
+        let tokens: String = fs::read_to_string(&path)
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.split(' ').next() != Some(token))
+            .map(|line| format!("{line}\n"))
+            .collect();
+        fs::write(path, tokens).unwrap();
+    }
+
+    /// The token checks Dovecot asked for so far: "TOKEN active|inactive".
+    pub fn introspected(&self) -> Vec<String> {
+        fs::read_to_string(self.dir.path().join("server/introspect.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    fn launch(separator: &'static str, env: &[(&str, &str)]) -> Dovecot {
         let dir = tempfile::tempdir().unwrap();
         let output = Command::new(repo().join("scripts/dovecot.sh"))
             .arg("start")
             .arg(dir.path().join("server"))
             .arg(separator)
-            .env("TLS", if tls { "1" } else { "0" })
-            .env("EXTRA_CONF", extra)
+            .envs(env.iter().copied())
             .output()
             .expect("run scripts/dovecot.sh");
         assert!(
