@@ -93,13 +93,16 @@
 
 (defmacro mailsync-test--with-gnus-running (tmp method groups &rest body)
   "Run BODY with Gnus up in directory TMP, reading METHOD, GROUPS subscribed.
-Checks of groups are recorded in `mailsync-test--checked'.  Afterwards
+METHOD may also be a list of select methods.  Checks of groups are recorded in `mailsync-test--checked'.  Afterwards
 mailsync stops and Gnus quits, leaving nothing behind."
   (declare (indent 3) (debug t))
-  `(let ((mailsync-test--checked nil)
-         (mailsync-delay 0.05)
-         (mailsync-check-on-start nil)
-         (settings (mailsync-gnus-sandbox-settings ,tmp (list ,method))))
+  `(let* ((mailsync-test--checked nil)
+          (mailsync-delay 0.05)
+          (mailsync-check-on-start nil)
+          (method ,method)
+          ;; METHOD may also be a list of methods.
+          (settings (mailsync-gnus-sandbox-settings
+                     ,tmp (if (symbolp (car method)) (list method) method))))
      (cl-progv (mapcar #'car settings) (mapcar #'cdr settings)
      (unwind-protect
          (progn
@@ -843,6 +846,100 @@ connects, and while it reconnects after Dovecot restarts and a kick."
             (with-current-buffer "*mailsync-status*"
               (should (string-match-p "nnimap\\+remote\n  connected: NOTIFY" (buffer-string)))
               (should-not (string-match-p "secret" (buffer-string))))))
+      (mailsync-test--dovecot "remove" server)
+      (delete-directory tmp t))))
+
+(defun mailsync-test--write-file (file text)
+  "Make FILE hold TEXT."
+  (with-temp-file file (insert text)))
+
+(ert-deftest mailsync-test-nnimap-xoauth2-account-watched-with-fresh-tokens ()
+  "An nnimap server with `nnimap-authenticator' `xoauth2' is watched.
+Dovecot takes OAuth2 access tokens, checked by the test's introspection
+server; auth-source gives the token, as Gnus itself uses it (Emacs 30).
+When the token expires and the connection is made again, the module
+asks Emacs for the password again: auth-source's cached token is refused,
+so its cache is dropped and the fresh token read.  A second server whose
+token is refused stops with one warning; the first goes on."
+  (skip-unless (>= emacs-major-version 30))
+  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-oauth" t)))
+         (server (expand-file-name "dovecot" tmp))
+         ;; Dovecot slows logins from an address whose logins failed
+         ;; (2 s doubling to 15 s): this test takes 40 s.
+         (process-environment (append '("TLS=1" "OAUTH2=1") process-environment))
+         (_ (mailsync-test--dovecot "start" server))
+         (port (with-temp-buffer
+                 (insert-file-contents (expand-file-name "imaps-port" server))
+                 (string-to-number (buffer-string))))
+         (tokens (expand-file-name "tokens" server))
+         (authinfo (expand-file-name "authinfo" tmp))
+         (auth-sources (list authinfo))
+         (auth-source-do-cache t)
+         (gnutls-trustfiles (cons (expand-file-name "ca.pem" server) gnutls-trustfiles))
+         (nsm-trust-local-network t)
+         (network-security-level 'low)
+         (mailsync-maildirs nil)
+         (mailsync-imap-servers t)
+         (warnings nil)
+         (authinfo-text (lambda (token)
+                          (format (concat "machine 127.0.0.1 port %d login test password %s\n"
+                                          "machine localhost port %d login test password tok-b\n")
+                                  port token port))))
+    (unwind-protect
+        (cl-letf (((symbol-function 'display-warning)
+                   (lambda (_type message &rest _) (push message warnings))))
+          (auth-source-forget-all-cached)
+          (mailsync-test--write-file tokens "tok-1 test\ntok-b test\n")
+          (mailsync-test--write-file authinfo (funcall authinfo-text "tok-1"))
+          (mailsync-test--doveadm server "mailbox" "create" "-u" "test" "work")
+          (mailsync-test--with-gnus-running tmp
+              `((nnimap "remote" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
+                        (nnimap-stream ssl) (nnimap-authenticator xoauth2))
+                (nnimap "second" (nnimap-address "localhost") (nnimap-server-port ,port)
+                        (nnimap-stream ssl) (nnimap-authenticator xoauth2)))
+              '("nnimap+remote:INBOX" "nnimap+remote:work")
+            ;; Gnus logged in to both with XOAUTH2; the second's token
+            ;; expires before mailsync starts.
+            (should (equal (gnus-group-unread "nnimap+remote:work") 0))
+            (mailsync-test--write-file tokens "tok-1 test\n")
+            (mailsync-start)
+            (should (mailsync-test--wait-until
+                     (lambda () (and warnings (mailsync--ready-p))) 40.0))
+            (should (equal (mapcar #'mailsync--watch-directory mailsync--watches)
+                           '("nnimap+remote")))
+            (should (= (length warnings) 1))
+            (should (string-match-p "Cannot watch nnimap\\+second: .*refused a fresh token too"
+                                    (car warnings)))
+            (mailsync-test--save-on-server server "work")
+            (should (mailsync-test--wait-until
+                     (lambda () (equal (gnus-group-unread "nnimap+remote:work") 1)) 5.0))
+            ;; The token expires; auth-source now holds a fresh one, but
+            ;; its cache still has the old one.  A kick makes the module
+            ;; log in again.
+            (mailsync-test--write-file tokens "tok-2 test\n")
+            (mailsync-test--write-file authinfo (funcall authinfo-text "tok-2"))
+            (mailsync-test--doveadm server "kick" "test")
+            (should (mailsync-test--wait-until
+                     (lambda ()
+                       (let ((stats (mailsync-test--imap-stats)))
+                         (and (> (plist-get stats :reconnects) 0)
+                              (plist-get stats :connected))))
+                     30.0))
+            (mailsync-test--save-on-server server "work")
+            (should (mailsync-test--wait-until
+                     (lambda () (equal (gnus-group-unread "nnimap+remote:work") 2)) 10.0))
+            (let ((checks (with-temp-buffer
+                            (insert-file-contents (expand-file-name "introspect.log" server))
+                            (split-string (buffer-string) "\n" t))))
+              (should (member "tok-1 inactive" checks))
+              (should (member "tok-2 active" checks)))
+            (mailsync-status)
+            (with-current-buffer "*mailsync-status*"
+              (should (string-match-p "nnimap\\+remote\n  connected: NOTIFY" (buffer-string)))
+              (should-not (string-match-p "tok-" (buffer-string))))
+            (with-current-buffer (get-buffer-create "*mailsync-log*")
+              (should-not (string-match-p "tok-" (buffer-string))))))
+      (auth-source-forget-all-cached)
       (mailsync-test--dovecot "remove" server)
       (delete-directory tmp t))))
 
