@@ -113,6 +113,7 @@ ssl_key = <$dir/server.key"
 fi
 mechanisms="plain login"
 oauth_passdb=""
+password_mechanisms=""
 userdb_extra=""
 if [ "${OAUTH2:-}" = 1 ]; then
   : > "$dir/tokens"
@@ -126,7 +127,9 @@ active_attribute = active
 active_value = true
 OAUTH
   mechanisms="plain login xoauth2 oauthbearer"
-  # doveadm's user lookups cannot ask the oauth2 passdb whether "test" exists.
+  # Passwords for PLAIN and LOGIN only, tokens for the rest; so doveadm's
+  # user lookups (which no passdb with mechanisms answers) need allow_all_users.
+  password_mechanisms="mechanisms = plain login"
   userdb_extra=" allow_all_users=yes"
   oauth_passdb="passdb {
   driver = oauth2
@@ -157,7 +160,7 @@ namespace inbox {
 }
 passdb {
   driver = passwd-file
-  mechanisms = plain login
+  $password_mechanisms
   args = scheme=PLAIN username_format=%u $dir/passwd
 }
 $oauth_passdb
