@@ -4,8 +4,9 @@
 //! New mail is a file created in, or moved into, `new/` or `cur/` from outside
 //! the folder; mail leaves when a file is deleted or moved out of the folder.
 //! Renames inside one folder (`new/` to `cur/`, flag changes in `cur/`) are what
-//! Gnus and Dovecot do when a group is read or checked: they are not reported,
-//! or Gnus would re-check itself in a loop.
+//! Gnus and Dovecot do when a group is read or checked: they are flag changes,
+//! reported only when asked for (a sync program wants them; Gnus would
+//! re-check itself on them).
 //!
 //! Half of this file is its test cases, kept as data (`CASES`).
 
@@ -156,8 +157,10 @@ impl Classifier {
                     .map(|move_out| (move_out.folder_dir, move_out.which));
                 match parent_of(tree, &path) {
                     Some(WatchedDir::Mail { folder_dir, which }) => match origin {
-                        Some((from_dir, from_which)) if &from_dir == folder_dir => {
-                            if from_which == MailDir::Cur && *which == MailDir::Cur {
+                        // new/ to cur/ is a reader seeing a message (and
+                        // maybe marking it); cur/ to new/ is nobody's.
+                        Some((from_dir, _)) if &from_dir == folder_dir => {
+                            if *which == MailDir::Cur {
                                 vec![Effect::FlagsChanged(from_dir)]
                             } else {
                                 Vec::new()
@@ -263,10 +266,10 @@ create /m/new/1
 create /m/cur/2:2,S
 => mail /m; mail /m
 
-# reading a group (new/ to cur/) is not mail
+# reading a group (new/ to cur/) is not mail: flags only
 from /m/.a/new/1 1
 to /m/.a/cur/1:2, 1
-=>
+=> flags /m/.a
 
 # a flag change is flags only
 from /m/cur/1:2, 2

@@ -68,6 +68,11 @@ pub enum Switch {
 }
 
 impl CheckArgs {
+    /// Whether any Gnus check is asked for.
+    pub fn asks_for_checks(&self) -> bool {
+        self.check_local || !self.check_ssh.is_empty()
+    }
+
     /// The one mapping of local folder names (spelled `local`) to groups.
     pub fn group_map(&self, local: NameStyle) -> GroupMap {
         let utf7 = match self.utf7 {

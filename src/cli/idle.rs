@@ -15,6 +15,7 @@ use mailsync::backend::{default_offlineimap_config, read_name_map};
 use mailsync::imap::config::{from_mbsync, from_offlineimap, Found};
 use mailsync::imap::{Account, Auth, Endpoint, ImapWatch, Options, Password, RemoteNames, Selection, Tls};
 use mailsync::naming::NameStyle;
+use mailsync::source::Sink;
 
 use super::check::{CheckArgs, Checker};
 use super::protocol::{serve, ChannelSink};
@@ -160,15 +161,18 @@ fn account(args: &IdleArgs) -> Result<Found, String> {
     })
 }
 
-pub fn run(args: IdleArgs) -> Status {
+/// Starts watching the account `args` describe, its reports going to the
+/// sink that `sink` makes for the names the local store gives mailboxes.
+/// Returns the watch and those names' style.
+pub fn start(
+    args: &IdleArgs,
+    sink: &dyn Fn(NameStyle) -> Box<dyn Sink>,
+) -> Result<(ImapWatch, NameStyle), CliError> {
     let Found {
         mut account,
         patterns,
         local_separator,
-    } = match account(&args) {
-        Ok(found) => found,
-        Err(message) => return CliError::usage(message).report("idle"),
-    };
+    } = account(args).map_err(CliError::usage)?;
     // Flags given win over the configuration's.
     if let Some(port) = args.port {
         account.endpoint.port = port;
@@ -186,10 +190,7 @@ pub fn run(args: IdleArgs) -> Status {
         account.auth = auth.clone();
     }
     let map = match &args.name_map {
-        Some(path) => match read_name_map(path) {
-            Ok(map) => map,
-            Err(err) => return CliError::usage(err).report("idle"),
-        },
+        Some(path) => read_name_map(path).map_err(CliError::usage)?,
         None => Default::default(),
     };
     let style = NameStyle::new(
@@ -214,15 +215,34 @@ pub fn run(args: IdleArgs) -> Status {
         use_notify: !args.no_notify,
         ..Options::default()
     };
+    let names = RemoteNames::new(style.clone(), &map);
+    let watch = ImapWatch::start(account, options, sink(style.clone()), names)
+        .map_err(|err| CliError::new(Status::Failed(1), format!("cannot start: {err}")))?;
+    Ok((watch, style))
+}
+
+/// The coalescing window `args` ask for.
+pub fn delay(args: &IdleArgs) -> Duration {
+    Duration::from_millis(args.delay)
+}
+
+/// Whether `args` ask for Gnus checks (which come before each line).
+pub fn checks(args: &IdleArgs) -> bool {
+    args.check.asks_for_checks()
+}
+
+pub fn run(args: IdleArgs) -> Status {
+    let (events, events_rx) = unbounded();
+    let (watch, style) = match start(&args, &|_| Box::new(ChannelSink(events.clone()))) {
+        Ok(started) => started,
+        Err(err) => return err.report("idle"),
+    };
     let checker = match Checker::from_args(&args.check, args.check.group_map(style.clone()), true) {
         Ok(checker) => checker.map(Arc::new),
-        Err(message) => return CliError::usage(message).report("idle"),
-    };
-    let (events, events_rx) = unbounded();
-    let names = RemoteNames::new(style.clone(), &map);
-    let watch = match ImapWatch::start(account, options, Box::new(ChannelSink(events.clone())), names) {
-        Ok(watch) => watch,
-        Err(err) => return CliError::new(Status::Failed(1), format!("cannot start: {err}")).report("idle"),
+        Err(message) => {
+            watch.stop();
+            return CliError::usage(message).report("idle");
+        }
     };
     let status = serve("idle", (events, events_rx), style, checker, &|| ());
     watch.stop();

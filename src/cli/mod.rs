@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod check;
 mod idle;
 mod protocol;
+mod run;
 mod status;
 mod sync;
 mod watch;
@@ -27,6 +28,7 @@ enum Command {
     Watch(watch::WatchArgs),
     Idle(idle::IdleArgs),
     Sync(sync::SyncArgs),
+    Run(run::RunArgs),
 }
 
 /// Runs the command line `args` (argv[0] included) and returns the exit code.
@@ -34,12 +36,79 @@ enum Command {
 /// Under the names of rpatterson.mailsync's scripts it behaves as they did;
 /// `mailsync-sync` and `mailsync-watch` are the subcommands.
 pub fn run(args: Vec<OsString>) -> i32 {
+    let cli = match Cli::try_parse_from(rewrite(args)) {
+        Ok(cli) => cli,
+        Err(err) => {
+            let _ = err.print();
+            return if err.use_stderr() {
+                Status::Usage
+            } else {
+                Status::Success
+            }
+            .code();
+        }
+    };
+    match cli.command {
+        Command::Watch(args) => watch::run(args),
+        Command::Idle(args) => idle::run(args),
+        Command::Sync(args) => sync::run(args),
+        Command::Run(args) => run::run(args),
+    }
+    .code()
+}
+
+/// A store's watch command that `mailsync run` runs in its own process.
+enum WatcherCommand {
+    Watch(Box<watch::WatchArgs>),
+    Idle(Box<idle::IdleArgs>),
+}
+
+impl WatcherCommand {
+    /// `mailsync watch …` or `mailsync idle …` (also under the seed's and
+    /// the keyword-free names) without Gnus checks, which must come before
+    /// each line and so keep it a child; None for any other command. Flags
+    /// that do not parse are an error.
+    fn parse(command: &[String]) -> Result<Option<WatcherCommand>, String> {
+        let program = command
+            .first()
+            .and_then(|program| Path::new(program).file_name())
+            .map(|name| name.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if !matches!(
+            program.as_str(),
+            "mailsync" | "mailsync-watch" | "mailsync_gnus_watch"
+        ) {
+            return Ok(None);
+        }
+        let args: Vec<OsString> = command.iter().map(OsString::from).collect();
+        let cli = match Cli::try_parse_from(rewrite(args)) {
+            Ok(cli) => cli,
+            Err(err) => {
+                let rendered = err.render().to_string();
+                let first = rendered
+                    .lines()
+                    .next()
+                    .unwrap_or_default()
+                    .trim_start_matches("error: ");
+                return Err(format!("{}: {first}", command.join(" ")));
+            }
+        };
+        Ok(match cli.command {
+            Command::Watch(args) if !watch::checks(&args) => Some(WatcherCommand::Watch(Box::new(args))),
+            Command::Idle(args) if !idle::checks(&args) => Some(WatcherCommand::Idle(Box::new(args))),
+            _ => None,
+        })
+    }
+}
+
+/// The command line as `mailsync SUBCOMMAND …`, however it was invoked.
+fn rewrite(args: Vec<OsString>) -> Vec<OsString> {
     let program = args
         .first()
         .and_then(|arg0| Path::new(arg0).file_name())
         .map(|name| name.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let args = match program.as_str() {
+    match program.as_str() {
         // Names without mswatch's keywords `sync` and `watch` as words.
         "mailsync-sync" => with_subcommand(args, "sync", &[], &[]),
         "mailsync-watch" => with_subcommand(args, "watch", &[], &[]),
@@ -56,25 +125,7 @@ pub fn run(args: Vec<OsString>) -> i32 {
             ],
         ),
         _ => args,
-    };
-    let cli = match Cli::try_parse_from(args) {
-        Ok(cli) => cli,
-        Err(err) => {
-            let _ = err.print();
-            return if err.use_stderr() {
-                Status::Usage
-            } else {
-                Status::Success
-            }
-            .code();
-        }
-    };
-    match cli.command {
-        Command::Watch(args) => watch::run(args),
-        Command::Idle(args) => idle::run(args),
-        Command::Sync(args) => sync::run(args),
     }
-    .code()
 }
 
 /// `prog ARGS…` as `mailsync SUBCOMMAND EXTRA… ARGS…`, with the seed's short

@@ -19,6 +19,15 @@ pub enum Status {
     Signal(i32),
 }
 
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Status::Signal(signal) => write!(f, "killed by signal {signal}"),
+            other => write!(f, "exit status {}", other.code()),
+        }
+    }
+}
+
 impl Status {
     pub fn code(self) -> i32 {
         match self {

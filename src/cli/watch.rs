@@ -7,6 +7,7 @@
 //! its standard input closes (so no `inputkill` is needed over ssh) or on
 //! SIGTERM. SIGUSR1 rescans the whole store and reports every folder once.
 
+use std::fs;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +15,10 @@ use std::time::Duration;
 use clap::Args;
 use crossbeam_channel::unbounded;
 
+use mailsync::detect::detect_layout;
 use mailsync::engine::{Engine, Options};
 use mailsync::naming::{Layout, NameStyle};
+use mailsync::source::Sink;
 
 use super::check::{CheckArgs, Checker};
 use super::protocol::{serve, ChannelSink};
@@ -65,24 +68,56 @@ fn default_maildir() -> PathBuf {
     PathBuf::from(home).join("Maildir")
 }
 
-pub fn run(args: WatchArgs) -> Status {
+/// Starts the engine `args` describe, its reports going to the sink that
+/// `sink` makes for the names the store gives its folders. Returns the
+/// engine and those names' style.
+pub fn start(
+    args: &WatchArgs,
+    sink: &dyn Fn(NameStyle) -> Box<dyn Sink>,
+) -> Result<(Engine, NameStyle), CliError> {
     let maildir = args.maildir.clone().unwrap_or_else(default_maildir);
-    let (events, events_rx) = unbounded();
+    // The layout decides the separator: known before the first report.
+    let layout = args.layout.or_else(|| {
+        fs::canonicalize(&maildir)
+            .ok()
+            .and_then(|root| detect_layout(&root).ok())
+    });
+    let style = NameStyle::new(
+        args.inbox.clone(),
+        args.separator.clone().unwrap_or_else(|| {
+            layout
+                .unwrap_or(Layout::MaildirPlusPlus)
+                .default_separator()
+                .to_string()
+        }),
+    );
     let options = Options {
-        layout: args.layout,
+        layout,
         delay: Duration::from_millis(args.delay),
         max_delay: args.max_delay.map(Duration::from_millis),
         report_flags: args.report_flags,
     };
-    let engine = match Engine::start(&maildir, options, Box::new(ChannelSink(events.clone()))) {
-        Ok(engine) => engine,
-        Err(err) => return CliError::new(Status::Failed(1), err).report("watch"),
+    let engine = Engine::start(&maildir, options, sink(style.clone()))
+        .map_err(|err| CliError::new(Status::Failed(1), err))?;
+    Ok((engine, style))
+}
+
+/// The coalescing window `args` ask for.
+pub fn delay(args: &WatchArgs) -> Duration {
+    Duration::from_millis(args.delay)
+}
+
+/// Whether `args` ask for Gnus checks (which come before each line).
+pub fn checks(args: &WatchArgs) -> bool {
+    args.check.asks_for_checks()
+}
+
+pub fn run(args: WatchArgs) -> Status {
+    let (events, events_rx) = unbounded();
+    let (engine, style) = match start(&args, &|_| Box::new(ChannelSink(events.clone()))) {
+        Ok(started) => started,
+        Err(err) => return err.report("watch"),
     };
-    let style = NameStyle::new(
-        args.inbox,
-        args.separator
-            .unwrap_or_else(|| engine.layout().default_separator().to_string()),
-    );
     let group_map = args.check.group_map(style.clone());
     let checker = match Checker::from_args(&args.check, group_map, true) {
         Ok(checker) => checker.map(Arc::new),

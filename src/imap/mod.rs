@@ -15,7 +15,6 @@ mod conn;
 mod error;
 mod session;
 mod status;
-mod wake;
 
 use std::collections::HashMap;
 use std::fmt;
@@ -31,11 +30,11 @@ use crate::coalesce::Coalescer;
 use crate::naming::{Folder, NameStyle};
 use crate::source::Sink;
 
+use crate::wake::Stop;
 pub use auth::{Auth, Mechanism};
 pub use conn::{Endpoint, Tls};
 pub use error::ImapError;
 use status::{MailboxStatus, Mailboxes};
-use wake::Stop;
 
 /// A password or token, never shown.
 #[derive(Clone)]
@@ -309,6 +308,8 @@ pub struct ImapWatch {
     stop: Arc<Stop>,
     threads: Vec<JoinHandle<()>>,
     health: Arc<Mutex<Health>>,
+    /// How many messages each mailbox holds, as the server last said.
+    counts: Arc<Mutex<HashMap<Folder, u32>>>,
 }
 
 impl ImapWatch {
@@ -322,14 +323,18 @@ impl ImapWatch {
     ) -> std::io::Result<ImapWatch> {
         let stop = Stop::new()?;
         let health = Arc::new(Mutex::new(Health::default()));
+        let counts = Arc::new(Mutex::new(HashMap::new()));
         let (reports, reports_rx) = unbounded();
         let coordinator = {
             let options = options.clone();
             let stop = Arc::clone(&stop);
-            let health = Arc::clone(&health);
+            let shared = Shared {
+                health: Arc::clone(&health),
+                counts: Arc::clone(&counts),
+            };
             thread::Builder::new()
                 .name("mailsync-imap".into())
-                .spawn(move || coordinate(reports_rx, sink, names, &options, &stop, &health))?
+                .spawn(move || coordinate(reports_rx, sink, names, &options, &stop, &shared))?
         };
         let supervisor = {
             let stop = Arc::clone(&stop);
@@ -341,6 +346,7 @@ impl ImapWatch {
             stop,
             threads: vec![supervisor, coordinator],
             health,
+            counts,
         })
     }
 
@@ -350,6 +356,11 @@ impl ImapWatch {
             .lock()
             .map(|health| health.clone())
             .unwrap_or_default()
+    }
+
+    /// How many messages the server last said `folder` holds.
+    pub fn messages(&self, folder: &Folder) -> Option<u32> {
+        self.counts.lock().ok()?.get(folder).copied()
     }
 
     /// Stops every connection and waits for the threads.
@@ -371,17 +382,28 @@ impl Drop for ImapWatch {
     }
 }
 
+/// What the coordinator keeps up to date for [`ImapWatch`]'s readers.
+struct Shared {
+    health: Arc<Mutex<Health>>,
+    counts: Arc<Mutex<HashMap<Folder, u32>>>,
+}
+
 fn coordinate(
     reports: Receiver<Report>,
     mut sink: Box<dyn Sink>,
     names: RemoteNames,
     options: &Options,
     stop: &Stop,
-    health: &Mutex<Health>,
+    shared: &Shared,
 ) {
     let note = |change: &dyn Fn(&mut Health)| {
-        if let Ok(mut health) = health.lock() {
+        if let Ok(mut health) = shared.health.lock() {
             change(&mut health);
+        }
+    };
+    let count = |name: &str, delimiter: Option<&str>, status: &MailboxStatus| {
+        if let (Some(messages), Ok(mut counts)) = (status.messages, shared.counts.lock()) {
+            counts.insert(names.folder(name, delimiter), messages);
         }
     };
     let mut mailboxes = Mailboxes::new(options.report_flags);
@@ -402,6 +424,9 @@ fn coordinate(
         match report {
             Ok(Report::Listing(listed, given)) => {
                 delimiter = given.or(delimiter);
+                for (name, status) in &listed {
+                    count(name, delimiter.as_deref(), status);
+                }
                 mailboxes.listing(&listed).into_iter().for_each(&mut touch);
                 let count = mailboxes.len();
                 note(&|health| {
@@ -410,6 +435,7 @@ fn coordinate(
                 });
             }
             Ok(Report::Status(name, status)) => {
+                count(&name, delimiter.as_deref(), &status);
                 if mailboxes.status(&name, &status) {
                     touch(name);
                 }

@@ -17,8 +17,8 @@ use super::backoff::{jitter, Backoff};
 use super::conn::{bye, quoted, Connection, Login, RESPONSE_TIMEOUT};
 use super::error::ImapError;
 use super::status::{status_items, MailboxStatus};
-use super::wake::{Stop, Waker};
 use super::{Account, Options, Report, Secret};
+use crate::wake::{Stop, Waker};
 
 /// What a session needs besides its connection.
 struct Context<'a> {

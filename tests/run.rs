@@ -1,0 +1,462 @@
+//! `mailsync run` against the real thing: the same .mswatchrc run by the
+//! real mswatch 1.2.0 and by `mailsync run`, with real mbsync against a
+//! real Dovecot on 127.0.0.1; and its failures with a sync program that
+//! fails on purpose (a stand-in: a real mbsync cannot be made to fail
+//! and recover on cue), a watcher killed, SIGUSR1, SIGTERM during a sync,
+//! configuration errors.
+
+mod common;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::servers::{messages, Dovecot};
+use common::{deliver, kill, mailsync, make_maildir};
+
+fn mswatch() -> PathBuf {
+    let output = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-mswatch.sh"))
+        .output()
+        .expect("run scripts/fetch-mswatch.sh");
+    assert!(
+        output.status.success(),
+        "mswatch could not be fetched: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
+}
+
+/// A running orchestrator (mswatch or `mailsync run`), its output in a file.
+struct Orchestrator {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Orchestrator {
+    fn start(program: &Path, args: &[&str], log: PathBuf) -> Orchestrator {
+        let file = fs::File::create(&log).unwrap();
+        let child = Command::new(program)
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap();
+        Orchestrator { child, log }
+    }
+
+    fn said(&self) -> String {
+        fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn wait_until(&self, what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+        let deadline = Instant::now() + limit;
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "{what} did not happen within {limit:?}; the orchestrator said:\n{}",
+                self.said()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGTERM, then the exit code.
+    fn terminate(&mut self) -> i32 {
+        if let Some(status) = self.child.try_wait().unwrap() {
+            panic!("it had ended ({status}) before SIGTERM:\n{}", self.said());
+        }
+        kill(self.child.id(), "-TERM");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code().unwrap_or(-1);
+            }
+            assert!(
+                Instant::now() < deadline,
+                "did not end on SIGTERM:\n{}",
+                self.said()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Orchestrator {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A sync program that logs each run's arguments, then runs the real one.
+fn logging_sync(dir: &Path, real: &str) -> (PathBuf, PathBuf) {
+    let script = dir.join("sync.sh");
+    let log = dir.join("syncs.log");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\necho \"$*\" >> '{}'\nexec {real} \"$@\"\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    (script, log)
+}
+
+fn syncs(log: &Path) -> Vec<String> {
+    fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// How many messages each folder holds: the local store's, the server's.
+type EndState = (Vec<(String, usize)>, Vec<(String, usize)>);
+
+/// Both stores' folders and message counts, for comparing end states.
+fn state(local: &Path, dovecot: &Dovecot) -> EndState {
+    let mut local_state = Vec::new();
+    for folder in ["INBOX", "newbox"] {
+        local_state.push((folder.to_string(), messages(&local.join(folder))));
+    }
+    let mut server_state = Vec::new();
+    for folder in ["INBOX", "newbox"] {
+        let listing = dovecot.doveadm(
+            &["-f", "flow", "fetch", "-u", "test", "flags", "mailbox", folder],
+            None,
+        );
+        server_state.push((folder.to_string(), listing.lines().count()));
+    }
+    (local_state, server_state)
+}
+
+/// The steps both orchestrators go through, with mbsync; returns the syncs
+/// made for the server deliveries and the end state.
+fn server_local_flag_and_folder_steps(
+    orchestrator: &Orchestrator,
+    dovecot: &Dovecot,
+    local: &Path,
+    sync_log: &Path,
+    settle: Duration,
+) -> (usize, EndState) {
+    let limit = Duration::from_secs(30);
+    orchestrator.wait_until("the start-up sync", limit, || messages(&local.join("INBOX")) == 1);
+    thread::sleep(settle);
+    let before = syncs(sync_log).len();
+    for round in 0..3 {
+        dovecot.save("INBOX", &format!("server delivery {round}"));
+        orchestrator.wait_until("a server delivery reaching the local maildir", limit, || {
+            messages(&local.join("INBOX")) == 2 + round
+        });
+        thread::sleep(settle);
+    }
+    let server_syncs = syncs(sync_log).len() - before;
+    deliver(&local.join("INBOX"));
+    orchestrator.wait_until("a local delivery reaching the server", limit, || {
+        dovecot
+            .doveadm(
+                &["-f", "flow", "fetch", "-u", "test", "uid", "mailbox", "INBOX"],
+                None,
+            )
+            .lines()
+            .count()
+            == 5
+    });
+    // Gnus marks a message read: its file moves to cur/ with the S flag.
+    let cur = local.join("INBOX/cur");
+    let file = ["cur", "new"]
+        .iter()
+        .flat_map(|sub| fs::read_dir(local.join("INBOX").join(sub)).unwrap())
+        .map(|entry| entry.unwrap().path())
+        .find(|path| !path.to_string_lossy().contains(":2,S") && !path.to_string_lossy().ends_with('S'))
+        .expect("an unread message");
+    let name = file.file_name().unwrap().to_str().unwrap().to_string();
+    let seen = match name.split_once(":2,") {
+        Some((base, flags)) if !flags.contains('S') => format!("{base}:2,{flags}S"),
+        Some(_) => name.clone(),
+        None => format!("{name}:2,S"),
+    };
+    fs::rename(&file, cur.join(seen)).unwrap();
+    orchestrator.wait_until("the flag reaching the server", limit, || {
+        dovecot
+            .doveadm(
+                &["-f", "flow", "fetch", "-u", "test", "flags", "mailbox", "INBOX"],
+                None,
+            )
+            .contains("\\Seen")
+    });
+    dovecot.doveadm(&["mailbox", "create", "-u", "test", "newbox"], None);
+    dovecot.save("newbox", "in a new folder");
+    orchestrator.wait_until("a new server folder reaching the local store", limit, || {
+        messages(&local.join("newbox")) == 1
+    });
+    thread::sleep(settle);
+    (server_syncs, state(local, dovecot))
+}
+
+fn mswatchrc(dir: &Path, sync: &Path, local: &Path, mbsyncrc: &Path) -> PathBuf {
+    let mailsync = env!("CARGO_BIN_EXE_mailsync");
+    // Written for mswatch: whole seconds, the subcommands quoted.
+    let config = format!(
+        "base_delay 1\ninter_delay 1\nmax_delay 4\n\
+         sync /bin/sh \"{sync}\"\n\
+         mailbox_prefix test :\n\
+         store local\n{{\n  watch \"{mailsync}\" \"watch\" --maildir \"{local}\" --layout verbatim --delay 0 --report-flags\n}}\n\
+         store server\n{{\n  watch \"{mailsync}\" \"idle\" --mbsync test --config \"{rc}\" --delay 0 --report-flags\n}}\n",
+        sync = sync.display(),
+        local = local.display(),
+        rc = mbsyncrc.display()
+    );
+    let path = dir.join("mswatchrc");
+    fs::write(&path, config).unwrap();
+    path
+}
+
+#[test]
+fn the_same_mswatchrc_gives_the_same_end_state_with_one_sync_per_server_delivery() {
+    let mswatch = mswatch();
+    let mut results = Vec::new();
+    for orchestrator in ["mswatch", "mailsync run"] {
+        let dovecot = Dovecot::start("/");
+        dovecot.save("INBOX", "before the start");
+        let dir = dovecot.dir.path();
+        let local = dir.join("local");
+        let rc = dovecot.mbsyncrc(&local);
+        make_maildir(&local.join("INBOX"));
+        let real = format!(
+            "'{}' sync --backend mbsync --config '{}' --local-separator /",
+            env!("CARGO_BIN_EXE_mailsync"),
+            rc.display()
+        );
+        let (sync, sync_log) = logging_sync(dir, &real);
+        let config = mswatchrc(dir, &sync, &local, &rc);
+        let config = config.to_str().unwrap();
+        let mut running = if orchestrator == "mswatch" {
+            Orchestrator::start(&mswatch, &["-c", config], dir.join("orchestrator.log"))
+        } else {
+            Orchestrator::start(
+                Path::new(env!("CARGO_BIN_EXE_mailsync")),
+                &["run", "--config", config],
+                dir.join("orchestrator.log"),
+            )
+        };
+        // mswatch's delays are whole seconds: after each step, as long as
+        // it may take to queue and run a second sync.
+        let (server_syncs, end) = server_local_flag_and_folder_steps(
+            &running,
+            &dovecot,
+            &local,
+            &sync_log,
+            Duration::from_millis(3500),
+        );
+        assert_eq!(running.terminate(), 0, "{}", running.said());
+        eprintln!(
+            "{orchestrator}: {server_syncs} syncs for 3 server deliveries; all syncs: {:?}",
+            syncs(&sync_log)
+        );
+        results.push((orchestrator, server_syncs, end));
+    }
+    let (_, mswatch_syncs, mswatch_end) = &results[0];
+    let (_, run_syncs, run_end) = &results[1];
+    assert_eq!(run_end, mswatch_end, "the same end state");
+    assert_eq!(run_end.0, run_end.1, "both stores hold the same messages");
+    assert_eq!(*run_syncs, 3, "one sync per server delivery");
+    assert!(
+        mswatch_syncs > run_syncs,
+        "mswatch syncs the sync's own write again: {mswatch_syncs}"
+    );
+}
+
+/// A sync program that fails while `DIR/fail` exists (a stand-in: a real
+/// mbsync cannot be made to fail and recover on cue), sleeps while
+/// `DIR/slow` exists (answering SIGTERM by saying so), and logs each run
+/// with its time and arguments.
+fn scripted_sync(dir: &Path) -> PathBuf {
+    let script = dir.join("sync.sh");
+    fs::write(
+        &script,
+        format!(
+            "#!/bin/sh\nd='{dir}'\necho \"$(date +%s.%N) $*\" >> \"$d/syncs.log\"\n\
+             if [ -e \"$d/slow\" ]; then trap 'echo terminated >> \"$d/syncs.log\"; exit 143' TERM; \
+             sleep 5 & wait $!; fi\n\
+             [ -e \"$d/fail\" ] && exit 1\nexit 0\n",
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    script
+}
+
+fn sync_times(dir: &Path) -> Vec<(f64, String)> {
+    syncs(&dir.join("syncs.log"))
+        .iter()
+        .filter_map(|line| {
+            let (time, args) = line.split_once(' ')?;
+            Some((time.parse().ok()?, args.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn failures_back_off_a_killed_watcher_comes_back_and_sigterm_waits_for_the_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    for folder in [a.join("INBOX"), b.join("INBOX"), a.join("slow")] {
+        make_maildir(&folder);
+    }
+    let mailsync = env!("CARGO_BIN_EXE_mailsync");
+    let sync = scripted_sync(dir);
+    // Store a in this process; store b a child (through env), as any
+    // other watcher would be.
+    let config = dir.join("mswatchrc");
+    fs::write(
+        &config,
+        format!(
+            "base_delay 0\ninter_delay 0.5\ninter_delay 30 slow\nmax_delay 2\n\
+             sync /bin/sh {sync}\nmailbox_prefix acct :\n\
+             store a {{\n watch {mailsync} watch --maildir {a} --layout verbatim --delay 0\n}}\n\
+             store b {{\n watch env {mailsync} watch --maildir {b} --layout verbatim --delay 0\n}}\n",
+            sync = sync.display(),
+            a = a.display(),
+            b = b.display()
+        ),
+    )
+    .unwrap();
+    let mut run = Orchestrator::start(
+        Path::new(mailsync),
+        &["run", "--config", config.to_str().unwrap()],
+        dir.join("run.log"),
+    );
+    let limit = Duration::from_secs(20);
+    run.wait_until("the start-up sync", limit, || sync_times(dir).len() == 1);
+    assert_eq!(sync_times(dir)[0].1, "acct", "everything, as the prefix alone");
+
+    // Failing: tried again after 1 s (inter_delay 0.5 s, at least 1 s),
+    // then 2 s, then 2 s (max_delay); then it recovers.
+    fs::write(dir.join("fail"), "").unwrap();
+    deliver(&b.join("INBOX"));
+    run.wait_until("four failed attempts", limit, || sync_times(dir).len() == 5);
+    fs::remove_file(dir.join("fail")).unwrap();
+    run.wait_until("the attempt that succeeds", limit, || {
+        run.said().contains("sync INBOX: done")
+    });
+    let times = sync_times(dir);
+    assert!(
+        times[1..].iter().all(|(_, args)| args == "acct:INBOX"),
+        "{times:?}"
+    );
+    let gaps: Vec<f64> = times[1..].windows(2).map(|pair| pair[1].0 - pair[0].0).collect();
+    assert!(
+        gaps[0] >= 0.95 && gaps[1] >= 1.9 && gaps[2] >= 1.9,
+        "back-off 1, 2, 2 s: {gaps:?}"
+    );
+    assert!(gaps[2] < gaps[1] + 1.0, "capped at max_delay: {gaps:?}");
+    assert!(run.said().contains("failed (exit status 1)"), "{}", run.said());
+
+    // The child watcher is killed: started again, then everything synced.
+    let before = sync_times(dir).len();
+    let watcher = Command::new("pgrep")
+        .args(["-f", &format!("watch --maildir {}", b.display())])
+        .output()
+        .unwrap();
+    let pid = String::from_utf8(watcher.stdout)
+        .unwrap()
+        .lines()
+        .next()
+        .expect("the child watcher")
+        .to_string();
+    kill(pid.parse().unwrap(), "-KILL");
+    run.wait_until("the watcher started again and everything synced", limit, || {
+        sync_times(dir)[before..].iter().any(|(_, args)| args == "acct")
+    });
+    assert!(
+        run.said().contains("store b: its watcher stopped"),
+        "{}",
+        run.said()
+    );
+    assert!(
+        run.said().contains("store b: watching again; syncing everything"),
+        "{}",
+        run.said()
+    );
+
+    // SIGUSR1: a mailbox waiting out its inter_delay (30 s since the
+    // full sync) is listed, with why.
+    thread::sleep(Duration::from_millis(500));
+    deliver(&a.join("slow"));
+    thread::sleep(Duration::from_millis(300));
+    kill(run.child.id(), "-USR1");
+    run.wait_until("the list of what waits", limit, || {
+        run.said().contains("waiting: slow: changed in a")
+    });
+    assert!(
+        !sync_times(dir).iter().any(|(_, args)| args == "acct:slow"),
+        "{}",
+        run.said()
+    );
+
+    // SIGTERM while a sync runs: the sync gets SIGTERM, is waited for, and
+    // the child watcher ends too.
+    fs::write(dir.join("slow"), "").unwrap();
+    deliver(&b.join("INBOX"));
+    run.wait_until("a slow sync", limit, || {
+        sync_times(dir)
+            .last()
+            .is_some_and(|(_, args)| args == "acct:INBOX")
+    });
+    thread::sleep(Duration::from_millis(300));
+    assert_eq!(run.terminate(), 0, "{}", run.said());
+    assert!(
+        syncs(&dir.join("syncs.log")).last().unwrap() == "terminated",
+        "the sync got SIGTERM"
+    );
+    let left = Command::new("pgrep")
+        .args(["-f", &format!("watch --maildir {}", b.display())])
+        .output()
+        .unwrap();
+    assert!(left.stdout.is_empty(), "the child watcher ended");
+}
+
+#[test]
+fn configuration_errors_name_the_line_and_nothing_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("mswatchrc");
+    fs::write(&config, "base_delay 1\nsync true\nbase_delay soon\n").unwrap();
+    let output = mailsync()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("mswatchrc: line 3: expected a time in seconds after base_delay, found \"soon\""),
+        "{stderr}"
+    );
+    // A watcher that is mailsync's own with flags it does not take.
+    fs::write(
+        &config,
+        "sync true\nstore a {\n watch mailsync watch --no-such-flag\n}\nstore b {\n watch true\n}\n",
+    )
+    .unwrap();
+    let output = mailsync()
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("store a: mailsync watch --no-such-flag: unexpected argument"),
+        "{stderr}"
+    );
+    let missing = mailsync()
+        .args(["run", "--config", dir.path().join("none").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}
