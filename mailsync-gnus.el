@@ -179,6 +179,20 @@ does not know are logged and skipped)."
   "How many lines `*mailsync-log*' keeps."
   :type 'natnum)
 
+(defcustom mailsync-run-config nil
+  "An mswatch configuration for `mailsync run', or nil.
+When set, `mailsync-mode' also runs \"mailsync run --config FILE\" as a
+child process: it watches both mail stores (the server too, with
+`mailsync idle') and runs the sync program when mail changes, so one
+setting gives the whole chain, server to sync to maildir to Gnus.  Its
+lines go to `*mailsync-log*'; it is started again when it dies (after 1 s,
+doubling up to 5 minutes), and stopped with the mode."
+  :type '(choice (const :tag "None" nil) file))
+
+(defcustom mailsync-program "mailsync"
+  "The mailsync program that `mailsync-run-config' runs."
+  :type 'string)
+
 ;;;; The module
 
 (defconst mailsync--directory
@@ -669,15 +683,25 @@ limit) is stopped with a warning."
 
 ;;;###autoload
 (define-minor-mode mailsync-mode
-  "Check Gnus groups the moment their mail changes on disk."
+  "Check Gnus groups the moment their mail changes on disk.
+With `mailsync-run-config' set, also run `mailsync run' with it, which
+syncs the mail stores when they change."
   :global t
   :group 'mailsync
   (if mailsync-mode
       (condition-case err
-          (mailsync-start)
+          (progn
+            (when mailsync-run-config
+              (mailsync--run-start))
+            ;; With `mailsync run' alone, nothing else need be watched.
+            (unless (and mailsync-run-config
+                         (not (or (mailsync--roots) (mailsync--imap-servers))))
+              (mailsync-start)))
         (error (setq mailsync-mode nil)
+               (mailsync--run-stop)
                (signal (car err) (cdr err))))
-    (mailsync-stop)))
+    (mailsync-stop)
+    (mailsync--run-stop)))
 
 ;;;###autoload
 (defun mailsync-status ()
@@ -688,6 +712,7 @@ limit) is stopped with a warning."
       (erase-buffer)
       (insert (format "mailsync: %s\n\n"
                       (if mailsync--watches "running" "stopped")))
+      (mailsync--insert-run-status)
       (dolist (watch mailsync--watches)
         (let ((stats (mailsync--module-stats (mailsync--watch-handle watch)))
               (plist (mailsync--watch-plist watch)))
@@ -736,6 +761,108 @@ limit) is stopped with a warning."
                   (plist-get stats :reports)))
   (when (plist-get stats :last-error)
     (insert (format "  watcher error: %s\n" (plist-get stats :last-error)))))
+
+;;;; `mailsync run' as a child of Emacs
+
+(defvar mailsync--run nil
+  "The `mailsync run' process, or nil.")
+
+(defvar mailsync--run-timer nil
+  "The timer that starts `mailsync run' again, or nil.")
+
+(defvar mailsync--run-backoff 1
+  "Seconds before `mailsync run' is started again after it dies.")
+
+(defvar mailsync--run-restarts 0
+  "How often `mailsync run' was started again.")
+
+(defvar mailsync--run-last-line nil
+  "The last line `mailsync run' printed.")
+
+(defconst mailsync--run-max-backoff 300
+  "The longest wait before `mailsync run' is started again, in seconds.")
+
+(defun mailsync--run-start ()
+  "Start `mailsync run' with `mailsync-run-config', unless it is running."
+  (unless (process-live-p mailsync--run)
+    (let ((program (executable-find mailsync-program))
+          (config (expand-file-name mailsync-run-config)))
+      (unless program
+        (user-error "Cannot run %s: not found (set `mailsync-program', or run make install)"
+                    mailsync-program))
+      (unless (file-readable-p config)
+        (user-error "Cannot run mailsync: cannot read `mailsync-run-config' %s" config))
+      (setq mailsync--run
+            (make-process :name "mailsync-run"
+                          :command (list program "run" "--config" config)
+                          :connection-type 'pipe
+                          :noquery t
+                          :coding 'utf-8
+                          :filter #'mailsync--run-filter
+                          :sentinel #'mailsync--run-sentinel))
+      (process-put mailsync--run 'started (float-time))
+      (mailsync--log "mailsync run: started with %s" config))))
+
+(defun mailsync--run-filter (process output)
+  "Log each whole line of OUTPUT from `mailsync run' PROCESS.
+Its own time stamp is left out: the log has one."
+  (let ((text (concat (or (process-get process 'partial) "") output)))
+    (while (string-match "\n" text)
+      (let ((line (substring text 0 (match-beginning 0))))
+        (setq text (substring text (match-end 0)))
+        (setq line (replace-regexp-in-string "\\`[0-9-]+ [0-9:.]+ " "" line))
+        (setq mailsync--run-last-line line)
+        (mailsync--log "mailsync run: %s" line)))
+    (process-put process 'partial text)))
+
+(defun mailsync--run-sentinel (process event)
+  "Start `mailsync run' again when PROCESS ended with EVENT while wanted."
+  (when (and (eq process mailsync--run) (not (process-live-p process)))
+    (let ((ran (- (float-time) (or (process-get process 'started) 0))))
+      ;; A run that lasted a minute was healthy: start over at 1 s.
+      (when (> ran 60)
+        (setq mailsync--run-backoff 1))
+      (mailsync--error "The mailsync run process %s; starting it again in %d s"
+                       (string-trim event) mailsync--run-backoff)
+      (setq mailsync--run-timer
+            (run-with-timer mailsync--run-backoff nil #'mailsync--run-restart))
+      (setq mailsync--run-backoff (min (* 2 mailsync--run-backoff) mailsync--run-max-backoff)))))
+
+(defun mailsync--run-restart ()
+  "Start `mailsync run' again, as its sentinel asked."
+  (setq mailsync--run-timer nil)
+  (when (and mailsync-mode mailsync-run-config)
+    (setq mailsync--run-restarts (1+ mailsync--run-restarts))
+    (condition-case err
+        (mailsync--run-start)
+      (error (mailsync--error "Cannot start mailsync run: %s" (error-message-string err))))))
+
+(defun mailsync--run-stop ()
+  "Stop `mailsync run': SIGTERM, which waits for a running sync."
+  (when mailsync--run-timer
+    (cancel-timer mailsync--run-timer)
+    (setq mailsync--run-timer nil))
+  (let ((process mailsync--run))
+    (setq mailsync--run nil
+          mailsync--run-backoff 1)
+    (when (process-live-p process)
+      (signal-process process 'SIGTERM)
+      (with-timeout (30 (delete-process process))
+        (while (process-live-p process)
+          (accept-process-output process 0.05)))
+      (mailsync--log "mailsync run: stopped"))))
+
+(defun mailsync--insert-run-status ()
+  "Insert the state of `mailsync run' into the status buffer."
+  (when (or mailsync-run-config mailsync--run)
+    (insert (format "mailsync run %s\n" (or mailsync-run-config "")))
+    (insert (cond ((process-live-p mailsync--run)
+                   (format "  running, pid %d" (process-id mailsync--run)))
+                  (mailsync--run-timer "  NOT RUNNING: starting it again soon")
+                  (t "  not running")))
+    (insert (format ", started again %d times\n" mailsync--run-restarts))
+    (when mailsync--run-last-line
+      (insert (format "  last line: %s\n" mailsync--run-last-line)))))
 
 ;;;; Gnus
 

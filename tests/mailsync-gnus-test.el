@@ -943,5 +943,76 @@ token is refused stops with one warning; the first goes on."
       (mailsync-test--dovecot "remove" server)
       (delete-directory tmp t))))
 
+(defun mailsync-test--file-text (file)
+  "FILE's text, or \"\" when it does not exist."
+  (if (file-exists-p file)
+      (with-temp-buffer (insert-file-contents file) (buffer-string))
+    ""))
+
+(ert-deftest mailsync-test-run-config-runs-mailsync-run-and-starts-it-again ()
+  "With `mailsync-run-config', `mailsync-mode' runs `mailsync run' as a child.
+Its lines go to `*mailsync-log*'; a delivery into a watched store runs
+the sync program; killed, it is started again; the mode stops it."
+  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-run" t)))
+         (mailsync-test--mail tmp)
+         (log (expand-file-name "syncs.log" tmp))
+         (script (expand-file-name "sync.sh" tmp))
+         (config (expand-file-name "mswatchrc" tmp))
+         (program (expand-file-name "target/release/mailsync" mailsync-test--root))
+         (mailsync-program program)
+         (mailsync-run-config config)
+         (mailsync-maildirs nil)
+         (mailsync-imap-servers nil)
+         (gnus-secondary-select-methods nil)
+         (gnus-select-method '(nnnil "")))
+    (unwind-protect
+        (progn
+          (dolist (folder '("a/INBOX" "b/INBOX"))
+            (dolist (sub '("cur" "new" "tmp"))
+              (make-directory (expand-file-name sub (expand-file-name folder tmp)) t)))
+          (mailsync-test--write-file script (format "#!/bin/sh\necho \"$*\" >> '%s'\n" log))
+          (mailsync-test--write-file
+           config
+           (concat "base_delay 0\ninter_delay 0\n"
+                   (format "sync /bin/sh %s\nmailbox_prefix acct :\n" script)
+                   (format "store a {\n watch %s watch --maildir %sa --layout verbatim --delay 0\n}\n"
+                           program tmp)
+                   (format "store b {\n watch %s watch --maildir %sb --layout verbatim --delay 0\n}\n"
+                           program tmp)))
+          (mailsync-mode 1)
+          (should (process-live-p mailsync--run))
+          (should (mailsync-test--wait-until
+                   (lambda () (string-match-p "^acct$" (mailsync-test--file-text log))) 10.0))
+          (mailsync-test--deliver "a/INBOX")
+          (should (mailsync-test--wait-until
+                   (lambda () (string-match-p "^acct:INBOX$" (mailsync-test--file-text log))) 10.0))
+          (should (mailsync-test--wait-until
+                   (lambda () (with-current-buffer "*mailsync-log*"
+                                (string-match-p "mailsync run: sync INBOX: done" (buffer-string))))
+                   5.0))
+          (let ((first mailsync--run))
+            (signal-process first 'SIGKILL)
+            (should (mailsync-test--wait-until
+                     (lambda () (and (= mailsync--run-restarts 1)
+                                     (process-live-p mailsync--run)
+                                     (not (eq mailsync--run first))))
+                     10.0)))
+          ;; Started again, it syncs everything once more.
+          (should (mailsync-test--wait-until
+                   (lambda () (= 2 (cl-count "acct" (split-string (mailsync-test--file-text log) "\n")
+                                             :test #'equal)))
+                   10.0))
+          (mailsync-status)
+          (with-current-buffer "*mailsync-status*"
+            (should (string-match-p "mailsync run .*mswatchrc\n  running, pid [0-9]+, started again 1 times"
+                                    (buffer-string))))
+          (let ((running mailsync--run))
+            (mailsync-mode -1)
+            (should-not (process-live-p running))
+            (should-not mailsync--run)))
+      (mailsync-mode -1)
+      (setq mailsync--run-restarts 0)
+      (delete-directory tmp t))))
+
 (provide 'mailsync-gnus-test)
 ;;; mailsync-gnus-test.el ends here
