@@ -8,6 +8,9 @@
 PREFIX ?= /usr/local
 BINDIR = $(PREFIX)/bin
 LISPDIR = $(PREFIX)/share/emacs/site-lisp/mailsync
+# systemd user units: the system-wide place, or ~/.config/systemd/user
+# for PREFIX=~/.local (systemd does not look in ~/.local/lib).
+SYSTEMD_USER_DIR ?= $(if $(filter $(HOME)/%,$(abspath $(PREFIX))),$(HOME)/.config/systemd/user,$(PREFIX)/lib/systemd/user)
 EMACS ?= emacs
 CARGO ?= cargo
 MODULE = mailsync-gnus-module.so
@@ -48,6 +51,8 @@ install: build
 	for name in $(LINK_NAMES); do ln -sf mailsync $(DESTDIR)$(BINDIR)/$$name; done
 	install -m 644 mailsync-gnus.el mailsync-pkg.el $(DESTDIR)$(LISPDIR)/
 	install -m 755 $(MODULE) $(DESTDIR)$(LISPDIR)/
+	install -d $(DESTDIR)$(SYSTEMD_USER_DIR)
+	sed 's|@BINDIR@|$(abspath $(BINDIR))|' scripts/mailsync.service.in > $(DESTDIR)$(SYSTEMD_USER_DIR)/mailsync.service
 
 clean:
 	$(CARGO) clean

@@ -165,7 +165,7 @@ fn readme_configs() -> Vec<String> {
 }
 
 #[test]
-fn every_mswatchrc_in_the_readme_parses_in_the_real_mswatch() {
+fn every_mswatchrc_in_the_readme_parses_in_the_real_mswatch_and_in_mailsync_run() {
     let mswatch = mswatch();
     let configs = readme_configs();
     assert!(
@@ -177,6 +177,10 @@ fn every_mswatchrc_in_the_readme_parses_in_the_real_mswatch() {
     for (index, config) in configs.iter().enumerate() {
         let file = dir.path().join(format!("mswatchrc{index}"));
         fs::write(&file, config).unwrap();
+        // What mswatch takes, `mailsync run` takes too.
+        if let Err(err) = mailsync::mswatch::config::Config::parse(config) {
+            panic!("README block {index} does not parse for mailsync run: {err}\n{config}");
+        }
         // --dry: watch only. A file mswatch cannot parse ends it at once.
         let mut child = Command::new(&mswatch)
             .args(["--dry", "-c"])
