@@ -3,6 +3,7 @@
 # printed and written to BENCHMARKS.md with the machine they ran on.
 #   MAILSYNC_BENCH_IDLE=SECONDS  the Emacs idle window (default 15)
 #   MAILSYNC_BENCH_RUNS=N        samples per contender in the watcher tables (default 5)
+#   MAILSYNC_BENCH_RUN_DELIVERIES=N  deliveries each way in the mailsync run table (default 5)
 #   MAILSYNC_BENCH_SIZES=A,B,…   store sizes of the start-up table (default 1000,10000,50000,100000)
 #   MAILSYNC_BENCH_DIR=DIR       where the stores of the start-up table are made (default $TMPDIR
 #                                or /tmp, on disk so that dropping the caches as root gives

@@ -300,3 +300,89 @@ fn sync_check_local_names_the_unicode_groups_after_mbsync_and_offlineimap() {
     assert_eq!(messages(&dovecot.dir.path().join("offlineimap/R&-D")), 1);
     assert_eq!(emacs.checked(), [expected.clone(), expected].concat());
 }
+
+#[test]
+fn run_check_local_checks_the_synced_groups_after_each_sync() {
+    let dovecot = Dovecot::start(".");
+    dovecot.save("INBOX", "hello");
+    dovecot.save(std::str::from_utf8(ODD).unwrap(), "odd");
+    let dir = dovecot.dir.path();
+    let local = dir.join("emacs/mail");
+    let rc = dovecot.mbsyncrc(&local);
+    let status = Command::new("mbsync")
+        .arg("-c")
+        .arg(&rc)
+        .arg("-a")
+        .output()
+        .unwrap();
+    assert!(
+        status.status.success(),
+        "{}",
+        String::from_utf8_lossy(&status.stderr)
+    );
+    let emacs = EmacsServer::start(&dir.join("emacs"));
+    let mailsync = env!("CARGO_BIN_EXE_mailsync");
+    let config = dir.join("mswatchrc");
+    fs::write(
+        &config,
+        format!(
+            "base_delay 0\ninter_delay 0\n\
+             sync {mailsync} sync --backend mbsync --config {rc} --local-separator /\nmailbox_prefix test :\n\
+             store local {{\n watch {mailsync} watch --maildir {local} --layout verbatim --delay 0\n}}\n\
+             store server {{\n watch {mailsync} idle --mbsync test --config {rc} --delay 0\n}}\n",
+            rc = rc.display(),
+            local = local.display()
+        ),
+    )
+    .unwrap();
+    let log = dir.join("run.log");
+    let run = Command::new(mailsync)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .args([
+            "--check-local",
+            "--server",
+            "nnmaildir+test",
+            "--socket-name",
+            &emacs.socket(),
+        ])
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&log).unwrap())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut run = Killed(run);
+    let wait = |what: &str, done: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !done() {
+            assert!(
+                Instant::now() < deadline,
+                "{what}; mailsync run said:\n{}",
+                fs::read_to_string(&log).unwrap_or_default()
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    };
+    wait("the start-up sync", &|| {
+        fs::read_to_string(&log).unwrap_or_default().contains("done")
+    });
+    // Its check (of every group) runs after it.
+    thread::sleep(Duration::from_millis(1500));
+    let before = emacs.checked().len();
+    dovecot.save(std::str::from_utf8(ODD).unwrap(), "second");
+    wait("the check after the sync", &|| {
+        emacs.checked()[before..].contains(&group(ODD))
+    });
+    assert_eq!(messages(&local.join(OsStr::from_bytes(ODD))), 2);
+    assert!(!emacs.pwned(), "a folder name was evaluated");
+    let _ = run.0.kill();
+}
+
+/// A child killed when the test ends, however it ends.
+struct Killed(Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -16,6 +16,14 @@ use std::time::{Duration, Instant};
 use common::servers::{messages, Dovecot};
 use common::{deliver, kill, mailsync, make_maildir};
 
+/// Held by the tests that count syncs and by the one that sets the clock
+/// (which makes every `mailsync run` on the machine sync everything).
+static CLOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn clock_guard() -> std::sync::MutexGuard<'static, ()> {
+    CLOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn mswatch() -> PathBuf {
     let output = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-mswatch.sh"))
         .output()
@@ -218,6 +226,7 @@ fn mswatchrc(dir: &Path, sync: &Path, local: &Path, mbsyncrc: &Path) -> PathBuf 
 
 #[test]
 fn the_same_mswatchrc_gives_the_same_end_state_with_one_sync_per_server_delivery() {
+    let _clock = clock_guard();
     let mswatch = mswatch();
     let mut results = Vec::new();
     for orchestrator in ["mswatch", "mailsync run"] {
@@ -303,6 +312,7 @@ fn sync_times(dir: &Path) -> Vec<(f64, String)> {
 
 #[test]
 fn failures_back_off_a_killed_watcher_comes_back_and_sigterm_waits_for_the_sync() {
+    let _clock = clock_guard();
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     let (a, b) = (dir.join("a"), dir.join("b"));
@@ -459,4 +469,120 @@ fn configuration_errors_name_the_line_and_nothing_starts() {
         .unwrap();
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+}
+
+#[test]
+fn with_offlineimap_one_sync_per_server_delivery_and_dovecot_restarts() {
+    let _clock = clock_guard();
+    let dovecot = Dovecot::start(".");
+    dovecot.save("INBOX", "before the start");
+    let dir = dovecot.dir.path();
+    let local = dir.join("local");
+    let rc = dovecot.offlineimaprc(&local);
+    let real = format!(
+        "'{}' sync --config '{}'",
+        env!("CARGO_BIN_EXE_mailsync"),
+        rc.display()
+    );
+    let (sync, sync_log) = logging_sync(dir, &real);
+    let mailsync = env!("CARGO_BIN_EXE_mailsync");
+    let config = dir.join("mswatchrc");
+    fs::write(
+        &config,
+        format!(
+            "base_delay 0\ninter_delay 0\nsync /bin/sh {sync}\nmailbox_prefix test :\n\
+             store local {{\n watch {mailsync} watch --maildir {local} --delay 0 --report-flags\n}}\n\
+             store server {{\n watch {mailsync} idle --offlineimap test --config {rc} --delay 0 --report-flags\n}}\n",
+            sync = sync.display(),
+            local = local.display(),
+            rc = rc.display()
+        ),
+    )
+    .unwrap();
+    let mut running = Orchestrator::start(
+        Path::new(mailsync),
+        &["run", "--config", config.to_str().unwrap()],
+        dir.join("orchestrator.log"),
+    );
+    let limit = Duration::from_secs(30);
+    // OfflineIMAP makes the local maildir (Maildir++ with sep ".") itself.
+    running.wait_until("the start-up sync", limit, || messages(&local.join("INBOX")) == 1);
+    thread::sleep(Duration::from_secs(2));
+    let before = syncs(&sync_log).len();
+    for round in 0..3 {
+        dovecot.save("INBOX", &format!("server delivery {round}"));
+        running.wait_until("a server delivery reaching the local maildir", limit, || {
+            messages(&local.join("INBOX")) == 2 + round
+        });
+        thread::sleep(Duration::from_secs(2));
+    }
+    assert_eq!(
+        syncs(&sync_log).len() - before,
+        3,
+        "one sync per server delivery: {:?}",
+        syncs(&sync_log)
+    );
+    // Dovecot restarts: `mailsync idle` in the process connects again, and
+    // a message saved meanwhile still arrives.
+    dovecot.restart();
+    dovecot.save("INBOX", "after the restart");
+    running.wait_until("a delivery after Dovecot restarted", limit, || {
+        messages(&local.join("INBOX")) == 5
+    });
+    assert_eq!(running.terminate(), 0, "{}", running.said());
+}
+
+#[test]
+fn a_clock_that_is_set_syncs_everything_once() {
+    // Setting the clock needs root; it is set to what it already reads,
+    // which the kernel signals as it does a resume from suspend.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: the clock cannot be set; skipped");
+        return;
+    }
+    let _clock = clock_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    make_maildir(&a.join("INBOX"));
+    make_maildir(&b.join("INBOX"));
+    let sync = scripted_sync(dir);
+    let mailsync = env!("CARGO_BIN_EXE_mailsync");
+    let config = dir.join("mswatchrc");
+    fs::write(
+        &config,
+        format!(
+            "base_delay 0\ninter_delay 0\nsync /bin/sh {sync}\nmailbox_prefix acct :\n\
+             store a {{\n watch {mailsync} watch --maildir {a} --delay 0\n}}\n\
+             store b {{\n watch {mailsync} watch --maildir {b} --delay 0\n}}\n",
+            sync = sync.display(),
+            a = a.display(),
+            b = b.display()
+        ),
+    )
+    .unwrap();
+    let mut run = Orchestrator::start(
+        Path::new(mailsync),
+        &["run", "--config", config.to_str().unwrap()],
+        dir.join("run.log"),
+    );
+    let limit = Duration::from_secs(20);
+    run.wait_until("the start-up sync", limit, || sync_times(dir).len() == 1);
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: now is a valid timespec.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
+        assert_eq!(libc::clock_settime(libc::CLOCK_REALTIME, &now), 0);
+    }
+    run.wait_until("everything synced again", limit, || sync_times(dir).len() == 2);
+    assert_eq!(sync_times(dir)[1].1, "acct");
+    assert!(
+        run.said().contains("the clock jumped or the machine resumed"),
+        "{}",
+        run.said()
+    );
+    assert_eq!(run.terminate(), 0);
 }

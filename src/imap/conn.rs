@@ -241,6 +241,25 @@ fn tls_failure(err: &io::Error) -> Option<String> {
         .map(|tls| tls.to_string())
 }
 
+/// A mailbox name as the server sent it, its quoted-string escapes (`\"`,
+/// `\\`) undone: imap-proto hands quoted strings out raw. (A name sent as
+/// a literal holding a backslash would be misread; servers send such names
+/// quoted.)
+pub fn mailbox_name(raw: &str) -> String {
+    if !raw.contains('\\') {
+        return raw.to_string();
+    }
+    let mut name = String::with_capacity(raw.len());
+    let mut chars = raw.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => name.extend(chars.next()),
+            other => name.push(other),
+        }
+    }
+    name
+}
+
 /// A string as an IMAP quoted string; None when it cannot be one.
 pub fn quoted(text: &str) -> Option<String> {
     if text.bytes().any(|byte| matches!(byte, b'\r' | b'\n' | 0)) {
@@ -735,5 +754,20 @@ pub fn bye(server: &str, text: Option<&str>) -> ImapError {
         }
     } else {
         ImapError::lost(server, format!("the server said goodbye: {text}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailbox_names_lose_their_escapes_and_quote_back_the_same() {
+        let odd = r#"a"b\c (shell-command "touch PWNED")"#;
+        let quoted = quoted(odd).unwrap();
+        let raw = &quoted[1..quoted.len() - 1];
+        assert_eq!(raw, r#"a\"b\\c (shell-command \"touch PWNED\")"#);
+        assert_eq!(mailbox_name(raw), odd);
+        assert_eq!(mailbox_name("INBOX"), "INBOX");
     }
 }

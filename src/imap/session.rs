@@ -14,7 +14,7 @@ use imap_proto::{MailboxDatum, NameAttribute, Response, Status};
 use rustls::ClientConfig;
 
 use super::backoff::{jitter, Backoff};
-use super::conn::{bye, quoted, Connection, Login, RESPONSE_TIMEOUT};
+use super::conn::{bye, mailbox_name, quoted, Connection, Login, RESPONSE_TIMEOUT};
 use super::error::ImapError;
 use super::status::{status_items, MailboxStatus};
 use super::{Account, Options, Report, Secret};
@@ -199,14 +199,15 @@ fn listed(responses: Vec<Response<'static>>, options: &Options) -> Listed {
                     listed.delimiter = data.delimiter.as_deref().map(str::to_string);
                 }
                 let unselectable = data.name_attributes.iter().any(is_unselectable);
-                if !unselectable && options.selection.contains(&data.name, data.delimiter.as_deref()) {
-                    listed.names.push(data.name.into_owned());
+                let name = mailbox_name(&data.name);
+                if !unselectable && options.selection.contains(&name, data.delimiter.as_deref()) {
+                    listed.names.push(name);
                 }
             }
             Response::MailboxData(MailboxDatum::Status { mailbox, status }) => {
                 listed
                     .statuses
-                    .insert(mailbox.into_owned(), MailboxStatus::from_attributes(&status));
+                    .insert(mailbox_name(&mailbox), MailboxStatus::from_attributes(&status));
             }
             _ => {}
         }
@@ -228,7 +229,7 @@ fn statuses(
     let mut found = HashMap::new();
     for response in link.pipeline(waker, &commands)? {
         if let Response::MailboxData(MailboxDatum::Status { mailbox, status }) = response {
-            found.insert(mailbox.into_owned(), MailboxStatus::from_attributes(&status));
+            found.insert(mailbox_name(&mailbox), MailboxStatus::from_attributes(&status));
         }
     }
     Ok(found)
@@ -264,11 +265,9 @@ fn notified(
 ) -> Result<bool, ImapError> {
     match response {
         Response::MailboxData(MailboxDatum::Status { mailbox, status }) => {
+            let mailbox = mailbox_name(&mailbox);
             if context.options.selection.contains(&mailbox, delimiter) {
-                context.report(Report::Status(
-                    mailbox.into_owned(),
-                    MailboxStatus::from_attributes(&status),
-                ));
+                context.report(Report::Status(mailbox, MailboxStatus::from_attributes(&status)));
             }
             Ok(false)
         }

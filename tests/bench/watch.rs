@@ -19,6 +19,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod imap;
+mod run;
 
 use std::collections::HashMap;
 use std::fs;
@@ -843,5 +844,16 @@ fn main() {
             .and_then(|seconds| seconds.parse().ok())
             .unwrap_or(15);
         imap::tables(samples, Duration::from_secs(idle));
+    }
+    if only.is_empty() || only == "run" {
+        let deliveries = std::env::var("MAILSYNC_BENCH_RUN_DELIVERIES")
+            .ok()
+            .and_then(|count| count.parse().ok())
+            .unwrap_or(5);
+        let idle = std::env::var("MAILSYNC_BENCH_IDLE")
+            .ok()
+            .and_then(|seconds| seconds.parse().ok())
+            .unwrap_or(15);
+        run::tables(deliveries, Duration::from_secs(idle));
     }
 }
