@@ -4,6 +4,7 @@
 #   MAILSYNC_BENCH_IDLE=SECONDS  the Emacs idle window (default 15)
 #   MAILSYNC_BENCH_RUNS=N        samples per contender in the watcher tables (default 5)
 #   MAILSYNC_BENCH_RUN_DELIVERIES=N  deliveries each way in the mailsync run table (default 5)
+#   MAILSYNC_BENCH_RUN_CHAIN=N   server saves in the whole-chain (Emacs hook) table (default 20)
 #   MAILSYNC_BENCH_SIZES=A,B,…   store sizes of the start-up table (default 1000,10000,50000,100000)
 #   MAILSYNC_BENCH_DIR=DIR       where the stores of the start-up table are made (default $TMPDIR
 #                                or /tmp, on disk so that dropping the caches as root gives
@@ -37,6 +38,9 @@ trap 'rm -rf "$work"' EXIT
   echo
   mkdir -p "$work/start"
   emacs --batch -Q -L . -L lisp -l tests/bench/emacs-start-bench.el "$work/start" </dev/null 2>/dev/null
+  echo
+  mkdir -p "$work/run"
+  emacs --batch -Q -L . -L lisp -l tests/bench/emacs-run-bench.el "$work/run" "${MAILSYNC_BENCH_RUN_CHAIN:-20}" </dev/null 2>/dev/null
 } | tee "$work/BENCHMARKS.md"
 cp "$work/BENCHMARKS.md" BENCHMARKS.md
 echo "bench: written to BENCHMARKS.md" >&2

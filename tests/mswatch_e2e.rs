@@ -8,25 +8,13 @@
 mod common;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use common::servers::{messages, Dovecot};
-use common::{deliver, make_maildir};
-
-fn mswatch() -> PathBuf {
-    let output = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-mswatch.sh"))
-        .output()
-        .expect("run scripts/fetch-mswatch.sh");
-    assert!(
-        output.status.success(),
-        "mswatch could not be fetched: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
-}
+use common::{deliver, make_maildir, mswatch};
 
 fn wait_until(what: &str, log: &Path, mut done: impl FnMut() -> bool) {
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::servers::{messages, Dovecot};
-use common::{deliver, kill, mailsync, make_maildir};
+use common::{deliver, kill, mailsync, make_maildir, mswatch};
 
 /// Held by the tests that count syncs and by the one that sets the clock
 /// (which makes every `mailsync run` on the machine sync everything).
@@ -22,18 +22,6 @@ static CLOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 fn clock_guard() -> std::sync::MutexGuard<'static, ()> {
     CLOCK.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn mswatch() -> PathBuf {
-    let output = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-mswatch.sh"))
-        .output()
-        .expect("run scripts/fetch-mswatch.sh");
-    assert!(
-        output.status.success(),
-        "mswatch could not be fetched: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    PathBuf::from(String::from_utf8(output.stdout).unwrap().trim())
 }
 
 /// A running orchestrator (mswatch or `mailsync run`), its output in a file.

@@ -10,8 +10,8 @@
 //! while it runs or within its store's settle time after it ended, are
 //! held. After a successful sync each held report is asked of
 //! `explained` (did the sync's own writes cause it?); only one that is
-//! not queues the mailbox again, and that second sync's reports are not
-//! asked again, so nothing loops.
+//! not queues the mailbox again. Nothing loops: a sync that finds nothing
+//! to do writes nothing, so it gives no report to ask about.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::{Duration, Instant};
@@ -95,9 +95,6 @@ struct Batch {
     ended: Option<Instant>,
     /// (store, mailbox) reports held, each once.
     held: Vec<(usize, Vec<u8>)>,
-    /// Mailboxes synced again because a report was not explained: their
-    /// reports now are not asked about again.
-    rechecks: HashSet<Vec<u8>>,
 }
 
 /// What a finished sync's held reports came to.
@@ -121,8 +118,6 @@ pub struct Schedule {
     running: Option<Batch>,
     settling: Vec<Batch>,
     next_poll: Option<Instant>,
-    /// Mailboxes queued because a sync did not explain them.
-    rechecks: HashSet<Vec<u8>>,
 }
 
 impl Schedule {
@@ -140,7 +135,6 @@ impl Schedule {
             running: None,
             settling: Vec::new(),
             next_poll,
-            rechecks: HashSet::new(),
         }
     }
 
@@ -243,19 +237,10 @@ impl Schedule {
             }
             Target::Mailboxes(due.into_iter().map(|(_, name)| name).collect())
         };
-        let rechecks = match &target {
-            Target::All => std::mem::take(&mut self.rechecks),
-            Target::Mailboxes(list) => list
-                .iter()
-                .filter(|name| self.rechecks.remove(*name))
-                .cloned()
-                .collect(),
-        };
         self.running = Some(Batch {
             target: target.clone(),
             ended: None,
             held: Vec::new(),
-            rechecks,
         });
         Some(target)
     }
@@ -346,11 +331,10 @@ impl Schedule {
         let mut settled = Settled::default();
         for batch in over {
             for (store, name) in batch.held {
-                if batch.rechecks.contains(&name) || explained(store, &name) {
+                if explained(store, &name) {
                     settled.dropped.push((store, name));
                 } else if !settled.queued.contains(&name) {
                     self.queue(now, &name, Why::Unexplained(store));
-                    self.rechecks.insert(name.clone());
                     settled.queued.push(name);
                 }
             }
@@ -590,8 +574,8 @@ mod tests {
                 Start(600, Some(&["INBOX"])),
                 Change(650, 1, "INBOX"),
                 End(700, true),
-                // A second sync's reports are not asked about: no loop.
-                Settle(1200, &[], &[]),
+                // The second sync's own report is explained like any.
+                Settle(1200, &[(1, "INBOX")], &[]),
                 Wake(None),
                 Change(1300, 1, "INBOX"),
                 Start(1300, Some(&["INBOX"])),

@@ -11,7 +11,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use super::common::servers::{messages, Dovecot};
-use super::common::{deliver, make_maildir};
+use super::common::{deliver, make_maildir, try_mswatch};
 use super::{cpu_ms, mailsync_binary, percentile, wakeups, Running};
 
 #[derive(Clone, Copy)]
@@ -36,16 +36,6 @@ impl Contender {
             Contender::Run(delay) => delay,
         }
     }
-}
-
-fn mswatch() -> Option<PathBuf> {
-    let output = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-mswatch.sh"))
-        .output()
-        .ok()?;
-    output
-        .status
-        .success()
-        .then(|| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
 }
 
 /// One contender at work on its own server and local store.
@@ -271,7 +261,7 @@ fn measure(contender: Contender, mswatch: &Path, deliveries: usize, idle_window:
 
 pub fn tables(deliveries: usize, idle_window: Duration) {
     println!("### `mailsync run` against the real mswatch 1.2.0, side by side\n");
-    let Some(mswatch) = mswatch() else {
+    let Some(mswatch) = try_mswatch() else {
         println!("(mswatch 1.2.0 could not be fetched: scripts/fetch-mswatch.sh; table skipped)\n");
         return;
     };

@@ -175,6 +175,23 @@ impl Drop for Watch {
 
 pub mod servers;
 
+/// The real mswatch 1.2.0 (Debian 11's build), fetched and unpacked by
+/// scripts/fetch-mswatch.sh; None when it cannot be had.
+pub fn try_mswatch() -> Option<PathBuf> {
+    let output = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-mswatch.sh"))
+        .output()
+        .ok()?;
+    output
+        .status
+        .success()
+        .then(|| PathBuf::from(String::from_utf8_lossy(&output.stdout).trim()))
+}
+
+/// The real mswatch, or the test fails saying why.
+pub fn mswatch() -> PathBuf {
+    try_mswatch().expect("mswatch could not be fetched: run scripts/fetch-mswatch.sh to see why")
+}
+
 /// The long options a `--help` text documents, as whole tokens (so that
 /// `--separator` is not found inside `--local-separator`).
 pub fn help_options(help: &str) -> std::collections::HashSet<String> {
