@@ -15,6 +15,17 @@ idle=${MAILSYNC_BENCH_IDLE:-15}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# One Emacs bench script: its table on stdout; its messages kept in a log
+# that is shown, with the script's name, when it fails.
+in_emacs() {
+  local script=$1; shift
+  emacs --batch -Q -L . -L lisp -l "tests/bench/$script" "$@" </dev/null 2>"$work/$script.log" || {
+    echo "bench: tests/bench/$script failed; its last messages:" >&2
+    tail -n 30 "$work/$script.log" >&2
+    return 1
+  }
+}
+
 {
   echo "# Benchmarks"
   echo
@@ -34,13 +45,13 @@ trap 'rm -rf "$work"' EXIT
   echo "Emacs's time in each way's own code per burst, Gnus's checks excluded; \"per folder\" divides it by"
   echo "the 10 folders touched. Idle: ${idle} s with nothing delivered."
   echo
-  emacs --batch -Q -L . -L lisp -l tests/bench/emacs-bench.el "$work/emacs" "$idle" </dev/null 2>/dev/null
+  in_emacs emacs-bench.el "$work/emacs" "$idle"
   echo
   mkdir -p "$work/start"
-  emacs --batch -Q -L . -L lisp -l tests/bench/emacs-start-bench.el "$work/start" </dev/null 2>/dev/null
+  in_emacs emacs-start-bench.el "$work/start"
   echo
   mkdir -p "$work/run"
-  emacs --batch -Q -L . -L lisp -l tests/bench/emacs-run-bench.el "$work/run" "${MAILSYNC_BENCH_RUN_CHAIN:-20}" </dev/null 2>/dev/null
+  in_emacs emacs-run-bench.el "$work/run" "${MAILSYNC_BENCH_RUN_CHAIN:-20}"
 } | tee "$work/BENCHMARKS.md"
 cp "$work/BENCHMARKS.md" BENCHMARKS.md
 echo "bench: written to BENCHMARKS.md" >&2
