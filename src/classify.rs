@@ -59,9 +59,29 @@ impl WatchedDir {
     }
 }
 
+impl WatchedDir {
+    /// This role as [`Tree::watched`] gives it.
+    pub fn as_role(&self) -> Role<'_> {
+        match self {
+            WatchedDir::Folder => Role::Folder,
+            WatchedDir::Mail { folder_dir, which } => Role::Mail {
+                folder_dir,
+                which: *which,
+            },
+        }
+    }
+}
+
+/// A watched directory's role, borrowed from the engine's tree.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role<'a> {
+    Folder,
+    Mail { folder_dir: &'a Path, which: MailDir },
+}
+
 /// Lets the classifier ask what a directory is.
 pub trait Tree {
-    fn watched(&self, dir: &Path) -> Option<&WatchedDir>;
+    fn watched<'a>(&'a self, dir: &'a Path) -> Option<Role<'a>>;
 }
 
 /// What the engine must do about a change.
@@ -104,11 +124,11 @@ impl Classifier {
             FsChange::Overflow => vec![Effect::Rescan],
             FsChange::Other => Vec::new(),
             FsChange::Created { path, is_dir } => match parent_of(tree, &path) {
-                Some(WatchedDir::Mail { folder_dir, .. }) if !is_dir => {
-                    vec![Effect::MailChanged(folder_dir.clone())]
+                Some(Role::Mail { folder_dir, .. }) if !is_dir => {
+                    vec![Effect::MailChanged(folder_dir.to_path_buf())]
                 }
                 // A subfolder, or a link that may lead to one: the engine looks.
-                Some(WatchedDir::Folder) => vec![Effect::DirAppeared(path)],
+                Some(Role::Folder) => vec![Effect::DirAppeared(path)],
                 _ => Vec::new(),
             },
             FsChange::Removed { path } => {
@@ -116,11 +136,11 @@ impl Classifier {
                     return vec![Effect::DirGone(path)];
                 }
                 match parent_of(tree, &path) {
-                    Some(WatchedDir::Mail { folder_dir, .. }) => {
-                        vec![Effect::MailChanged(folder_dir.clone())]
+                    Some(Role::Mail { folder_dir, .. }) => {
+                        vec![Effect::MailChanged(folder_dir.to_path_buf())]
                     }
                     // Perhaps a followed link: the engine knows.
-                    Some(WatchedDir::Folder) => vec![Effect::DirGone(path)],
+                    Some(Role::Folder) => vec![Effect::DirGone(path)],
                     None => Vec::new(),
                 }
             }
@@ -135,19 +155,19 @@ impl Classifier {
                     };
                 }
                 match (parent_of(tree, &path), cookie) {
-                    (Some(WatchedDir::Mail { folder_dir, which }), Some(cookie)) => {
+                    (Some(Role::Mail { folder_dir, which }), Some(cookie)) => {
                         let move_out = MoveOut {
-                            folder_dir: folder_dir.clone(),
-                            which: *which,
+                            folder_dir: folder_dir.to_path_buf(),
+                            which,
                             at: now,
                         };
                         self.moves_out.insert(cookie, move_out);
                         Vec::new()
                     }
-                    (Some(WatchedDir::Mail { folder_dir, .. }), None) => {
-                        vec![Effect::MailChanged(folder_dir.clone())]
+                    (Some(Role::Mail { folder_dir, .. }), None) => {
+                        vec![Effect::MailChanged(folder_dir.to_path_buf())]
                     }
-                    (Some(WatchedDir::Folder), Some(_)) => vec![Effect::DirGone(path)],
+                    (Some(Role::Folder), Some(_)) => vec![Effect::DirGone(path)],
                     _ => Vec::new(),
                 }
             }
@@ -156,11 +176,11 @@ impl Classifier {
                     .and_then(|cookie| self.moves_out.remove(&cookie))
                     .map(|move_out| (move_out.folder_dir, move_out.which));
                 match parent_of(tree, &path) {
-                    Some(WatchedDir::Mail { folder_dir, which }) => match origin {
+                    Some(Role::Mail { folder_dir, which }) => match origin {
                         // new/ to cur/ is a reader seeing a message (and
                         // maybe marking it); cur/ to new/ is nobody's.
-                        Some((from_dir, _)) if &from_dir == folder_dir => {
-                            if *which == MailDir::Cur {
+                        Some((from_dir, _)) if from_dir == folder_dir => {
+                            if which == MailDir::Cur {
                                 vec![Effect::FlagsChanged(from_dir)]
                             } else {
                                 Vec::new()
@@ -168,11 +188,11 @@ impl Classifier {
                         }
                         Some((from_dir, _)) => vec![
                             Effect::MailChanged(from_dir),
-                            Effect::MailChanged(folder_dir.clone()),
+                            Effect::MailChanged(folder_dir.to_path_buf()),
                         ],
-                        None => vec![Effect::MailChanged(folder_dir.clone())],
+                        None => vec![Effect::MailChanged(folder_dir.to_path_buf())],
                     },
-                    Some(WatchedDir::Folder) => {
+                    Some(Role::Folder) => {
                         let mut effects: Vec<Effect> = origin
                             .map(|(from_dir, _)| Effect::MailChanged(from_dir))
                             .into_iter()
@@ -214,7 +234,7 @@ impl Classifier {
     }
 }
 
-fn parent_of<'t>(tree: &'t dyn Tree, path: &Path) -> Option<&'t WatchedDir> {
+fn parent_of<'a>(tree: &'a dyn Tree, path: &'a Path) -> Option<Role<'a>> {
     path.parent().and_then(|parent| tree.watched(parent))
 }
 
@@ -326,8 +346,8 @@ overflow
     struct FakeTree(HashMap<PathBuf, WatchedDir>);
 
     impl Tree for FakeTree {
-        fn watched(&self, dir: &Path) -> Option<&WatchedDir> {
-            self.0.get(dir)
+        fn watched<'a>(&'a self, dir: &'a Path) -> Option<Role<'a>> {
+            self.0.get(dir).map(WatchedDir::as_role)
         }
     }
 

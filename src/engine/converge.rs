@@ -6,6 +6,7 @@ use std::collections::{HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Instant;
 
 use super::error::Error;
@@ -15,6 +16,63 @@ use super::state::{give_back_free_memory, Report, State};
 use super::tree::{Dirs, Identity, Watched};
 use crate::classify::{Classifier, WatchedDir};
 use crate::naming::Folder;
+
+/// Watch requests gathered during a traversal, sent a batch at a time so
+/// that no list of the whole tree is built.
+#[derive(Default)]
+struct Batch {
+    /// (shard, directory)
+    requests: Vec<(usize, PathBuf)>,
+    roles: Vec<WatchedDir>,
+}
+
+impl Batch {
+    const SIZE: usize = 2048;
+
+    /// Watches what is gathered and records it in `tree`; the folders with
+    /// a new `new/` or `cur/` go into `touched` unless the traversal
+    /// reports none, failures into `failures`. Returns how many the watch
+    /// limit left out.
+    fn watch(
+        &mut self,
+        shards: Option<&mut Shards>,
+        tree: &mut Dirs,
+        report: Report,
+        touched: &mut HashSet<PathBuf>,
+        failures: &mut Vec<(PathBuf, String)>,
+    ) -> usize {
+        let requests = std::mem::take(&mut self.requests);
+        let roles = std::mem::take(&mut self.roles);
+        let Some(shards) = shards else {
+            return 0;
+        };
+        let results = if requests.len() > 64 {
+            shards.watch_all(&requests)
+        } else {
+            requests
+                .iter()
+                .map(|(shard, dir)| shards.watch(*shard, dir))
+                .collect()
+        };
+        let mut missing = 0;
+        for (((shard, dir), role), added) in requests.into_iter().zip(roles).zip(results) {
+            match added {
+                Added::Yes => {
+                    if let WatchedDir::Mail { folder_dir, .. } = &role {
+                        if report != Report::None {
+                            touched.insert(folder_dir.clone());
+                        }
+                    }
+                    tree.insert(dir, Watched { role, shard });
+                }
+                Added::Limit => missing += 1,
+                Added::Vanished => {}
+                Added::Failed(message) => failures.push((dir, message)),
+            }
+        }
+        missing
+    }
+}
 
 impl State {
     /// Watches the whole tree at start-up or once the root is back;
@@ -90,8 +148,8 @@ impl State {
         let unreachable: Vec<PathBuf> = self
             .tree
             .paths()
-            .filter(|dir| !reached.contains(*dir))
-            .cloned()
+            .into_iter()
+            .filter(|dir| !reached.contains(dir))
             .collect();
         drop(reached);
         self.unwatch_each(&unreachable);
@@ -103,9 +161,9 @@ impl State {
 
     pub(super) fn unwatch_each(&mut self, dirs: &[PathBuf]) {
         for dir in dirs {
-            if let Some(watched) = self.tree.remove(dir) {
+            if let Some(shard) = self.tree.remove(dir) {
                 if let Some(shards) = self.shards.as_mut() {
-                    shards.unwatch(watched.shard, dir);
+                    shards.unwatch(shard, dir);
                 }
             }
         }
@@ -127,21 +185,22 @@ impl State {
         top: &Path,
         folder: Folder,
         report: Report,
-        before: Option<&HashMap<PathBuf, Vec<Folder>>>,
+        before: Option<&HashMap<Arc<Path>, Vec<Folder>>>,
     ) -> usize {
         let mut touched: HashSet<PathBuf> = HashSet::new();
-        // Watches to add, moved out of the visit: (shard, directory) and role.
-        let mut requests: Vec<(usize, PathBuf)> = Vec::new();
-        let mut roles: Vec<WatchedDir> = Vec::new();
+        // Watches to add, moved out of the visit a batch at a time.
+        let mut batch = Batch::default();
+        let mut missing = 0;
+        let mut failures = Vec::new();
         // A directory is visited twice only when links lead to it twice.
         let mut requested: HashSet<PathBuf> = HashSet::new();
-        let tree = &mut self.tree;
+        let State { tree, shards, .. } = self;
         let findings = plan(self.layout, top, folder, &mut |planned| {
             let folder_dir = planned.role.folder_dir(&planned.dir);
             if let Some(folder) = planned.folder {
                 let known = before.is_some_and(|names| {
                     names
-                        .get(&planned.dir)
+                        .get(planned.dir.as_path())
                         .is_some_and(|names| names.contains(&folder))
                 });
                 if tree.add_name(&planned.dir, folder) && before.is_some() && !known && report == Report::New
@@ -159,40 +218,22 @@ impl State {
             if planned.via_link && !requested.insert(planned.dir.clone()) {
                 return;
             }
-            requests.push((shard, planned.dir));
-            roles.push(planned.role);
+            batch.requests.push((shard, planned.dir));
+            batch.roles.push(planned.role);
+            if batch.requests.len() >= Batch::SIZE {
+                missing += batch.watch(shards.as_mut(), tree, report, &mut touched, &mut failures);
+            }
         });
+        missing += batch.watch(
+            self.shards.as_mut(),
+            &mut self.tree,
+            report,
+            &mut touched,
+            &mut failures,
+        );
         self.warn_about(&findings);
         for (link, target) in findings.links {
             self.tree.add_link(link, target);
-        }
-        let Some(shards) = self.shards.as_mut() else {
-            return 0;
-        };
-        let results = if requests.len() > 64 {
-            shards.watch_all(&requests)
-        } else {
-            requests
-                .iter()
-                .map(|(shard, dir)| shards.watch(*shard, dir))
-                .collect()
-        };
-        let mut missing = 0;
-        let mut failures = Vec::new();
-        for (((shard, dir), role), added) in requests.into_iter().zip(roles).zip(results) {
-            match added {
-                Added::Yes => {
-                    if let WatchedDir::Mail { folder_dir, .. } = &role {
-                        if report != Report::None {
-                            touched.insert(folder_dir.clone());
-                        }
-                    }
-                    self.tree.insert(dir, Watched { role, shard });
-                }
-                Added::Limit => missing += 1,
-                Added::Vanished => {}
-                Added::Failed(message) => failures.push((dir, message)),
-            }
         }
         for (dir, message) in failures {
             self.warn_once(
