@@ -62,95 +62,129 @@ impl Way {
     }
 }
 
+/// A folder directory being listed, on the way down.
+struct Level {
+    dir: PathBuf,
+    folder: Folder,
+    way: Rc<Way>,
+    linked: bool,
+    entries: fs::ReadDir,
+}
+
 /// Visits the directory `top` (canonical) of `folder` and everything below
 /// it, each directory once per name it has (a folder reached by a link too
-/// is visited under both names).
+/// is visited under both names). Depth first with each level's listing
+/// read as it goes, so what is held is one open listing per level of
+/// nesting, never every folder of a wide level (100,000 folders under the
+/// root held 17 MiB that way).
 pub fn plan(layout: Layout, top: &Path, folder: Folder, visit: &mut dyn FnMut(Planned)) -> Findings {
     let mut plan = Findings::default();
     let start = Rc::new(Way {
         id: Identity::of(top),
         up: None,
     });
-    let mut stack: Vec<(PathBuf, Folder, Rc<Way>, bool)> = vec![(top.to_path_buf(), folder, start, false)];
-    while let Some((dir, folder, way, linked)) = stack.pop() {
-        let entries = fs::read_dir(&dir);
-        visit(Planned {
-            dir: dir.clone(),
-            role: WatchedDir::Folder,
-            folder: Some(folder.clone()),
-            via_link: linked,
-        });
-        let entries = match entries {
-            Ok(entries) => entries,
-            Err(err) => {
-                plan.unreadable.push((dir, err));
-                continue;
-            }
+    let mut levels: Vec<Level> = Vec::new();
+    enter(top.to_path_buf(), folder, start, false, visit, &mut plan, &mut levels);
+    while let Some(level) = levels.last_mut() {
+        let Some(entry) = level.entries.next() else {
+            levels.pop();
+            continue;
         };
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let role = classify_dir(layout, &folder, &name);
-            if role == DirRole::Ignored {
+        let Ok(entry) = entry else {
+            continue;
+        };
+        let name = entry.file_name();
+        let role = classify_dir(layout, &level.folder, &name);
+        if role == DirRole::Ignored {
+            continue;
+        }
+        let path = entry.path();
+        let is_link = match entry.file_type() {
+            Ok(kind) if kind.is_dir() => false,
+            Ok(kind) if kind.is_symlink() => true,
+            Ok(_) => continue,
+            Err(_) => match fs::symlink_metadata(&path) {
+                Ok(meta) if meta.is_dir() => false,
+                Ok(meta) if meta.file_type().is_symlink() => true,
+                _ => continue,
+            },
+        };
+        let child_dir = if is_link {
+            match fs::canonicalize(&path) {
+                Ok(target) => target,
+                Err(_) => continue, // dangling
+            }
+        } else {
+            path.clone()
+        };
+        let mut id = None;
+        if let DirRole::Folder(_) = role {
+            // Only a folder is descended into, so only a folder can lead back.
+            let Some(folder_id) = Identity::of(&child_dir) else {
+                continue; // not a directory, or gone
+            };
+            if level.way.passes(folder_id) {
+                plan.loops.push((path, child_dir));
                 continue;
             }
-            let path = entry.path();
-            let is_link = match entry.file_type() {
-                Ok(kind) if kind.is_dir() => false,
-                Ok(kind) if kind.is_symlink() => true,
-                Ok(_) => continue,
-                Err(_) => match fs::symlink_metadata(&path) {
-                    Ok(meta) if meta.is_dir() => false,
-                    Ok(meta) if meta.file_type().is_symlink() => true,
-                    _ => continue,
+            id = Some(folder_id);
+        } else if is_link && !child_dir.is_dir() {
+            continue;
+        }
+        if is_link {
+            plan.links.push((path, child_dir.clone()));
+        }
+        let linked = level.linked || is_link;
+        match role {
+            DirRole::Folder(child) => {
+                let down = Rc::new(Way {
+                    id,
+                    up: Some(Rc::clone(&level.way)),
+                });
+                enter(child_dir, child, down, linked, visit, &mut plan, &mut levels);
+            }
+            DirRole::Mail(which) => visit(Planned {
+                dir: child_dir,
+                role: WatchedDir::Mail {
+                    folder_dir: level.dir.clone(),
+                    which,
                 },
-            };
-            let child_dir = if is_link {
-                match fs::canonicalize(&path) {
-                    Ok(target) => target,
-                    Err(_) => continue, // dangling
-                }
-            } else {
-                path.clone()
-            };
-            let mut id = None;
-            if let DirRole::Folder(_) = role {
-                // Only a folder is descended into, so only a folder can lead back.
-                let Some(folder_id) = Identity::of(&child_dir) else {
-                    continue; // not a directory, or gone
-                };
-                if way.passes(folder_id) {
-                    plan.loops.push((path, child_dir));
-                    continue;
-                }
-                id = Some(folder_id);
-            } else if is_link && !child_dir.is_dir() {
-                continue;
-            }
-            if is_link {
-                plan.links.push((path, child_dir.clone()));
-            }
-            match role {
-                DirRole::Folder(child) => {
-                    let down = Rc::new(Way {
-                        id,
-                        up: Some(Rc::clone(&way)),
-                    });
-                    stack.push((child_dir, child, down, linked || is_link))
-                }
-                DirRole::Mail(which) => visit(Planned {
-                    dir: child_dir,
-                    role: WatchedDir::Mail {
-                        folder_dir: dir.clone(),
-                        which,
-                    },
-                    folder: None,
-                    via_link: linked || is_link,
-                }),
-                DirRole::Ignored => {}
-            }
+                folder: None,
+                via_link: linked,
+            }),
+            DirRole::Ignored => {}
         }
     }
     plan
+}
+
+/// Visits the folder directory `dir` and opens its listing as the next level.
+fn enter(
+    dir: PathBuf,
+    folder: Folder,
+    way: Rc<Way>,
+    linked: bool,
+    visit: &mut dyn FnMut(Planned),
+    plan: &mut Findings,
+    levels: &mut Vec<Level>,
+) {
+    let entries = fs::read_dir(&dir);
+    visit(Planned {
+        dir: dir.clone(),
+        role: WatchedDir::Folder,
+        folder: Some(folder.clone()),
+        via_link: linked,
+    });
+    match entries {
+        Ok(entries) => levels.push(Level {
+            dir,
+            folder,
+            way,
+            linked,
+            entries,
+        }),
+        Err(err) => plan.unreadable.push((dir, err)),
+    }
 }
 
 #[cfg(test)]
