@@ -3,7 +3,7 @@
 # printed and written to BENCHMARKS.md with the machine they ran on.
 #   MAILSYNC_BENCH_IDLE=SECONDS  the Emacs idle window (default 15)
 #   MAILSYNC_BENCH_RUNS=N        samples per contender in the watcher tables (default 5)
-#   MAILSYNC_BENCH_RUN_DELIVERIES=N  deliveries each way in the mailsync run table (default 5)
+#   MAILSYNC_BENCH_RUN_DELIVERIES=N  deliveries each way per pass in the mailsync run table (default 3; two passes)
 #   MAILSYNC_BENCH_RUN_CHAIN=N   server saves in the whole-chain (Emacs hook) table (default 20)
 #   MAILSYNC_BENCH_SIZES=A,B,…   store sizes of the start-up table (default 1000,10000,50000,100000)
 #   MAILSYNC_BENCH_DIR=DIR       where the stores of the start-up table are made (default $TMPDIR
@@ -18,12 +18,13 @@ trap 'rm -rf "$work"' EXIT
 # One Emacs bench script: its table on stdout; its messages kept in a log
 # that is shown, with the script's name, when it fails.
 in_emacs() {
-  local script=$1; shift
+  local script=$1 started=$SECONDS; shift
   emacs --batch -Q -L . -L lisp -l "tests/bench/$script" "$@" </dev/null 2>"$work/$script.log" || {
     echo "bench: tests/bench/$script failed; its last messages:" >&2
     tail -n 30 "$work/$script.log" >&2
     return 1
   }
+  echo "bench: $script took $((SECONDS - started)) s" >&2
 }
 
 {
@@ -54,4 +55,4 @@ in_emacs() {
   in_emacs emacs-run-bench.el "$work/run" "${MAILSYNC_BENCH_RUN_CHAIN:-20}"
 } | tee "$work/BENCHMARKS.md"
 cp "$work/BENCHMARKS.md" BENCHMARKS.md
-echo "bench: written to BENCHMARKS.md" >&2
+echo "bench: written to BENCHMARKS.md in $SECONDS s" >&2

@@ -84,7 +84,15 @@ pub fn plan(layout: Layout, top: &Path, folder: Folder, visit: &mut dyn FnMut(Pl
         up: None,
     });
     let mut levels: Vec<Level> = Vec::new();
-    enter(top.to_path_buf(), folder, start, false, visit, &mut plan, &mut levels);
+    enter(
+        top.to_path_buf(),
+        folder,
+        start,
+        false,
+        visit,
+        &mut plan,
+        &mut levels,
+    );
     while let Some(level) = levels.last_mut() {
         let Some(entry) = level.entries.next() else {
             levels.pop();

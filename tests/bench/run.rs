@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use super::common::servers::{messages, Dovecot};
 use super::common::{deliver, make_maildir, try_mswatch};
-use super::{cpu_ms, mailsync_binary, percentile, wakeups, Running};
+use super::{cpu_ms, in_turn, mailsync_binary, percentile, wakeups, Running};
 
 #[derive(Clone, Copy)]
 enum Contender {
@@ -197,7 +197,14 @@ fn settle(contender: Contender) -> Duration {
     Duration::from_secs_f64(2.0 * contender.delay() + 1.5)
 }
 
-fn measure(contender: Contender, mswatch: &Path, deliveries: usize, idle_window: Duration) -> Figures {
+/// One pass of one contender: `deliveries` each way, then (if asked) the
+/// idle window.
+fn measure(
+    contender: Contender,
+    mswatch: &Path,
+    deliveries: usize,
+    idle_window: Option<Duration>,
+) -> Figures {
     let bench = start(contender, mswatch);
     let mut latencies = Vec::new();
     let before = sync_count(&bench);
@@ -234,6 +241,14 @@ fn measure(contender: Contender, mswatch: &Path, deliveries: usize, idle_window:
         thread::sleep(settle(contender));
     }
     let local_syncs = sync_count(&bench) - before;
+    let Some(idle_window) = idle_window else {
+        return Figures {
+            latencies,
+            server_syncs,
+            local_syncs,
+            idle: [(0.0, 0); 2],
+        };
+    };
     let pid = bench.orchestrator.id();
     let sample = |pids: &[u32]| -> (f64, u64) {
         pids.iter().fold((0.0, 0), |(cpu, woken), &pid| {
@@ -266,30 +281,52 @@ pub fn tables(deliveries: usize, idle_window: Duration) {
         return;
     };
     let contenders = [Contender::Mswatch, Contender::Run(1.0), Contender::Run(0.0)];
+    let total = 2 * deliveries;
     println!(
         "The same `.mswatchrc` (both watchers `mailsync watch`/`mailsync idle --delay 0 --report-flags`, \
          sync: `mailsync sync --backend mbsync`), each contender on its own Dovecot and local maildir. \
          mswatch's delays are whole seconds and it stops syncing with 0, so it runs with 1 s; \
-         `mailsync run` with the same 1 s, and with 0. {deliveries} messages saved on the server one at a time \
+         `mailsync run` with the same 1 s, and with 0. {total} messages saved on the server one at a time, in two passes of {deliveries} (the second pass runs \
+         the contenders in the opposite order) \
          (`doveadm save`), latency from the start of the save to the message's arrival in the local maildir \
          as an observer `mailsync watch --delay 0` sees it (the path into Emacs adds the module's wake-up, \
          about a millisecond: see the Emacs tables); after each delivery the contender is given \
-         2 × delay + 1.5 s for a second sync. Then {deliveries} messages delivered into the local maildir. \
-         Syncs counted by a wrapper around the sync program and shown per 100 deliveries. Idle: \
+         2 × delay + 1.5 s for a second sync. After each pass's server deliveries, {deliveries} messages delivered into the local maildir. \
+         Syncs counted by a wrapper around the sync program and shown per 100 deliveries. Idle (first pass): \
          {} s with nothing happening, scaled to an hour; \"tree\" adds the watcher processes (mswatch runs \
          them as children, `mailsync run` in its own process).\n",
         idle_window.as_secs()
     );
     println!(
-        "| orchestrator | server save → local maildir p50 ms | p99 ms | syncs per 100 server deliveries | \
+        "| orchestrator | server save → local maildir p50 [min–max] ms | p99 ms | syncs per 100 server deliveries | \
          syncs per 100 local deliveries | idle CPU ms per hour (tree) | idle wake-ups per hour (tree) |"
     );
     println!("| --- | --- | --- | --- | --- | --- | --- |");
-    for contender in contenders {
-        let mut figures = measure(contender, &mswatch, deliveries, idle_window);
-        let per_100 = |syncs: usize| syncs as f64 * 100.0 / deliveries as f64;
+    // Two passes, the second in the opposite order; the idle window in the
+    // first.
+    let mut figures: Vec<Figures> = Vec::new();
+    for pass in 0..2 {
+        for (at, contender) in in_turn(&contenders, pass) {
+            let idle = (pass == 0).then_some(idle_window);
+            let more = measure(contender, &mswatch, deliveries, idle);
+            match figures.get_mut(at) {
+                Some(known) => {
+                    known.latencies.extend(more.latencies);
+                    known.server_syncs += more.server_syncs;
+                    known.local_syncs += more.local_syncs;
+                }
+                None => figures.push(more),
+            }
+        }
+    }
+    for (contender, figures) in contenders.iter().zip(&mut figures) {
+        let per_100 = |syncs: usize| syncs as f64 * 100.0 / (2 * deliveries) as f64;
+        let (min, max) = figures
+            .latencies
+            .iter()
+            .fold((f64::MAX, f64::MIN), |(min, max), &ms| (min.min(ms), max.max(ms)));
         println!(
-            "| {} | {:.0} | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {} ({}) |",
+            "| {} | {:.0} [{min:.0}–{max:.0}] | {:.0} | {:.0} | {:.0} | {:.0} ({:.0}) | {} ({}) |",
             contender.name(),
             percentile(&mut figures.latencies, 0.5),
             percentile(&mut figures.latencies, 0.99),

@@ -809,6 +809,22 @@ fn sync_overhead() {
     );
 }
 
+/// Says on stderr how long a part of the bench took, when it ends (the
+/// budget of `make bench` is 15 minutes).
+struct Took(&'static str, Instant);
+
+impl Took {
+    fn new(part: &'static str) -> Took {
+        Took(part, Instant::now())
+    }
+}
+
+impl Drop for Took {
+    fn drop(&mut self) {
+        eprintln!("bench: {} took {:.0} s", self.0, self.1.elapsed().as_secs_f64());
+    }
+}
+
 fn main() {
     // `cargo bench` passes --bench; a bare word picks one part.
     let only = std::env::args()
@@ -826,6 +842,7 @@ fn main() {
         .collect();
     let base = std::env::var_os("MAILSYNC_BENCH_DIR").map_or_else(std::env::temp_dir, Into::into);
     if only.is_empty() || only == "watch" {
+        let _took = Took::new("watch");
         println!("### `mailsync watch` against `inotifywait`, side by side\n");
         println!("Each table alternates the order of the contenders from run to run.\n");
         latency_table(samples);
@@ -833,12 +850,15 @@ fn main() {
         reading_table(3);
     }
     if only.is_empty() || only == "startup" {
+        let _took = Took::new("startup");
         startup_table(&sizes, &base, std::env::var_os("MAILSYNC_BENCH_DIR").is_some());
     }
     if only.is_empty() || only == "sync" {
+        let _took = Took::new("sync");
         sync_overhead();
     }
     if only.is_empty() || only == "imap" {
+        let _took = Took::new("imap");
         let idle = std::env::var("MAILSYNC_BENCH_IDLE")
             .ok()
             .and_then(|seconds| seconds.parse().ok())
@@ -846,10 +866,11 @@ fn main() {
         imap::tables(samples, Duration::from_secs(idle));
     }
     if only.is_empty() || only == "run" {
+        let _took = Took::new("run");
         let deliveries = std::env::var("MAILSYNC_BENCH_RUN_DELIVERIES")
             .ok()
             .and_then(|count| count.parse().ok())
-            .unwrap_or(5);
+            .unwrap_or(3);
         let idle = std::env::var("MAILSYNC_BENCH_IDLE")
             .ok()
             .and_then(|seconds| seconds.parse().ok())
