@@ -41,6 +41,8 @@ case "$need" in
     # The test Dovecot's TLS certificates (tests/idle.rs); rustls trusts the system's roots.
     want openssl openssl
     [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
+    # make install's user unit, checked by systemd-analyze verify (tests/install.rs).
+    want systemd-analyze systemd
     ;;
   demo)
     want emacs emacs-nox

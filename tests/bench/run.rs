@@ -194,7 +194,7 @@ struct Figures {
 /// After each delivery, time for any second sync to come: the contender's
 /// delays, a sync, and Dovecot's notice.
 fn settle(contender: Contender) -> Duration {
-    Duration::from_secs_f64(2.0 * contender.delay() + 1.5)
+    Duration::from_secs_f64(2.0 * contender.delay() + 1.0)
 }
 
 /// One pass of one contender: `deliveries` each way, then (if asked) the
@@ -291,7 +291,7 @@ pub fn tables(deliveries: usize, idle_window: Duration) {
          (`doveadm save`), latency from the start of the save to the message's arrival in the local maildir \
          as an observer `mailsync watch --delay 0` sees it (the path into Emacs adds the module's wake-up, \
          about a millisecond: see the Emacs tables); after each delivery the contender is given \
-         2 × delay + 1.5 s for a second sync. After each pass's server deliveries, {deliveries} messages delivered into the local maildir. \
+         2 × delay + 1 s for a second sync. After each pass's server deliveries, {deliveries} messages delivered into the local maildir. \
          Syncs counted by a wrapper around the sync program and shown per 100 deliveries. Idle (first pass): \
          {} s with nothing happening, scaled to an hour; \"tree\" adds the watcher processes (mswatch runs \
          them as children, `mailsync run` in its own process).\n",

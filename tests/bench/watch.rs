@@ -381,9 +381,9 @@ fn latency_table(samples: usize) {
     );
 }
 
-/// CPU per delivery while 20,000 MDA deliveries go into 100 folders.
+/// CPU per delivery while 10,000 MDA deliveries go into 100 folders.
 fn burst_table(samples: usize) {
-    const DELIVERIES: usize = 20_000;
+    const DELIVERIES: usize = 10_000;
     let store = tempfile::tempdir().unwrap();
     tree(store.path(), 100);
     let folders: Vec<_> = (0..100).map(|n| store.path().join(format!(".f{n}"))).collect();
@@ -862,7 +862,7 @@ fn main() {
         let idle = std::env::var("MAILSYNC_BENCH_IDLE")
             .ok()
             .and_then(|seconds| seconds.parse().ok())
-            .unwrap_or(15);
+            .unwrap_or(10);
         imap::tables(samples, Duration::from_secs(idle));
     }
     if only.is_empty() || only == "run" {
@@ -874,7 +874,7 @@ fn main() {
         let idle = std::env::var("MAILSYNC_BENCH_IDLE")
             .ok()
             .and_then(|seconds| seconds.parse().ok())
-            .unwrap_or(15);
+            .unwrap_or(10);
         run::tables(deliveries, Duration::from_secs(idle));
     }
 }
