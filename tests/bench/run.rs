@@ -286,9 +286,9 @@ pub fn tables(deliveries: usize, idle_window: Duration) {
         "The same `.mswatchrc` (both watchers `mailsync watch`/`mailsync idle --delay 0 --report-flags`, \
          sync: `mailsync sync --backend mbsync`), each contender on its own Dovecot and local maildir. \
          mswatch's delays are whole seconds and it stops syncing with 0, so it runs with 1 s; \
-         `mailsync run` with the same 1 s, and with 0. {total} messages saved on the server one at a time, in two passes of {deliveries} (the second pass runs \
-         the contenders in the opposite order) \
-         (`doveadm save`), latency from the start of the save to the message's arrival in the local maildir \
+         `mailsync run` with the same 1 s, and with 0. {total} messages saved on the server one at a time with \
+         `doveadm save`, in two passes of {deliveries} (the second runs the contenders in the opposite order); \
+         latency from the start of the save to the message's arrival in the local maildir \
          as an observer `mailsync watch --delay 0` sees it (the path into Emacs adds the module's wake-up, \
          about a millisecond: see the Emacs tables); after each delivery the contender is given \
          2 × delay + 1 s for a second sync. After each pass's server deliveries, {deliveries} messages delivered into the local maildir. \
