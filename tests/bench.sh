@@ -3,8 +3,8 @@
 # printed and written to BENCHMARKS.md with the machine they ran on.
 #   MAILSYNC_BENCH_IDLE=SECONDS  the idle windows (default 10)
 #   MAILSYNC_BENCH_RUNS=N        samples per contender in the watcher tables (default 5)
-#   MAILSYNC_BENCH_RUN_DELIVERIES=N  deliveries each way per pass in the mailsync run table (default 3; two passes)
-#   MAILSYNC_BENCH_RUN_CHAIN=N   server saves in the whole-chain (Emacs hook) table (default 12)
+#   MAILSYNC_BENCH_RUN_DELIVERIES=N  deliveries each way per pass in the mailsync run table (default 2; two passes)
+#   MAILSYNC_BENCH_RUN_CHAIN=N   server saves in the whole-chain (Emacs hook) table (default 10)
 #   MAILSYNC_BENCH_SIZES=A,B,…   store sizes of the start-up table (default 1000,10000,50000,100000)
 #   MAILSYNC_BENCH_DIR=DIR       where the stores of the start-up table are made (default $TMPDIR
 #                                or /tmp, on disk so that dropping the caches as root gives
@@ -53,7 +53,7 @@ in_emacs() {
   in_emacs emacs-start-bench.el "$work/start"
   echo
   mkdir -p "$work/run"
-  in_emacs emacs-run-bench.el "$work/run" "${MAILSYNC_BENCH_RUN_CHAIN:-12}"
+  in_emacs emacs-run-bench.el "$work/run" "${MAILSYNC_BENCH_RUN_CHAIN:-10}"
 } | tee "$work/BENCHMARKS.md"
 cp "$work/BENCHMARKS.md" BENCHMARKS.md
 echo "bench: written to BENCHMARKS.md in $SECONDS s" >&2

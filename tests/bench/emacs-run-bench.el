@@ -19,7 +19,7 @@
 (require 'mailsync-gnus)
 
 (defvar bench-dir (file-name-as-directory (expand-file-name (pop command-line-args-left))))
-(defvar bench-deliveries (string-to-number (or (pop command-line-args-left) "12")))
+(defvar bench-deliveries (string-to-number (or (pop command-line-args-left) "10")))
 (defconst bench-repo
   (file-name-directory (directory-file-name (file-name-directory
                                              (directory-file-name (file-name-directory load-file-name))))))

@@ -274,7 +274,7 @@ fn idle_table(window: Duration) {
 
 pub fn tables(samples: usize, idle_window: Duration) {
     println!("### `mailsync idle` against raw IDLE and NOTIFY clients, side by side\n");
-    latency_table(100);
+    latency_table(60);
     size_table(&[1, 100, 1000], samples.min(3));
     idle_table(idle_window);
 }

@@ -317,7 +317,7 @@ fn folder_of(line: &str) -> Option<String> {
 fn latency_sample(watcher: Watcher, root: &Path, round: usize) -> (f64, f64) {
     let (running, _) = watcher.start(root);
     let mut results = Vec::new();
-    for batch in 0..4 {
+    for batch in 0..2 {
         let mut sent: HashMap<String, Instant> = HashMap::new();
         for n in 0..50 {
             let unique = format!("lat.{round}.{batch}.{n}.{}", std::process::id());
@@ -360,7 +360,7 @@ fn latency_table(samples: usize) {
             p99s[at].add(p99);
         }
     }
-    println!("| latency, rename into new/ → line on stdout ({samples} runs × 200 deliveries; median [min–max] of the runs) | p50, ms | p99, ms |");
+    println!("| latency, rename into new/ → line on stdout ({samples} runs × 100 deliveries; median [min–max] of the runs) | p50, ms | p99, ms |");
     println!("| --- | --- | --- |");
     for (at, watcher) in contenders.iter().enumerate() {
         let floor = if matches!(watcher, Watcher::Inotifywait(_)) {
@@ -870,7 +870,7 @@ fn main() {
         let deliveries = std::env::var("MAILSYNC_BENCH_RUN_DELIVERIES")
             .ok()
             .and_then(|count| count.parse().ok())
-            .unwrap_or(3);
+            .unwrap_or(2);
         let idle = std::env::var("MAILSYNC_BENCH_IDLE")
             .ok()
             .and_then(|seconds| seconds.parse().ok())
