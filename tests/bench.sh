@@ -16,6 +16,16 @@ export MAILSYNC_BENCH_IDLE=$idle
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+# The bench program, built with the release profile `make build` used: under
+# `cargo bench`'s own profile cargo compiles the whole crate again.
+bench_program=$(cargo build --release --bench watch --message-format=json |
+  python3 -c 'import json, sys
+for line in sys.stdin:
+    message = json.loads(line)
+    if message.get("reason") == "compiler-artifact" and message["target"]["name"] == "watch" and message.get("executable"):
+        print(message["executable"])')
+[ -x "$bench_program" ] || { echo "bench: could not build tests/bench/watch.rs" >&2; exit 1; }
+
 # One Emacs bench script: its table on stdout; its messages kept in a log
 # that is shown, with the script's name, when it fails.
 in_emacs() {
@@ -37,7 +47,7 @@ in_emacs() {
   echo "$(offlineimap --version 2>/dev/null | head -n 1 | sed 's/^/OfflineIMAP /'), $(mbsync --version 2>/dev/null | head -n 1), $(dovecot --version | sed 's/^/Dovecot /'),"
   echo "$(inotifywait --help 2>&1 | head -n 1)."
   echo
-  cargo bench -q --bench watch
+  "$bench_program"
   echo
   echo "### mailsync in Gnus against Emacs's file-notify and the seed's emacsclient path"
   echo
