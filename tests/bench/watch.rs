@@ -825,16 +825,22 @@ impl Drop for Took {
     }
 }
 
+/// A number from the environment (see tests/bench.sh), or `default`.
+fn setting(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
+}
+
 fn main() {
     // `cargo bench` passes --bench; a bare word picks one part.
     let only = std::env::args()
         .skip(1)
         .find(|arg| !arg.starts_with("--"))
         .unwrap_or_default();
-    let samples: usize = std::env::var("MAILSYNC_BENCH_RUNS")
-        .ok()
-        .and_then(|runs| runs.parse().ok())
-        .unwrap_or(5);
+    let samples = setting("MAILSYNC_BENCH_RUNS", 5) as usize;
+    let idle = Duration::from_secs(setting("MAILSYNC_BENCH_IDLE", 10));
     let sizes: Vec<usize> = std::env::var("MAILSYNC_BENCH_SIZES")
         .unwrap_or_else(|_| "1000,10000,50000,100000".into())
         .split(',')
@@ -859,22 +865,10 @@ fn main() {
     }
     if only.is_empty() || only == "imap" {
         let _took = Took::new("imap");
-        let idle = std::env::var("MAILSYNC_BENCH_IDLE")
-            .ok()
-            .and_then(|seconds| seconds.parse().ok())
-            .unwrap_or(10);
-        imap::tables(samples, Duration::from_secs(idle));
+        imap::tables(samples, idle);
     }
     if only.is_empty() || only == "run" {
         let _took = Took::new("run");
-        let deliveries = std::env::var("MAILSYNC_BENCH_RUN_DELIVERIES")
-            .ok()
-            .and_then(|count| count.parse().ok())
-            .unwrap_or(2);
-        let idle = std::env::var("MAILSYNC_BENCH_IDLE")
-            .ok()
-            .and_then(|seconds| seconds.parse().ok())
-            .unwrap_or(10);
-        run::tables(deliveries, Duration::from_secs(idle));
+        run::tables(setting("MAILSYNC_BENCH_RUN_DELIVERIES", 2) as usize, idle);
     }
 }
