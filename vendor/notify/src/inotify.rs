@@ -17,6 +17,7 @@ use crate::{BoundSender, Receiver, Sender, bounded, unbounded};
 use inotify as inotify_sys;
 use inotify_sys::{EventMask, Inotify, WatchDescriptor, WatchMask};
 use notify_types::event::EventKindMask;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsStr;
 use std::fs::{Metadata, metadata, read_dir, symlink_metadata};
@@ -100,11 +101,14 @@ struct EventLoop {
     inotify: Option<Inotify>,
     event_handler: Box<dyn EventHandler>,
     /// Absolute path -> inotify descriptor and watch metadata.
-    watches: HashMap<PathBuf, Watch>,
+    ///
+    /// mailsync: each path is stored once, shared by this key, `paths` and (when the watch is
+    /// reported under its own path, as usual) its `reported_path`.
+    watches: HashMap<Arc<Path>, Watch>,
     /// inotify descriptor -> the paths in `watches` that use it, in the order they were added.
     /// Symlinks and hard links let several paths name one inode, and inotify returns the same
     /// descriptor for all of them.
-    paths: HashMap<WatchDescriptor, Vec<PathBuf>>,
+    paths: HashMap<WatchDescriptor, DescriptorPaths>,
     rename_event: Option<Event>,
     follow_links: bool,
     event_kind_mask: EventKindMask,
@@ -116,6 +120,48 @@ struct Watch {
     is_dir: bool,
     dereference: bool,
     metadata: WatchMetadata,
+}
+
+/// The paths that use one inotify descriptor, in the order they were added: nearly always one,
+/// kept inline (mailsync: a one-element `Vec` cost an allocation per watch).
+#[derive(Clone, Debug)]
+enum DescriptorPaths {
+    One(Arc<Path>),
+    Many(Vec<Arc<Path>>),
+}
+
+impl DescriptorPaths {
+    fn as_slice(&self) -> &[Arc<Path>] {
+        match self {
+            DescriptorPaths::One(path) => std::slice::from_ref(path),
+            DescriptorPaths::Many(paths) => paths,
+        }
+    }
+
+    fn last(&self) -> Option<&Arc<Path>> {
+        self.as_slice().last()
+    }
+
+    fn push(&mut self, path: Arc<Path>) {
+        match self {
+            DescriptorPaths::One(first) => *self = DescriptorPaths::Many(vec![first.clone(), path]),
+            DescriptorPaths::Many(paths) => paths.push(path),
+        }
+    }
+
+    /// Keeps the paths `keep` accepts; returns whether any is left.
+    fn retain(&mut self, mut keep: impl FnMut(&Arc<Path>) -> bool) -> bool {
+        match self {
+            DescriptorPaths::One(path) => keep(path),
+            DescriptorPaths::Many(paths) => {
+                paths.retain(|path| keep(path));
+                if let [only] = paths.as_slice() {
+                    *self = DescriptorPaths::One(only.clone());
+                }
+                !self.as_slice().is_empty()
+            }
+        }
+    }
 }
 
 /// Watcher implementation based on inotify
@@ -148,9 +194,9 @@ fn watch_metadata(path: &Path, dereference: bool) -> std::io::Result<Metadata> {
 
 #[inline]
 fn add_watch_by_event(
-    path: &PathBuf,
+    path: &Path,
     event: &inotify_sys::Event<&OsStr>,
-    watches: &HashMap<PathBuf, Watch>,
+    watches: &HashMap<Arc<Path>, Watch>,
     add_watches: &mut Vec<(WatchPath, bool)>,
 ) {
     if event.mask.contains(EventMask::ISDIR) {
@@ -175,7 +221,7 @@ fn add_watch_by_event(
 fn queue_watch_removal(
     path: &Path,
     descriptor: Option<&WatchDescriptor>,
-    watches: &HashMap<PathBuf, Watch>,
+    watches: &HashMap<Arc<Path>, Watch>,
     remove_watches: &mut BTreeMap<PathBuf, WatchRemoval>,
     removal: WatchRemoval,
 ) {
@@ -342,7 +388,7 @@ impl EventLoop {
                             .filter(|(_path, watch)| watch.metadata.is_user_watch)
                             .map(|(_path, watch)| {
                                 (
-                                    watch.metadata.reported_path.clone(),
+                                    watch.metadata.reported_path.to_path_buf(),
                                     if watch.metadata.user_is_recursive {
                                         RecursiveMode::Recursive
                                     } else {
@@ -397,8 +443,11 @@ impl EventLoop {
                                 // The kernel sends IGNORED whenever it removes a descriptor,
                                 // regardless of the configured mask. Every path that uses the
                                 // descriptor lost its watch.
-                                let removed =
-                                    self.paths.get(&event.wd).cloned().unwrap_or_default();
+                                let removed = self
+                                    .paths
+                                    .get(&event.wd)
+                                    .map(|paths| paths.as_slice())
+                                    .unwrap_or_default();
                                 for path in removed {
                                     queue_watch_removal(
                                         &path,
@@ -423,7 +472,10 @@ impl EventLoop {
                                         );
                                         (path, reported_path)
                                     }
-                                    None => (root.clone(), watch.metadata.reported_path.clone()),
+                                    None => (
+                                        root.to_path_buf(),
+                                        watch.metadata.reported_path.to_path_buf(),
+                                    ),
                                 })
                             });
 
@@ -523,7 +575,7 @@ impl EventLoop {
                                 );
                             }
                             if event.mask.contains(EventMask::DELETE_SELF) {
-                                let remove_kind = match self.watches.get(&path) {
+                                let remove_kind = match self.watches.get(path.as_path()) {
                                     Some(watch) if watch.is_dir => RemoveKind::Folder,
                                     Some(_) => RemoveKind::File,
                                     None => RemoveKind::Other,
@@ -624,7 +676,7 @@ impl EventLoop {
         // recursive ancestor cleanup then neither repeats syscalls for kernel-removed watches nor
         // drops the mapping for a live, moved-out descendant.
         for (path, removal) in remove_watches.into_iter().rev() {
-            if !self.watches.contains_key(&path) {
+            if !self.watches.contains_key(path.as_path()) {
                 continue;
             }
 
@@ -632,7 +684,7 @@ impl EventLoop {
             // alone (each watch below it gets its own IGNORED when deleted, and one moved away
             // is still live and is the user's to unwatch), so its removal costs O(1), not a
             // scan of every watch.
-            let recursive = self.watches[&path].metadata.is_recursive;
+            let recursive = self.watches[path.as_path()].metadata.is_recursive;
             let result = match removal {
                 WatchRemoval::WithOsCall => self.remove_watch(path, recursive),
                 WatchRemoval::DescriptorAlreadyRemoved => {
@@ -670,7 +722,7 @@ impl EventLoop {
         // a recursive watch has to resolve the path before it can walk it
         let dereference = config.dereference_symlinks() || is_recursive;
         // add_single_watch validates new paths after registration; no preliminary stat is needed.
-        if !is_recursive && !self.watches.contains_key(&path.absolute) {
+        if !is_recursive && !self.watches.contains_key(path.absolute.as_path()) {
             return self.add_single_watch(
                 path,
                 /*is_recursive*/ false,
@@ -685,11 +737,11 @@ impl EventLoop {
         if watch_self {
             if let Some(watch) = self
                 .watches
-                .get(&path.absolute)
+                .get(path.absolute.as_path())
                 .filter(|watch| watch.metadata.is_user_watch)
             {
                 if watch.metadata.user_is_recursive == requested_is_recursive
-                    && watch.metadata.reported_path == path.requested
+                    && *watch.metadata.reported_path == *path.requested
                     && watch.dereference == dereference
                 {
                     return Ok(());
@@ -729,7 +781,7 @@ impl EventLoop {
                         root, entries, true, true, false, /*report_created*/ false,
                     )?;
                 }
-            } else if self.watches.get(&path.absolute).is_some_and(|watch| {
+            } else if self.watches.get(path.absolute.as_path()).is_some_and(|watch| {
                 !dereference && !path_is_dir && watch.is_dir && watch.metadata.is_recursive
             }) {
                 // A recursive walk already followed this link. Remove its inherited subtree before
@@ -768,7 +820,7 @@ impl EventLoop {
             .filter(|(_, watch)| {
                 watch.metadata.is_user_watch && !watch.dereference && !watch.is_dir
             })
-            .map(|(path, _)| path.clone())
+            .map(|(path, _)| path.to_path_buf())
             .collect()
     }
 
@@ -796,7 +848,7 @@ impl EventLoop {
             let path = path.map(|path| {
                 let existing = self
                     .watches
-                    .get(&path.absolute)
+                    .get(path.absolute.as_path())
                     .map(|watch| &watch.metadata);
                 let report_entry = report_created && index > 0 && existing.is_none();
                 let path = roots.entry(path.absolute, existing);
@@ -856,7 +908,7 @@ impl EventLoop {
             watchmask.insert(WatchMask::MOVE_SELF);
         }
 
-        let existing_watch = self.watches.get(&path.absolute);
+        let existing_watch = self.watches.get(path.absolute.as_path());
         // an explicit watch decides for its own path, a walk must not overrule it #255
         let dereference = if watch_self {
             requested_dereference
@@ -1086,27 +1138,36 @@ impl EventLoop {
     }
 
     /// Inserts the watch of `path`, making it the last path of its descriptor even on re-add.
-    fn insert_watch(&mut self, path: PathBuf, watch: Watch) {
+    fn insert_watch(&mut self, path: PathBuf, mut watch: Watch) {
         let descriptor = watch.watch_descriptor.clone();
+        let path: Arc<Path> = match self.watches.get_key_value(path.as_path()) {
+            Some((known, _)) => known.clone(),
+            None => Arc::from(path),
+        };
+        if watch.metadata.reported_path == path {
+            watch.metadata.reported_path = path.clone();
+        }
         if let Some(previous) = self.watches.insert(path.clone(), watch) {
             self.forget_paths([(previous.watch_descriptor, path.clone())]);
         }
-        // Most descriptors have one path, and `Vec::push` reserves room for four.
-        self.paths
-            .entry(descriptor)
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push(path);
+        match self.paths.entry(descriptor) {
+            Entry::Occupied(mut paths) => paths.get_mut().push(path),
+            Entry::Vacant(paths) => {
+                paths.insert(DescriptorPaths::One(path));
+            }
+        }
     }
 
     /// Removes the watches of `paths`, and removes each path from the paths of its descriptor.
-    fn remove_watch_entries<I>(&mut self, paths: I) -> Vec<Watch>
+    fn remove_watch_entries<I, P>(&mut self, paths: I) -> Vec<Watch>
     where
-        I: IntoIterator<Item = PathBuf>,
+        I: IntoIterator<Item = P>,
+        P: AsRef<Path>,
     {
         let mut removed = Vec::new();
         let mut forgotten = Vec::new();
         for path in paths {
-            if let Some(watch) = self.watches.remove(&path) {
+            if let Some((path, watch)) = self.watches.remove_entry(path.as_ref()) {
                 forgotten.push((watch.watch_descriptor.clone(), path));
                 removed.push(watch);
             }
@@ -1117,18 +1178,17 @@ impl EventLoop {
 
     fn forget_paths<I>(&mut self, forgotten: I)
     where
-        I: IntoIterator<Item = (WatchDescriptor, PathBuf)>,
+        I: IntoIterator<Item = (WatchDescriptor, Arc<Path>)>,
     {
         // Thousands of symlinks can lead to one directory. Removing its paths one at a time
         // would scan the paths of the descriptor once for each removed path.
-        let mut by_descriptor: HashMap<WatchDescriptor, HashSet<PathBuf>> = HashMap::new();
+        let mut by_descriptor: HashMap<WatchDescriptor, HashSet<Arc<Path>>> = HashMap::new();
         for (descriptor, path) in forgotten {
             by_descriptor.entry(descriptor).or_default().insert(path);
         }
         for (descriptor, forgotten) in by_descriptor {
             if let Some(paths) = self.paths.get_mut(&descriptor) {
-                paths.retain(|path| !forgotten.contains(path));
-                if paths.is_empty() {
+                if !paths.retain(|path| !forgotten.contains(path)) {
                     self.paths.remove(&descriptor);
                 }
             }
@@ -1156,7 +1216,7 @@ impl EventLoop {
             for (w, paths) in &self.paths {
                 inotify_watches
                     .remove(w.clone())
-                    .map_err(|e| Error::io(e).add_path(paths[0].clone()))?;
+                    .map_err(|e| Error::io(e).add_path(paths.as_slice()[0].to_path_buf()))?;
             }
             self.watches.clear();
             self.paths.clear();
@@ -1663,8 +1723,8 @@ mod tests {
             result.is_ok(),
             "expected the watch to succeed, got: {result:?}"
         );
-        assert!(event_loop.watches.contains_key(&readable));
-        assert!(event_loop.watches.contains_key(&deeper));
+        assert!(event_loop.watches.contains_key(readable.as_path()));
+        assert!(event_loop.watches.contains_key(deeper.as_path()));
         let errors = errors.lock().unwrap();
         // Once, not twice: it can neither be watched nor be read, which is one loss to the caller.
         assert_eq!(
@@ -1717,7 +1777,7 @@ mod tests {
             result.is_ok(),
             "expected the watch to succeed, got: {result:?}"
         );
-        assert!(event_loop.watches.contains_key(&readable));
+        assert!(event_loop.watches.contains_key(readable.as_path()));
         let errors = errors.lock().unwrap();
         assert!(
             errors
@@ -1889,7 +1949,7 @@ mod tests {
             event_loop.handle_inotify();
         }
 
-        let mut remaining: Vec<_> = event_loop.watches.keys().cloned().collect();
+        let mut remaining: Vec<_> = event_loop.watches.keys().map(|path| path.to_path_buf()).collect();
         remaining.sort();
         assert_eq!(
             remaining,
@@ -2095,7 +2155,7 @@ mod tests {
                 false,
             )
             .expect("watch recursively");
-        assert!(event_loop.watches.contains_key(&child));
+        assert!(event_loop.watches.contains_key(child.as_path()));
 
         event_loop
             .add_watch(
@@ -2106,11 +2166,11 @@ mod tests {
             )
             .expect("rewatch non-recursively");
 
-        let watch = event_loop.watches.get(&root).expect("root watch");
+        let watch = event_loop.watches.get(root.as_path()).expect("root watch");
         assert!(watch.metadata.is_user_watch);
         assert!(!watch.metadata.user_is_recursive);
         assert!(!watch.metadata.is_recursive);
-        assert!(!event_loop.watches.contains_key(&child));
+        assert!(!event_loop.watches.contains_key(child.as_path()));
     }
 
     #[test]
@@ -2148,18 +2208,18 @@ mod tests {
             )
             .expect("rewatch child non-recursively");
 
-        let child_watch = event_loop.watches.get(&child).expect("child watch");
+        let child_watch = event_loop.watches.get(child.as_path()).expect("child watch");
         assert!(child_watch.metadata.is_user_watch);
         assert!(!child_watch.metadata.user_is_recursive);
         assert!(child_watch.metadata.is_recursive);
         assert_eq!(
-            child_watch.metadata.reported_path,
-            PathBuf::from("reported-child")
+            *child_watch.metadata.reported_path,
+            *Path::new("reported-child")
         );
 
         let grandchild_watch = event_loop
             .watches
-            .get(&grandchild)
+            .get(grandchild.as_path())
             .expect("grandchild still covered by recursive parent");
         assert!(!grandchild_watch.metadata.is_user_watch);
         assert!(grandchild_watch.metadata.is_recursive);
@@ -2197,7 +2257,7 @@ mod tests {
 
         let reported = |event_loop: &EventLoop, path: &Path| {
             let watch = event_loop.watches.get(path).expect("watch");
-            watch.metadata.reported_path.clone()
+            watch.metadata.reported_path.to_path_buf()
         };
         assert_eq!(reported(&event_loop, &root), root);
         assert_eq!(reported(&event_loop, &child), Path::new("reported-child"));
@@ -2244,10 +2304,10 @@ mod tests {
 
         event_loop.handle_inotify();
 
-        let watch = event_loop.watches.get(&grandchild).expect("grandchild");
+        let watch = event_loop.watches.get(grandchild.as_path()).expect("grandchild");
         assert_eq!(
-            watch.metadata.reported_path,
-            Path::new("reported-child/grandchild")
+            *watch.metadata.reported_path,
+            *Path::new("reported-child/grandchild")
         );
         let created: Vec<_> = rx
             .try_iter()
@@ -2298,15 +2358,15 @@ mod tests {
             )
             .expect("rewatch child non-recursively");
 
-        let child_watch = event_loop.watches.get(&child).expect("child watch");
+        let child_watch = event_loop.watches.get(child.as_path()).expect("child watch");
         assert!(child_watch.metadata.is_user_watch);
         assert!(!child_watch.metadata.user_is_recursive);
         assert!(!child_watch.metadata.is_recursive);
         assert_eq!(
-            child_watch.metadata.reported_path,
-            PathBuf::from("reported-child")
+            *child_watch.metadata.reported_path,
+            *Path::new("reported-child")
         );
-        assert!(!event_loop.watches.contains_key(&grandchild));
+        assert!(!event_loop.watches.contains_key(grandchild.as_path()));
     }
 
     /// Runs manually.
@@ -2483,7 +2543,7 @@ mod tests {
 
         let child_descriptor = event_loop
             .watches
-            .get(&child)
+            .get(child.as_path())
             .expect("child watch")
             .watch_descriptor
             .clone();
@@ -2491,9 +2551,9 @@ mod tests {
         std::fs::remove_dir(&child).expect("remove child");
         event_loop.handle_inotify();
 
-        assert!(event_loop.watches.contains_key(&root));
+        assert!(event_loop.watches.contains_key(root.as_path()));
         assert!(
-            !event_loop.watches.contains_key(&child),
+            !event_loop.watches.contains_key(child.as_path()),
             "IGNORED must remove the stale child watch"
         );
         assert!(
@@ -2556,7 +2616,7 @@ mod tests {
 
         let child_descriptor = event_loop
             .watches
-            .get(&child)
+            .get(child.as_path())
             .expect("child watch")
             .watch_descriptor
             .clone();
@@ -3417,7 +3477,7 @@ mod tests {
                 assert!(
                     event_loop
                         .watches
-                        .contains_key(&path.join("child/grandchild"))
+                        .contains_key(path.join("child/grandchild").as_path())
                 );
             }
         }
@@ -3696,7 +3756,7 @@ mod tests {
             )
             .expect("watch dangling symlink");
 
-        let watch = event_loop.watches.get(&link).expect("link watch");
+        let watch = event_loop.watches.get(link.as_path()).expect("link watch");
         assert!(!watch.is_dir);
         assert!(!watch.dereference);
     }
@@ -3746,7 +3806,7 @@ mod tests {
             )
             .expect("watch link recursively");
 
-        let watch = event_loop.watches.get(&link).expect("link watch");
+        let watch = event_loop.watches.get(link.as_path()).expect("link watch");
         assert!(watch.dereference);
         assert!(!watch.watch_mask.intersects(super::RESOLUTION_FLAGS));
     }
@@ -3782,11 +3842,11 @@ mod tests {
             )
             .expect("watch root recursively");
 
-        let watch = event_loop.watches.get(&link).expect("link watch");
+        let watch = event_loop.watches.get(link.as_path()).expect("link watch");
         assert!(!watch.dereference);
         assert!(watch.metadata.is_user_watch);
         assert!(
-            !event_loop.watches.contains_key(&link.join("nested")),
+            !event_loop.watches.contains_key(link.join("nested").as_path()),
             "the recursive walk crossed an explicit non-dereferenced link"
         );
     }
@@ -3819,8 +3879,8 @@ mod tests {
             )
             .expect("watch root recursively");
 
-        assert!(event_loop.watches.contains_key(&root));
-        let watch = event_loop.watches.get(&link).expect("link remains watched");
+        assert!(event_loop.watches.contains_key(root.as_path()));
+        let watch = event_loop.watches.get(link.as_path()).expect("link remains watched");
         assert!(!watch.dereference);
 
         // The walk reports errors synchronously from add_watch.
@@ -3903,8 +3963,8 @@ mod tests {
             .expect("watch root recursively");
 
         assert_eq!(event_loop.watches.len(), 2);
-        assert!(event_loop.watches[&root].metadata.is_user_watch);
-        assert!(event_loop.watches.contains_key(&root.join("child")));
+        assert!(event_loop.watches[root.as_path()].metadata.is_user_watch);
+        assert!(event_loop.watches.contains_key(root.join("child").as_path()));
         let errors: Vec<_> = rx.try_iter().filter_map(Result::err).collect();
         assert!(errors.is_empty(), "unexpected walk errors: {errors:?}");
     }

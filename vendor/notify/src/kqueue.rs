@@ -152,7 +152,7 @@ impl EventLoop {
                             .filter(|(_path, watch)| watch.is_user_watch)
                             .map(|(_path, watch)| {
                                 (
-                                    watch.reported_path.clone(),
+                                    watch.reported_path.to_path_buf(),
                                     if watch.user_is_recursive {
                                         RecursiveMode::Recursive
                                     } else {
@@ -187,7 +187,7 @@ impl EventLoop {
                     let path = PathBuf::from(path);
                     let watch = self.watches.get(&path);
                     let event_path = watch
-                        .map(|watch| watch.reported_path.clone())
+                        .map(|watch| watch.reported_path.to_path_buf())
                         .unwrap_or_else(|| path.clone());
                     let event = match data {
                         /*
@@ -399,7 +399,7 @@ impl EventLoop {
                 .filter(|watch| watch.is_user_watch)
             {
                 if watch.user_is_recursive == requested_is_recursive
-                    && watch.reported_path == path.requested
+                    && *watch.reported_path == *path.requested
                 {
                     return Ok(());
                 }
@@ -983,7 +983,7 @@ mod tests {
         assert!(child_watch.is_user_watch);
         assert!(!child_watch.user_is_recursive);
         assert!(child_watch.is_recursive);
-        assert_eq!(child_watch.reported_path, PathBuf::from("reported-child"));
+        assert_eq!(*child_watch.reported_path, *Path::new("reported-child"));
 
         let grandchild_watch = event_loop
             .watches
@@ -1014,7 +1014,7 @@ mod tests {
 
         let reported = |event_loop: &EventLoop, path: &Path| {
             let watch = event_loop.watches.get(path).expect("watch");
-            watch.reported_path.clone()
+            watch.reported_path.to_path_buf()
         };
         assert_eq!(reported(&event_loop, dir.path()), dir.path());
         assert_eq!(reported(&event_loop, &child), Path::new("reported-child"));
@@ -1056,7 +1056,7 @@ mod tests {
         assert!(child_watch.is_user_watch);
         assert!(!child_watch.user_is_recursive);
         assert!(!child_watch.is_recursive);
-        assert_eq!(child_watch.reported_path, PathBuf::from("reported-child"));
+        assert_eq!(*child_watch.reported_path, *Path::new("reported-child"));
         assert!(!event_loop.watches.contains_key(&grandchild));
 
         Ok(())

@@ -2,6 +2,7 @@ use crate::{Error, Result};
 use std::{
     env,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 #[derive(Clone, Debug)]
@@ -13,7 +14,8 @@ pub(crate) struct WatchPath {
 #[derive(Clone, Debug)]
 pub(crate) struct WatchMetadata {
     pub(crate) is_recursive: bool,
-    pub(crate) reported_path: PathBuf,
+    /// mailsync: shared, so a watch reported under its own path stores that path once.
+    pub(crate) reported_path: Arc<Path>,
     pub(crate) is_user_watch: bool,
     pub(crate) user_is_recursive: bool,
 }
@@ -64,7 +66,7 @@ impl WalkRoots {
         {
             self.roots.push(WatchPath::from_parts(
                 entry.absolute.clone(),
-                nested.reported_path.clone(),
+                nested.reported_path.to_path_buf(),
             ));
         }
         entry
@@ -87,7 +89,7 @@ impl WatchMetadata {
             Some(existing) if !is_user_watch && existing.is_user_watch => {
                 existing.reported_path.clone()
             }
-            _ => path.requested.clone(),
+            _ => Arc::from(path.requested.as_path()),
         };
 
         Self {
@@ -137,23 +139,25 @@ pub(crate) fn preserved_watch_mode(
         .map(|(_, user_is_recursive)| *user_is_recursive)
 }
 
-pub(crate) fn preserved_watch_roots<'a, I>(
+pub(crate) fn preserved_watch_roots<'a, I, K>(
     path: &Path,
     remove_recursive: bool,
     watches: I,
 ) -> Vec<(PathBuf, bool)>
 where
-    I: IntoIterator<Item = (&'a PathBuf, &'a WatchMetadata)>,
+    I: IntoIterator<Item = (&'a K, &'a WatchMetadata)>,
+    K: AsRef<Path> + ?Sized + 'a,
 {
     if remove_recursive {
         Vec::new()
     } else {
         watches
             .into_iter()
+            .map(|(candidate, watch)| (candidate.as_ref(), watch))
             .filter(|(candidate, watch)| {
                 *candidate != path && candidate.starts_with(path) && watch.is_user_watch
             })
-            .map(|(path, watch)| (path.clone(), watch.user_is_recursive))
+            .map(|(path, watch)| (path.to_path_buf(), watch.user_is_recursive))
             .collect()
     }
 }
@@ -167,15 +171,17 @@ pub(crate) fn is_preserved_watch_root(path: &Path, preserved_roots: &[(PathBuf, 
 /// Backends use this when replacing an explicit watch that also inherits recursive coverage from an
 /// ancestor. Returning the ancestor's reported path lets them rebuild the inherited subtree with the
 /// same path representation users expect from that ancestor watch.
-pub(crate) fn recursive_user_watch_ancestor<'a, I>(
+pub(crate) fn recursive_user_watch_ancestor<'a, I, K>(
     path: &Path,
     watches: I,
 ) -> Option<(PathBuf, PathBuf)>
 where
-    I: IntoIterator<Item = (&'a PathBuf, &'a WatchMetadata)>,
+    I: IntoIterator<Item = (&'a K, &'a WatchMetadata)>,
+    K: AsRef<Path> + ?Sized + 'a,
 {
     watches
         .into_iter()
+        .map(|(candidate, watch)| (candidate.as_ref(), watch))
         .filter(|(candidate, watch)| {
             *candidate != path
                 && path.starts_with(candidate)
@@ -183,7 +189,7 @@ where
                 && watch.user_is_recursive
         })
         .max_by_key(|(candidate, _)| candidate.as_os_str().len())
-        .map(|(path, watch)| (path.clone(), watch.reported_path.clone()))
+        .map(|(path, watch)| (path.to_path_buf(), watch.reported_path.to_path_buf()))
 }
 
 #[cfg(test)]
@@ -193,7 +199,7 @@ mod tests {
     fn user_watch(reported_path: &str, is_recursive: bool) -> WatchMetadata {
         WatchMetadata {
             is_recursive,
-            reported_path: PathBuf::from(reported_path),
+            reported_path: Arc::from(Path::new(reported_path)),
             is_user_watch: true,
             user_is_recursive: is_recursive,
         }
