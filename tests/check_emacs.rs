@@ -79,14 +79,16 @@ fn group(folder: &[u8]) -> Vec<u8> {
     [b"nnmaildir+test:".as_slice(), folder].concat()
 }
 
-#[test]
-fn sync_check_local_checks_the_synced_groups_and_evaluates_nothing() {
+/// A Dovecot with INBOX and the oddly named folder, each holding a message,
+/// synced once by mbsync into `emacs/mail` under its directory (mbsync makes
+/// the folders; Gnus must know them before it starts). Returns the server,
+/// the local maildir and the mbsyncrc.
+fn synced_by_mbsync() -> (Dovecot, PathBuf, PathBuf) {
     let dovecot = Dovecot::start(".");
     dovecot.save("INBOX", "hello");
     dovecot.save(std::str::from_utf8(ODD).unwrap(), "odd");
     let local = dovecot.dir.path().join("emacs/mail");
     let rc = dovecot.mbsyncrc(&local);
-    // mbsync creates the folders; Gnus must know them before it starts.
     let status = Command::new("mbsync")
         .arg("-c")
         .arg(&rc)
@@ -98,6 +100,12 @@ fn sync_check_local_checks_the_synced_groups_and_evaluates_nothing() {
         "{}",
         String::from_utf8_lossy(&status.stderr)
     );
+    (dovecot, local, rc)
+}
+
+#[test]
+fn sync_check_local_checks_the_synced_groups_and_evaluates_nothing() {
+    let (dovecot, local, rc) = synced_by_mbsync();
     let emacs = EmacsServer::start(&dovecot.dir.path().join("emacs"));
     dovecot.save(std::str::from_utf8(ODD).unwrap(), "second");
 
@@ -303,23 +311,8 @@ fn sync_check_local_names_the_unicode_groups_after_mbsync_and_offlineimap() {
 
 #[test]
 fn run_check_local_checks_the_synced_groups_after_each_sync() {
-    let dovecot = Dovecot::start(".");
-    dovecot.save("INBOX", "hello");
-    dovecot.save(std::str::from_utf8(ODD).unwrap(), "odd");
+    let (dovecot, local, rc) = synced_by_mbsync();
     let dir = dovecot.dir.path();
-    let local = dir.join("emacs/mail");
-    let rc = dovecot.mbsyncrc(&local);
-    let status = Command::new("mbsync")
-        .arg("-c")
-        .arg(&rc)
-        .arg("-a")
-        .output()
-        .unwrap();
-    assert!(
-        status.status.success(),
-        "{}",
-        String::from_utf8_lossy(&status.stderr)
-    );
     let emacs = EmacsServer::start(&dir.join("emacs"));
     let mailsync = env!("CARGO_BIN_EXE_mailsync");
     let config = dir.join("mswatchrc");

@@ -14,7 +14,10 @@ use std::thread;
 use std::time::Duration;
 
 use common::servers::Dovecot;
-use common::{kill, mailsync, Watch};
+use common::{kill, mailsync, set_clock_to_now, Watch};
+
+/// How long a test awaits the first line of a change (a reconnect may be backing off).
+const FIRST_LINE: Duration = Duration::from_secs(20);
 
 /// Dovecot's capabilities without NOTIFY (what `imap_capability` replaces).
 const WITHOUT_NOTIFY: &str = "imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE SORT \
@@ -63,20 +66,6 @@ fn create(dovecot: &Dovecot, mailbox: &str) {
     dovecot.doveadm(&["mailbox", "create", "-u", "test", mailbox], None);
 }
 
-/// The lines until none came for 2 s after the first (awaited up to 20 s:
-/// a reconnect may be backing off), as a set.
-fn lines_set(watch: &Watch) -> BTreeSet<String> {
-    let Some(first) = watch.line(Duration::from_secs(20)) else {
-        return BTreeSet::new();
-    };
-    let mut lines: BTreeSet<String> = watch
-        .lines_until_quiet(Duration::from_secs(2))
-        .into_iter()
-        .collect();
-    lines.insert(String::from_utf8(first).unwrap());
-    lines
-}
-
 /// Asserts that nothing is printed before a delivery into INBOX.
 fn nothing_before_inbox(dovecot: &Dovecot, watch: &Watch) {
     thread::sleep(Duration::from_millis(1500));
@@ -115,15 +104,15 @@ fn notify_reports_deliveries_new_and_deleted_mailboxes_and_flags_only_when_asked
     dovecot.deliver("INBOX", "after the rename");
     let after = BTreeSet::from(["INBOX".to_string(), "new".to_string(), "renamed".to_string()]);
     assert_eq!(
-        lines_set(&plain),
+        plain.lines_set(FIRST_LINE),
         after,
         "a rename: the old name gone, the new one made"
     );
-    assert_eq!(lines_set(&flags), after);
+    assert_eq!(flags.lines_set(FIRST_LINE), after);
     dovecot.imap(&["RENAME renamed new"]);
     dovecot.deliver("INBOX", "after the rename");
-    assert_eq!(lines_set(&plain), after);
-    assert_eq!(lines_set(&flags), after);
+    assert_eq!(plain.lines_set(FIRST_LINE), after);
+    assert_eq!(flags.lines_set(FIRST_LINE), after);
 
     dovecot.doveadm(
         &["flags", "add", "-u", "test", "\\Seen", "mailbox", "a", "all"],
@@ -163,7 +152,11 @@ fn without_notify_idle_connections_up_to_the_limit_and_the_rest_polled() {
     for mailbox in &all {
         dovecot.deliver(mailbox, "hello");
     }
-    assert_eq!(lines_set(&watch), all, "polled and IDLE mailboxes alike");
+    assert_eq!(
+        watch.lines_set(FIRST_LINE),
+        all,
+        "polled and IDLE mailboxes alike"
+    );
     create(&dovecot, "later");
     assert_eq!(
         watch.next(),
@@ -186,7 +179,7 @@ fn restart_reports_exactly_what_changed(extra_conf: &str, flags: &[&str]) {
     // Kicked: the reconnect reports what came meanwhile, and only that.
     dovecot.doveadm(&["kick", "test"], None);
     dovecot.deliver("m5", "after the kick");
-    assert_eq!(lines_set(&watch), BTreeSet::from(["m5".to_string()]));
+    assert_eq!(watch.lines_set(FIRST_LINE), BTreeSet::from(["m5".to_string()]));
     let stderr = watch.stderr_text();
     assert!(stderr.contains("connecting again"), "{stderr}");
 
@@ -205,7 +198,7 @@ fn restart_reports_exactly_what_changed(extra_conf: &str, flags: &[&str]) {
     }
     dovecot.restart();
     assert_eq!(
-        lines_set(&watch),
+        watch.lines_set(FIRST_LINE),
         BTreeSet::from(["m3".to_string(), "m7".to_string()])
     );
     nothing_before_inbox(&dovecot, &watch);
@@ -233,7 +226,7 @@ fn a_watcher_stopped_longer_than_its_keepalive_reports_what_came_meanwhile() {
     thread::sleep(Duration::from_secs(4));
     kill(watch.child.id(), "-CONT");
     assert_eq!(
-        lines_set(&watch),
+        watch.lines_set(FIRST_LINE),
         BTreeSet::from(["INBOX".to_string(), "a".to_string()])
     );
 }
@@ -392,15 +385,7 @@ fn a_clock_that_is_set_reconnects_at_once() {
     }
     let dovecot = tls_dovecot("");
     let watch = start_idle(&dovecot, &[]);
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: now is a valid timespec.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
-        assert_eq!(libc::clock_settime(libc::CLOCK_REALTIME, &now), 0);
-    }
+    set_clock_to_now();
     let mut said = String::new();
     for _ in 0..50 {
         said.push_str(&watch.stderr_text());

@@ -14,6 +14,9 @@ use std::time::Duration;
 use common::servers::Dovecot;
 use common::{mailsync, Watch};
 
+/// How long a test awaits the first line of a change (a reconnect may back off, and Dovecot delays a refusal 2 s).
+const FIRST_LINE: Duration = Duration::from_secs(30);
+
 /// A token helper: prints the first line of `queue` (dropping it while
 /// more follow, as a helper whose cache is refreshed) and counts its runs.
 fn token_helper(dir: &Path, queue: &[&str]) -> String {
@@ -85,20 +88,6 @@ fn flags(dovecot: &Dovecot, helper: &str, auth: &str) -> Vec<String> {
     .collect()
 }
 
-/// The lines until none came for 2 s after the first (awaited up to 30 s:
-/// a reconnect may back off, and Dovecot delays a refusal 2 s).
-fn lines_set(watch: &Watch) -> BTreeSet<String> {
-    let Some(first) = watch.line(Duration::from_secs(30)) else {
-        return BTreeSet::new();
-    };
-    let mut lines: BTreeSet<String> = watch
-        .lines_until_quiet(Duration::from_secs(2))
-        .into_iter()
-        .collect();
-    lines.insert(String::from_utf8(first).unwrap());
-    lines
-}
-
 /// Watching with a token; a reconnect takes a fresh token from the
 /// helper; a token the server refuses at a reconnect is asked for once
 /// more; no change made meanwhile is lost; no token is ever printed.
@@ -116,7 +105,7 @@ fn tokens_are_fetched_for_every_login(args: &[String], dovecot: &Dovecot, dir: &
     dovecot.doveadm(&["kick", "test"], None);
     dovecot.deliver("INBOX", "while logged out");
     assert_eq!(
-        lines_set(&watch),
+        watch.lines_set(FIRST_LINE),
         BTreeSet::from(["INBOX".to_string()]),
         "{}",
         watch.stderr_text()
@@ -135,7 +124,7 @@ fn tokens_are_fetched_for_every_login(args: &[String], dovecot: &Dovecot, dir: &
     dovecot.doveadm(&["kick", "test"], None);
     dovecot.deliver("INBOX", "while the token was stale");
     assert_eq!(
-        lines_set(&watch),
+        watch.lines_set(FIRST_LINE),
         BTreeSet::from(["INBOX".to_string()]),
         "{}",
         watch.stderr_text()

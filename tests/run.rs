@@ -14,7 +14,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::servers::{messages, Dovecot};
-use common::{deliver, kill, mailsync, make_maildir, mswatch};
+use common::{deliver, kill, mailsync, make_maildir, mswatch, set_clock_to_now};
 
 /// Held by the tests that count syncs and by the one that sets the clock
 /// (which makes every `mailsync run` on the machine sync everything).
@@ -337,6 +337,22 @@ fn sync_times(dir: &Path) -> Vec<(f64, String)> {
         .collect()
 }
 
+/// Writes `config` to `dir/mswatchrc`, starts `mailsync run` on it (its
+/// output in `dir/run.log`) and waits for the start-up sync.
+fn start_run(dir: &Path, config: &str) -> Orchestrator {
+    let path = dir.join("mswatchrc");
+    fs::write(&path, config).unwrap();
+    let run = Orchestrator::start(
+        Path::new(env!("CARGO_BIN_EXE_mailsync")),
+        &["run", "--config", path.to_str().unwrap()],
+        dir.join("run.log"),
+    );
+    run.wait_until("the start-up sync", Duration::from_secs(20), || {
+        sync_times(dir).len() == 1
+    });
+    run
+}
+
 #[test]
 fn failures_back_off_a_killed_watcher_comes_back_and_sigterm_waits_for_the_sync() {
     let _clock = clock_guard();
@@ -350,10 +366,9 @@ fn failures_back_off_a_killed_watcher_comes_back_and_sigterm_waits_for_the_sync(
     let sync = scripted_sync(dir);
     // Store a in this process; store b a child (through env), as any
     // other watcher would be.
-    let config = dir.join("mswatchrc");
-    fs::write(
-        &config,
-        format!(
+    let mut run = start_run(
+        dir,
+        &format!(
             "base_delay 0\ninter_delay 0.5\ninter_delay 30 slow\nmax_delay 2\n\
              sync /bin/sh {sync}\nmailbox_prefix acct :\n\
              store a {{\n watch {mailsync} watch --maildir {a} --layout verbatim --delay 0\n}}\n\
@@ -362,15 +377,8 @@ fn failures_back_off_a_killed_watcher_comes_back_and_sigterm_waits_for_the_sync(
             a = a.display(),
             b = b.display()
         ),
-    )
-    .unwrap();
-    let mut run = Orchestrator::start(
-        Path::new(mailsync),
-        &["run", "--config", config.to_str().unwrap()],
-        dir.join("run.log"),
     );
     let limit = Duration::from_secs(20);
-    run.wait_until("the start-up sync", limit, || sync_times(dir).len() == 1);
     assert_eq!(sync_times(dir)[0].1, "acct", "everything, as the prefix alone");
 
     // Failing: tried again after 1 s (inter_delay 0.5 s, at least 1 s),
@@ -575,10 +583,9 @@ fn a_clock_that_is_set_syncs_everything_once() {
     make_maildir(&b.join("INBOX"));
     let sync = scripted_sync(dir);
     let mailsync = env!("CARGO_BIN_EXE_mailsync");
-    let config = dir.join("mswatchrc");
-    fs::write(
-        &config,
-        format!(
+    let mut run = start_run(
+        dir,
+        &format!(
             "base_delay 0\ninter_delay 0\nsync /bin/sh {sync}\nmailbox_prefix acct :\n\
              store a {{\n watch {mailsync} watch --maildir {a} --delay 0\n}}\n\
              store b {{\n watch {mailsync} watch --maildir {b} --delay 0\n}}\n",
@@ -586,24 +593,9 @@ fn a_clock_that_is_set_syncs_everything_once() {
             a = a.display(),
             b = b.display()
         ),
-    )
-    .unwrap();
-    let mut run = Orchestrator::start(
-        Path::new(mailsync),
-        &["run", "--config", config.to_str().unwrap()],
-        dir.join("run.log"),
     );
     let limit = Duration::from_secs(20);
-    run.wait_until("the start-up sync", limit, || sync_times(dir).len() == 1);
-    let mut now = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: now is a valid timespec.
-    unsafe {
-        libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
-        assert_eq!(libc::clock_settime(libc::CLOCK_REALTIME, &now), 0);
-    }
+    set_clock_to_now();
     run.wait_until("everything synced again", limit, || sync_times(dir).len() == 2);
     assert_eq!(sync_times(dir)[1].1, "acct");
     assert!(

@@ -135,6 +135,20 @@ impl Watch {
         }
     }
 
+    /// The lines until none came for 2 s after the first (awaited up to
+    /// `first`: a reconnect may be backing off), as a set.
+    pub fn lines_set(&self, first: Duration) -> std::collections::BTreeSet<String> {
+        let Some(line) = self.line(first) else {
+            return Default::default();
+        };
+        let mut lines: std::collections::BTreeSet<String> = self
+            .lines_until_quiet(Duration::from_secs(2))
+            .into_iter()
+            .collect();
+        lines.insert(String::from_utf8(line).unwrap());
+        lines
+    }
+
     /// Asserts that no line comes before the next delivery into `sentinel`,
     /// whose name must be the next line.
     pub fn expect_nothing_before(&self, sentinel: &Path, sentinel_name: &str) {
@@ -199,6 +213,20 @@ pub fn help_options(help: &str) -> std::collections::HashSet<String> {
         .filter(|token| token.starts_with("--") && token.len() > 2)
         .map(str::to_string)
         .collect()
+}
+
+/// Sets the system clock to what it reads: a jump of a few microseconds
+/// back, which the kernel signals as it does a resume from suspend. Needs root.
+pub fn set_clock_to_now() {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: now is a valid timespec.
+    unsafe {
+        libc::clock_gettime(libc::CLOCK_REALTIME, &mut now);
+        assert_eq!(libc::clock_settime(libc::CLOCK_REALTIME, &now), 0);
+    }
 }
 
 /// Sends `signal` (as `kill` spells it: `-TERM`, `-STOP`, …) to process `pid`.
