@@ -297,8 +297,14 @@ pub fn tables(deliveries: usize, idle_window: Duration) {
          2 × delay + 1 s for a second sync. After each pass's server deliveries, {deliveries} messages delivered into the local maildir. \
          Syncs counted by a wrapper around the sync program and shown per 100 deliveries. Idle (first pass, after a 2 s settle): \
          {} s with nothing happening, scaled to an hour; \"tree\" adds the watcher processes (mswatch runs \
-         them as children, `mailsync run` in its own process).\n",
-        idle_window.as_secs()
+         them as children, `mailsync run` in its own process). The server's watcher, `mailsync idle`, is also woken by \
+         Dovecot itself: it sends every IDLE connection `* OK Still here` every 2 minutes (its default \
+         `imap_idle_notify_interval`), 30 times an hour, which a {} s window catches about once in {} windows: \
+         a lone wake-up in a row, {} an hour once scaled, is that.\n",
+        idle_window.as_secs(),
+        idle_window.as_secs(),
+        120 / idle_window.as_secs().max(1),
+        3600 / idle_window.as_secs().max(1)
     );
     println!(
         "| orchestrator | server save → local maildir p50 [min–max] ms | p99 ms | syncs per 100 server deliveries | \
