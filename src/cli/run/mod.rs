@@ -19,7 +19,7 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use crossbeam_channel::{unbounded, RecvTimeoutError, Sender};
+use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
 use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
@@ -115,251 +115,345 @@ struct Store {
 const FIRST_RESTART: Duration = Duration::from_secs(1);
 
 pub fn run(args: RunArgs) -> Status {
-    let path = args
-        .config
-        .clone()
-        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".mswatchrc"));
-    let config = match fs::read_to_string(&path)
-        .map_err(|err| format!("cannot read {}: {err}", path.display()))
-        .and_then(|text| Config::parse(&text).map_err(|err| format!("{}: {err}", path.display())))
-    {
-        Ok(config) => config,
-        Err(message) => return CliError::usage(message).report("run"),
-    };
-    let (events, events_rx) = unbounded();
-    if let Err(err) = forward_signals(&events) {
-        return CliError::new(Status::Failed(1), format!("cannot handle signals: {err}")).report("run");
-    }
-    if let Err(err) = watch_clock(&events) {
-        return CliError::new(Status::Failed(1), format!("cannot watch the clock: {err}")).report("run");
-    }
-    let mut stores: Vec<Store> = config
-        .stores
-        .iter()
-        .map(|store| Store {
-            name: store.name.clone(),
-            command: store.watch.clone(),
-            watcher: None,
-            ready: false,
-            restart_at: None,
-            backoff: FIRST_RESTART,
-        })
-        .collect();
-    for (index, store) in stores.iter_mut().enumerate() {
-        match Watcher::start(index, &store.command, &events) {
-            Ok(watcher) => store.watcher = Some(watcher),
-            Err(message) => {
-                return CliError::new(Status::Failed(1), format!("store {}: {message}", store.name))
-                    .report("run")
-            }
+    match Run::start(&args) {
+        Ok(mut run) => {
+            run.serve();
+            run.stop_watchers();
+            Status::Success
         }
+        Err(status) => status,
     }
-    // The local style for checks: the first in-process maildir's, else ".".
-    let style = stores
-        .iter()
-        .find_map(|store| match &store.watcher {
-            Some(Watcher::Maildir { style, .. }) => Some(style.clone()),
-            _ => None,
-        })
-        .unwrap_or_else(|| NameStyle::new("INBOX", "."));
-    let checker = match Checker::from_args(&args.check, args.check.group_map(style), false) {
-        Ok(checker) => checker.map(Arc::new),
-        Err(message) => return CliError::usage(message).report("run"),
-    };
-    let settle = |index: usize| {
-        stores[index]
-            .watcher
-            .as_ref()
-            .map_or(Duration::ZERO, Watcher::settle_time)
-    };
-    let timing = Timing {
-        base_delay: config.base_delay,
-        inter_delay: config.inter_delay,
-        inter_delays: config
-            .inter_delays
+}
+
+/// One `mailsync run`: its stores, its schedule and the sync under way.
+struct Run {
+    config: Config,
+    dry: bool,
+    quiet: bool,
+    events: Sender<Event>,
+    events_rx: Receiver<Event>,
+    stores: Vec<Store>,
+    checker: Option<Arc<Checker>>,
+    schedule: Schedule,
+    /// Both stores were watched once: changes count from then on.
+    started: bool,
+    sync: Option<(syncer::Running, Target)>,
+    /// A signal asked to stop: the running sync is waited for.
+    stopping: bool,
+    /// What each successful sync left in each store's mailbox, to tell
+    /// its own late reports from changes made after it.
+    snapshots: HashMap<(usize, Vec<u8>), Vec<OsString>>,
+}
+
+/// What the loop does after an event.
+enum Flow {
+    /// Restart watchers, settle and start a sync as due.
+    Upkeep,
+    /// Nothing more: wait for the next event.
+    Wait,
+    Stop,
+}
+
+impl Run {
+    /// Reads the configuration and starts both stores' watchers; on
+    /// failure, the exit status (the error already said).
+    fn start(args: &RunArgs) -> Result<Run, Status> {
+        let path = args.config.clone().unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".mswatchrc")
+        });
+        let config = fs::read_to_string(&path)
+            .map_err(|err| format!("cannot read {}: {err}", path.display()))
+            .and_then(|text| Config::parse(&text).map_err(|err| format!("{}: {err}", path.display())))
+            .map_err(|message| CliError::usage(message).report("run"))?;
+        let failed = |message: String| CliError::new(Status::Failed(1), message).report("run");
+        let (events, events_rx) = unbounded();
+        forward_signals(&events).map_err(|err| failed(format!("cannot handle signals: {err}")))?;
+        watch_clock(&events).map_err(|err| failed(format!("cannot watch the clock: {err}")))?;
+        let mut stores: Vec<Store> = config
+            .stores
             .iter()
-            .map(|(name, delay)| (name.as_bytes().to_vec(), *delay))
-            .collect(),
-        max_delay: config.max_delay,
-        poll_period: config.poll_period,
-        ignore: config
-            .ignore
-            .iter()
-            .map(|name| name.as_bytes().to_vec())
-            .collect(),
-        settle: [settle(0), settle(1)],
-    };
-    let mut schedule = Schedule::new(timing, Instant::now());
-    let mut started = false;
-    let mut sync: Option<(syncer::Running, Target)> = None;
-    let mut stopping = false;
-    let mut snapshots: HashMap<(usize, Vec<u8>), Vec<OsString>> = HashMap::new();
-    loop {
-        let restart = stores.iter().filter_map(|store| store.restart_at).min();
-        let deadline = [schedule.next_wakeup(), restart].into_iter().flatten().min();
-        let event = match deadline {
-            Some(deadline) => events_rx.recv_deadline(deadline),
-            None => events_rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
-        };
-        let now = Instant::now();
-        match event {
-            Ok(Event::Watcher(index, report)) => {
-                let store = &mut stores[index];
-                match report {
-                    Report::Ready => {
-                        store.ready = true;
-                        store.backoff = FIRST_RESTART;
-                        if started {
-                            say(&format!(
-                                "store {}: watching again; syncing everything",
-                                store.name
-                            ));
-                            schedule.sync_all(now, Why::WatcherBack(index));
-                        } else if stores.iter().all(|store| store.ready) {
-                            started = true;
-                            if !args.quiet {
-                                say("both stores watched; syncing everything");
-                            }
-                            schedule.sync_all(now, Why::Start);
-                        }
-                    }
-                    Report::Changed(mailbox) => {
-                        if started {
-                            schedule.change(now, index, &mailbox);
-                        }
-                    }
-                    Report::Warning(message) => say(&format!("store {}: {message}", store.name)),
-                    Report::Ended(why) => {
-                        if let Some(watcher) = store.watcher.take() {
-                            watcher.stop();
-                        }
-                        store.ready = false;
-                        say(&format!(
-                            "store {}: its watcher stopped ({why}); starting it again in {:.0} s",
-                            store.name,
-                            store.backoff.as_secs_f64()
-                        ));
-                        store.restart_at = Some(now + store.backoff);
-                        store.backoff = (store.backoff * 2).min(config.max_delay.max(FIRST_RESTART));
-                    }
-                }
-            }
-            Ok(Event::SyncEnded(status)) => {
-                let Some((running, target)) = sync.take() else {
-                    continue;
-                };
-                let took = now.duration_since(running.started).as_secs_f64();
-                let what = describe(&target, &config);
-                if status.is_success() {
-                    if !args.quiet {
-                        say(&format!("sync {what}: done in {took:.2} s"));
-                    }
-                    // What the sync left in the local store, to tell its own
-                    // late reports from changes made after it.
-                    let mailboxes = match &target {
-                        Target::Mailboxes(list) => list.clone(),
-                        Target::All => schedule.held(),
-                    };
-                    for mailbox in mailboxes {
-                        for (index, store) in stores.iter().enumerate() {
-                            if let Some(files) =
-                                store.watcher.as_ref().and_then(|w| w.message_files(&mailbox))
-                            {
-                                snapshots.insert((index, mailbox.clone()), files);
-                            }
-                        }
-                    }
-                } else {
-                    say(&format!("sync {what}: failed ({status}) after {took:.2} s"));
-                }
-                schedule.ended(now, status.is_success());
-                if stopping {
-                    break;
-                }
-            }
-            Ok(Event::CheckFailed(message)) => say(&format!("Gnus check after a sync failed: {message}")),
-            Ok(Event::Signal(SIGUSR1)) => {
-                let waiting = schedule.waiting(now, &|index| stores[index].name.clone());
-                if waiting.is_empty() {
-                    say("nothing waits for a sync");
-                }
-                for line in waiting {
-                    say(&format!("waiting: {line}"));
-                }
-            }
-            Ok(Event::Signal(_)) => match &sync {
-                Some((running, _)) => {
-                    say("stopping: waiting for the running sync to end");
-                    running.terminate();
-                    stopping = true;
-                }
-                None => break,
-            },
-            Ok(Event::ClockJumped) => {
-                say("the clock jumped or the machine resumed; syncing everything");
-                schedule.sync_all(now, Why::ClockJumped);
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => break,
-        }
-        if stopping {
-            continue;
-        }
+            .map(|store| Store {
+                name: store.name.clone(),
+                command: store.watch.clone(),
+                watcher: None,
+                ready: false,
+                restart_at: None,
+                backoff: FIRST_RESTART,
+            })
+            .collect();
         for (index, store) in stores.iter_mut().enumerate() {
+            let watcher = Watcher::start(index, &store.command, &events)
+                .map_err(|message| failed(format!("store {}: {message}", store.name)))?;
+            store.watcher = Some(watcher);
+        }
+        // The local style for checks: the first in-process maildir's, else ".".
+        let style = stores
+            .iter()
+            .find_map(|store| match &store.watcher {
+                Some(Watcher::Maildir { style, .. }) => Some(style.clone()),
+                _ => None,
+            })
+            .unwrap_or_else(|| NameStyle::new("INBOX", "."));
+        let checker = Checker::from_args(&args.check, args.check.group_map(style), false)
+            .map_err(|message| CliError::usage(message).report("run"))?
+            .map(Arc::new);
+        let settle = |index: usize| {
+            stores[index]
+                .watcher
+                .as_ref()
+                .map_or(Duration::ZERO, Watcher::settle_time)
+        };
+        let timing = Timing {
+            base_delay: config.base_delay,
+            inter_delay: config.inter_delay,
+            inter_delays: config
+                .inter_delays
+                .iter()
+                .map(|(name, delay)| (name.as_bytes().to_vec(), *delay))
+                .collect(),
+            max_delay: config.max_delay,
+            poll_period: config.poll_period,
+            ignore: config
+                .ignore
+                .iter()
+                .map(|name| name.as_bytes().to_vec())
+                .collect(),
+            settle: [settle(0), settle(1)],
+        };
+        Ok(Run {
+            dry: args.dry,
+            quiet: args.quiet,
+            events,
+            events_rx,
+            stores,
+            checker,
+            schedule: Schedule::new(timing, Instant::now()),
+            config,
+            started: false,
+            sync: None,
+            stopping: false,
+            snapshots: HashMap::new(),
+        })
+    }
+
+    /// Handles events until a signal or the end of every event source.
+    fn serve(&mut self) {
+        loop {
+            let restart = self.stores.iter().filter_map(|store| store.restart_at).min();
+            let deadline = [self.schedule.next_wakeup(), restart].into_iter().flatten().min();
+            let event = match deadline {
+                Some(deadline) => self.events_rx.recv_deadline(deadline),
+                None => self.events_rx.recv().map_err(|_| RecvTimeoutError::Disconnected),
+            };
+            let now = Instant::now();
+            let flow = match event {
+                Ok(Event::Watcher(index, report)) => self.on_watcher(index, report, now),
+                Ok(Event::SyncEnded(status)) => self.on_sync_ended(status, now),
+                Ok(Event::CheckFailed(message)) => {
+                    say(&format!("Gnus check after a sync failed: {message}"));
+                    Flow::Upkeep
+                }
+                Ok(Event::Signal(SIGUSR1)) => self.say_waiting(now),
+                Ok(Event::Signal(_)) => self.on_stop_signal(),
+                Ok(Event::ClockJumped) => {
+                    say("the clock jumped or the machine resumed; syncing everything");
+                    self.schedule.sync_all(now, Why::ClockJumped);
+                    Flow::Upkeep
+                }
+                Err(RecvTimeoutError::Timeout) => Flow::Upkeep,
+                Err(RecvTimeoutError::Disconnected) => Flow::Stop,
+            };
+            match flow {
+                Flow::Stop => break,
+                Flow::Wait => continue,
+                Flow::Upkeep if self.stopping => continue,
+                Flow::Upkeep => {}
+            }
+            self.restart_due_watchers(now);
+            self.settle(now);
+            self.start_due_sync(now);
+        }
+    }
+
+    fn on_watcher(&mut self, index: usize, report: Report, now: Instant) -> Flow {
+        let store = &mut self.stores[index];
+        match report {
+            Report::Ready => {
+                store.ready = true;
+                store.backoff = FIRST_RESTART;
+                if self.started {
+                    say(&format!(
+                        "store {}: watching again; syncing everything",
+                        store.name
+                    ));
+                    self.schedule.sync_all(now, Why::WatcherBack(index));
+                } else if self.stores.iter().all(|store| store.ready) {
+                    self.started = true;
+                    if !self.quiet {
+                        say("both stores watched; syncing everything");
+                    }
+                    self.schedule.sync_all(now, Why::Start);
+                }
+            }
+            Report::Changed(mailbox) => {
+                if self.started {
+                    self.schedule.change(now, index, &mailbox);
+                }
+            }
+            Report::Warning(message) => say(&format!("store {}: {message}", store.name)),
+            Report::Ended(why) => {
+                if let Some(watcher) = store.watcher.take() {
+                    watcher.stop();
+                }
+                store.ready = false;
+                say(&format!(
+                    "store {}: its watcher stopped ({why}); starting it again in {:.0} s",
+                    store.name,
+                    store.backoff.as_secs_f64()
+                ));
+                store.restart_at = Some(now + store.backoff);
+                store.backoff = (store.backoff * 2).min(self.config.max_delay.max(FIRST_RESTART));
+            }
+        }
+        Flow::Upkeep
+    }
+
+    fn on_sync_ended(&mut self, status: Status, now: Instant) -> Flow {
+        let Some((running, target)) = self.sync.take() else {
+            return Flow::Wait;
+        };
+        let took = now.duration_since(running.started).as_secs_f64();
+        let what = describe(&target, &self.config);
+        if status.is_success() {
+            if !self.quiet {
+                say(&format!("sync {what}: done in {took:.2} s"));
+            }
+            // What the sync left in the local store, to tell its own
+            // late reports from changes made after it.
+            let mailboxes = match &target {
+                Target::Mailboxes(list) => list.clone(),
+                Target::All => self.schedule.held(),
+            };
+            for mailbox in mailboxes {
+                for (index, store) in self.stores.iter().enumerate() {
+                    if let Some(files) = store.watcher.as_ref().and_then(|w| w.message_files(&mailbox)) {
+                        self.snapshots.insert((index, mailbox.clone()), files);
+                    }
+                }
+            }
+        } else {
+            say(&format!("sync {what}: failed ({status}) after {took:.2} s"));
+        }
+        self.schedule.ended(now, status.is_success());
+        if self.stopping {
+            Flow::Stop
+        } else {
+            Flow::Upkeep
+        }
+    }
+
+    /// SIGUSR1: what waits for a sync.
+    fn say_waiting(&self, now: Instant) -> Flow {
+        let waiting = self
+            .schedule
+            .waiting(now, &|index| self.stores[index].name.clone());
+        if waiting.is_empty() {
+            say("nothing waits for a sync");
+        }
+        for line in waiting {
+            say(&format!("waiting: {line}"));
+        }
+        Flow::Upkeep
+    }
+
+    /// SIGINT or SIGTERM: stop now, or once the running sync has ended.
+    fn on_stop_signal(&mut self) -> Flow {
+        match &self.sync {
+            Some((running, _)) => {
+                say("stopping: waiting for the running sync to end");
+                running.terminate();
+                self.stopping = true;
+                Flow::Upkeep
+            }
+            None => Flow::Stop,
+        }
+    }
+
+    fn restart_due_watchers(&mut self, now: Instant) {
+        for (index, store) in self.stores.iter_mut().enumerate() {
             if store.restart_at.is_some_and(|at| at <= now) {
                 store.restart_at = None;
-                match Watcher::start(index, &store.command, &events) {
+                match Watcher::start(index, &store.command, &self.events) {
                     Ok(watcher) => store.watcher = Some(watcher),
                     Err(message) => {
-                        let _ = events.send(Event::Watcher(index, Report::Ended(message)));
+                        let _ = self.events.send(Event::Watcher(index, Report::Ended(message)));
                     }
                 }
             }
         }
+    }
+
+    /// Ends the settle time of synced mailboxes whose time is up; those
+    /// changed meanwhile by someone else are queued again.
+    fn settle(&mut self, now: Instant) {
+        let Run {
+            schedule,
+            snapshots,
+            stores,
+            ..
+        } = self;
         let settled = schedule.settle(now, &mut |store, mailbox| {
             let snapshot = snapshots.remove(&(store, mailbox.to_vec()));
-            explained(&stores, store, mailbox, snapshot)
+            explained(stores, store, mailbox, snapshot)
         });
         for mailbox in settled.queued {
-            if !args.quiet {
+            if !self.quiet {
                 say(&format!(
                     "{}: changed during or just after its sync, not by it; syncing it again",
                     lossy(&mailbox)
                 ));
             }
         }
-        if sync.is_none() && started {
-            if let Some(target) = schedule.start(now) {
-                let what = describe(&target, &config);
-                if args.dry {
-                    say(&format!("would sync {what}"));
-                    schedule.ended(now, true);
-                    continue;
-                }
-                let arguments = arguments(&target, &config);
-                let check = checker.as_ref().map(|checker| {
-                    let mailboxes = match &target {
-                        Target::All => None,
-                        Target::Mailboxes(list) => Some(list.clone()),
-                    };
-                    (Arc::clone(checker), mailboxes)
-                });
-                match syncer::start(&config.sync, arguments, check, &events) {
-                    Ok(running) => sync = Some((running, target)),
-                    Err(message) => {
-                        say(&format!("sync {what}: {message}"));
-                        schedule.ended(now, false);
-                    }
-                }
+    }
+
+    /// Starts the sync that is due, if none runs.
+    fn start_due_sync(&mut self, now: Instant) {
+        if self.sync.is_some() || !self.started {
+            return;
+        }
+        let Some(target) = self.schedule.start(now) else {
+            return;
+        };
+        let what = describe(&target, &self.config);
+        if self.dry {
+            say(&format!("would sync {what}"));
+            self.schedule.ended(now, true);
+            return;
+        }
+        let arguments = arguments(&target, &self.config);
+        let check = self.checker.as_ref().map(|checker| {
+            let mailboxes = match &target {
+                Target::All => None,
+                Target::Mailboxes(list) => Some(list.clone()),
+            };
+            (Arc::clone(checker), mailboxes)
+        });
+        match syncer::start(&self.config.sync, arguments, check, &self.events) {
+            Ok(running) => self.sync = Some((running, target)),
+            Err(message) => {
+                say(&format!("sync {what}: {message}"));
+                self.schedule.ended(now, false);
             }
         }
     }
-    for store in stores {
-        if let Some(watcher) = store.watcher {
-            watcher.stop();
+
+    fn stop_watchers(self) {
+        for store in self.stores {
+            if let Some(watcher) = store.watcher {
+                watcher.stop();
+            }
         }
     }
-    Status::Success
 }
 
 /// The sync program's arguments for `target`, as mswatch appends them.
