@@ -15,7 +15,7 @@ use crate::paths::{
 };
 use crate::{BoundSender, Receiver, Sender, bounded, unbounded};
 use inotify as inotify_sys;
-use inotify_sys::{EventMask, Inotify, WatchDescriptor, WatchMask};
+use inotify_sys::{EventMask, Inotify, WatchMask};
 use notify_types::event::EventKindMask;
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -28,6 +28,14 @@ use std::sync::Arc;
 use std::thread;
 
 const INOTIFY: mio::Token = mio::Token(0);
+
+/// An inotify watch descriptor as the kernel numbers it.
+///
+/// mailsync: kept as the bare number rather than the `inotify` crate's `WatchDescriptor`, which
+/// adds a weak reference to the instance (16 bytes instead of 4) to every entry of `watches` and
+/// every key of `paths`: about 1.5 MiB at 30,000 watches. One event loop owns one instance, so
+/// the number alone names the watch.
+type Descriptor = libc::c_int;
 const MESSAGE: mio::Token = mio::Token(1);
 
 /// Flags for a single `inotify_add_watch` call, not event kinds. Never store them in
@@ -108,14 +116,14 @@ struct EventLoop {
     /// inotify descriptor -> the paths in `watches` that use it, in the order they were added.
     /// Symlinks and hard links let several paths name one inode, and inotify returns the same
     /// descriptor for all of them.
-    paths: HashMap<WatchDescriptor, DescriptorPaths>,
+    paths: HashMap<Descriptor, DescriptorPaths>,
     rename_event: Option<Event>,
     follow_links: bool,
     event_kind_mask: EventKindMask,
 }
 
 struct Watch {
-    watch_descriptor: WatchDescriptor,
+    watch_descriptor: Descriptor,
     watch_mask: WatchMask,
     is_dir: bool,
     dereference: bool,
@@ -220,14 +228,14 @@ fn add_watch_by_event(
 #[inline]
 fn queue_watch_removal(
     path: &Path,
-    descriptor: Option<&WatchDescriptor>,
+    descriptor: Option<Descriptor>,
     watches: &HashMap<Arc<Path>, Watch>,
     remove_watches: &mut BTreeMap<PathBuf, WatchRemoval>,
     removal: WatchRemoval,
 ) {
     let watched = watches
         .get(path)
-        .is_some_and(|watch| descriptor.is_none_or(|wd| &watch.watch_descriptor == wd));
+        .is_some_and(|watch| descriptor.is_none_or(|wd| watch.watch_descriptor == wd));
     if watched {
         let pending = remove_watches.entry(path.to_owned()).or_insert(removal);
         *pending = (*pending).max(removal);
@@ -432,6 +440,7 @@ impl EventLoop {
                         let mut num_events = 0;
                         for event in events {
                             log::trace!("inotify event: {event:?}");
+                            let wd = event.wd.get_watch_descriptor_id();
 
                             num_events += 1;
                             if event.mask.contains(EventMask::Q_OVERFLOW) {
@@ -445,7 +454,7 @@ impl EventLoop {
                                 // descriptor lost its watch.
                                 let removed = self
                                     .paths
-                                    .get(&event.wd)
+                                    .get(&wd)
                                     .map(|paths| paths.as_slice())
                                     .unwrap_or_default();
                                 for path in removed {
@@ -460,7 +469,7 @@ impl EventLoop {
                                 continue;
                             }
 
-                            let paths = self.paths.get(&event.wd).and_then(|paths| {
+                            let paths = self.paths.get(&wd).and_then(|paths| {
                                 let root = paths.last()?;
                                 self.watches.get(root).map(|watch| match event.name {
                                     Some(name) => {
@@ -588,7 +597,7 @@ impl EventLoop {
                                 // queues IGNORED, so calling inotify_rm_watch would return EINVAL.
                                 queue_watch_removal(
                                     &path,
-                                    Some(&event.wd),
+                                    Some(wd),
                                     &self.watches,
                                     &mut remove_watches,
                                     WatchRemoval::DescriptorAlreadyRemoved,
@@ -601,7 +610,7 @@ impl EventLoop {
                                 // ref. https://www.man7.org/linux/man-pages/man7/inotify.7.html
                                 queue_watch_removal(
                                     &path,
-                                    Some(&event.wd),
+                                    Some(wd),
                                     &self.watches,
                                     &mut remove_watches,
                                     WatchRemoval::DescriptorAlreadyRemoved,
@@ -917,7 +926,7 @@ impl EventLoop {
                 .filter(|watch| watch.metadata.is_user_watch)
                 .map_or(requested_dereference, |watch| watch.dereference)
         };
-        let previous_descriptor = existing_watch.map(|watch| watch.watch_descriptor.clone());
+        let previous_descriptor = existing_watch.map(|watch| watch.watch_descriptor);
 
         let mut add_mask = watchmask;
         if let Some(watch) = existing_watch {
@@ -984,7 +993,7 @@ impl EventLoop {
                     self.insert_watch(
                         path.absolute,
                         Watch {
-                            watch_descriptor: w.clone(),
+                            watch_descriptor: w.get_watch_descriptor_id(),
                             watch_mask: watchmask,
                             is_dir,
                             dereference,
@@ -994,7 +1003,9 @@ impl EventLoop {
                     // re-resolving a path can land on a different inode, so release the old
                     // descriptor or it keeps reporting under this path. A walk that followed the
                     // link can still use the old descriptor #255.
-                    if let Some(previous) = previous_descriptor.filter(|previous| *previous != w) {
+                    if let Some(previous) = previous_descriptor
+                        .filter(|previous| *previous != w.get_watch_descriptor_id())
+                    {
                         self.release_descriptors([previous]);
                     }
                     Ok(())
@@ -1062,7 +1073,7 @@ impl EventLoop {
     /// Removes the descriptors that no path in `watches` uses any more.
     fn release_descriptors<I>(&mut self, descriptors: I)
     where
-        I: IntoIterator<Item = WatchDescriptor>,
+        I: IntoIterator<Item = Descriptor>,
     {
         let descriptors: HashSet<_> = descriptors.into_iter().collect();
         for descriptor in descriptors {
@@ -1070,8 +1081,8 @@ impl EventLoop {
                 continue;
             }
 
-            if let Some(ref mut inotify) = self.inotify {
-                Self::remove_single_descriptor(&mut inotify.watches(), descriptor);
+            if let Some(ref inotify) = self.inotify {
+                Self::remove_single_descriptor(inotify, descriptor);
             }
         }
     }
@@ -1139,7 +1150,7 @@ impl EventLoop {
 
     /// Inserts the watch of `path`, making it the last path of its descriptor even on re-add.
     fn insert_watch(&mut self, path: PathBuf, mut watch: Watch) {
-        let descriptor = watch.watch_descriptor.clone();
+        let descriptor = watch.watch_descriptor;
         let path: Arc<Path> = match self.watches.get_key_value(path.as_path()) {
             Some((known, _)) => known.clone(),
             None => Arc::from(path),
@@ -1168,7 +1179,7 @@ impl EventLoop {
         let mut forgotten = Vec::new();
         for path in paths {
             if let Some((path, watch)) = self.watches.remove_entry(path.as_ref()) {
-                forgotten.push((watch.watch_descriptor.clone(), path));
+                forgotten.push((watch.watch_descriptor, path));
                 removed.push(watch);
             }
         }
@@ -1178,11 +1189,11 @@ impl EventLoop {
 
     fn forget_paths<I>(&mut self, forgotten: I)
     where
-        I: IntoIterator<Item = (WatchDescriptor, Arc<Path>)>,
+        I: IntoIterator<Item = (Descriptor, Arc<Path>)>,
     {
         // Thousands of symlinks can lead to one directory. Removing its paths one at a time
         // would scan the paths of the descriptor once for each removed path.
-        let mut by_descriptor: HashMap<WatchDescriptor, HashSet<Arc<Path>>> = HashMap::new();
+        let mut by_descriptor: HashMap<Descriptor, HashSet<Arc<Path>>> = HashMap::new();
         for (descriptor, path) in forgotten {
             by_descriptor.entry(descriptor).or_default().insert(path);
         }
@@ -1200,8 +1211,8 @@ impl EventLoop {
     /// Linux may invalidate a watch before its queued deletion event is handled. In that case
     /// `inotify_rm_watch` returns EINVAL, but the requested end state has already been reached.
     /// Other errors indicate an unexpected descriptor or inotify-instance failure and stay visible.
-    fn remove_single_descriptor(watches: &mut inotify::Watches, wd: WatchDescriptor) {
-        if let Err(err) = watches.remove(wd) {
+    fn remove_single_descriptor(inotify: &Inotify, wd: Descriptor) {
+        if let Err(err) = Self::remove_descriptor(inotify, wd) {
             if err.raw_os_error() == Some(libc::EINVAL) {
                 log::trace!("watch descriptor was already removed from inotify: {err:?}");
             } else {
@@ -1210,12 +1221,26 @@ impl EventLoop {
         }
     }
 
+    /// `inotify_rm_watch` by the descriptor's number (what `Watches::remove` does with a
+    /// `WatchDescriptor` of this instance).
+    fn remove_descriptor(inotify: &Inotify, wd: Descriptor) -> std::io::Result<()> {
+        // Declared here: the `libc` crate has it for Linux only, and FreeBSD's C library (which
+        // the `freebsd_inotify` feature uses) has it too.
+        unsafe extern "C" {
+            fn inotify_rm_watch(fd: libc::c_int, wd: libc::c_int) -> libc::c_int;
+        }
+        // SAFETY: inotify_rm_watch reads its two integers only; a stale or foreign descriptor
+        // gets EINVAL.
+        match unsafe { inotify_rm_watch(inotify.as_raw_fd(), wd) } {
+            -1 => Err(std::io::Error::last_os_error()),
+            _ => Ok(()),
+        }
+    }
+
     fn remove_all_watches(&mut self) -> Result<()> {
-        if let Some(ref mut inotify) = self.inotify {
-            let mut inotify_watches = inotify.watches();
+        if let Some(ref inotify) = self.inotify {
             for (w, paths) in &self.paths {
-                inotify_watches
-                    .remove(w.clone())
+                Self::remove_descriptor(inotify, *w)
                     .map_err(|e| Error::io(e).add_path(paths.as_slice()[0].to_path_buf()))?;
             }
             self.watches.clear();
@@ -2545,8 +2570,7 @@ mod tests {
             .watches
             .get(child.as_path())
             .expect("child watch")
-            .watch_descriptor
-            .clone();
+            .watch_descriptor;
 
         std::fs::remove_dir(&child).expect("remove child");
         event_loop.handle_inotify();
@@ -2618,8 +2642,7 @@ mod tests {
             .watches
             .get(child.as_path())
             .expect("child watch")
-            .watch_descriptor
-            .clone();
+            .watch_descriptor;
 
         std::fs::rename(&child, &moved_child).expect("move child out of watched root");
         std::fs::remove_dir(&root).expect("remove watched root");
@@ -2631,12 +2654,10 @@ mod tests {
         // EINVAL here is expected because recursive cleanup should already have issued rm_watch
         // for the live moved-out descendant. Skipping every syscall for a deleted root would leak
         // that descriptor even though the local maps looked empty.
-        let remove_result = event_loop
-            .inotify
-            .as_mut()
-            .expect("inotify instance")
-            .watches()
-            .remove(child_descriptor);
+        let remove_result = EventLoop::remove_descriptor(
+            event_loop.inotify.as_ref().expect("inotify instance"),
+            child_descriptor,
+        );
         assert_eq!(
             remove_result.unwrap_err().raw_os_error(),
             Some(libc::EINVAL),
