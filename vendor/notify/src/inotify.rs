@@ -28,15 +28,15 @@ use std::sync::Arc;
 use std::thread;
 
 const INOTIFY: mio::Token = mio::Token(0);
+const MESSAGE: mio::Token = mio::Token(1);
 
 /// An inotify watch descriptor as the kernel numbers it.
 ///
 /// mailsync: kept as the bare number rather than the `inotify` crate's `WatchDescriptor`, which
 /// adds a weak reference to the instance (16 bytes instead of 4) to every entry of `watches` and
-/// every key of `paths`: about 1.5 MiB at 30,000 watches. One event loop owns one instance, so
-/// the number alone names the watch.
+/// every key of `paths`: 0.9 MiB at 30,000 watches. One event loop owns one instance, so the
+/// number alone names the watch.
 type Descriptor = libc::c_int;
-const MESSAGE: mio::Token = mio::Token(1);
 
 /// Flags for a single `inotify_add_watch` call, not event kinds. Never store them in
 /// [`Watch::watch_mask`], which is merged into later adds for the same path.
