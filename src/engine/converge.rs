@@ -114,6 +114,7 @@ impl State {
             old.close();
         }
         self.tree = Dirs::default();
+        self.retired.clear();
         self.classifier = Classifier::default();
         self.update_counts();
         match Shards::new() {
@@ -152,19 +153,17 @@ impl State {
             .filter(|dir| !reached.contains(dir))
             .collect();
         drop(reached);
-        self.unwatch_each(&unreachable);
+        self.unwatch_each(unreachable);
         let before = self.tree.take_names();
         let missing = self.visit_and_watch(&root, Folder::root(), report, Some(&before));
         self.settle_budget(missing);
         self.update_counts();
     }
 
-    pub(super) fn unwatch_each(&mut self, dirs: &[PathBuf]) {
+    pub(super) fn unwatch_each(&mut self, dirs: Vec<PathBuf>) {
         for dir in dirs {
-            if let Some(shard) = self.tree.remove(dir) {
-                if let Some(shards) = self.shards.as_mut() {
-                    shards.unwatch(shard, dir);
-                }
+            if let Some(shard) = self.tree.remove(&dir) {
+                self.unwatch(shard, dir);
             }
         }
     }

@@ -8,7 +8,9 @@
 //! Whatever happens on disk, the watched set converges to what is there:
 //! - new folders are traversed ([`plan`]) and watched, then listed once more
 //!   to catch what appeared meanwhile;
-//! - a folder that goes takes its own subtree with it ([`tree`]);
+//! - a folder that goes takes its own subtree with it ([`tree`]); one
+//!   removed and made again is watched anew, and the old directories' late
+//!   events are not taken for the new ones' ([`retired`]);
 //! - after lost events (the kernel's queue overflowed, or SIGUSR1) the
 //!   watches are made anew on fresh inotify instances and every folder is
 //!   reported once. Nothing less is safe: a folder removed and made again
@@ -25,6 +27,7 @@
 mod converge;
 mod error;
 mod plan;
+mod retired;
 mod shards;
 mod state;
 mod stats;
@@ -46,6 +49,7 @@ use crate::naming::Layout;
 pub use crate::source::{Sink, SourceError};
 
 pub use error::Error;
+use retired::Retired;
 pub use shards::SHARDS;
 use shards::{Shards, WatchBudget};
 use state::State;
@@ -130,6 +134,7 @@ impl Engine {
             layout,
             shards: Some(shards),
             tree: Dirs::default(),
+            retired: Retired::default(),
             classifier: Classifier::default(),
             coalescer: Coalescer::new(options.delay, max_delay),
             report_flags: options.report_flags,

@@ -12,6 +12,7 @@ use std::time::Instant;
 use crossbeam_channel::{select, Receiver};
 
 use super::error::Error;
+use super::retired::Retired;
 use super::shards::{Added, FsEvent, Shards, WatchBudget};
 use super::stats::Stats;
 use super::tree::Dirs;
@@ -39,6 +40,8 @@ pub(super) struct State {
     /// `None` only while shutting down.
     pub(super) shards: Option<Shards>,
     pub(super) tree: Dirs,
+    /// Watches removed lately, whose events may still come.
+    pub(super) retired: Retired,
     pub(super) classifier: Classifier,
     pub(super) coalescer: Coalescer<PathBuf>,
     pub(super) report_flags: bool,
@@ -138,6 +141,7 @@ impl State {
 
     pub(super) fn on_event(&mut self, event: FsEvent) {
         self.stats.events_seen.fetch_add(1, Ordering::Relaxed);
+        self.retired.receive();
         let event = match event {
             Ok(event) => event,
             Err(err) => {
@@ -266,10 +270,23 @@ impl State {
         self.update_counts();
     }
 
+    /// Removes the watch on `dir`, whose events may still come for a while.
+    pub(super) fn unwatch(&mut self, shard: usize, dir: PathBuf) {
+        if let Some(shards) = self.shards.as_mut() {
+            shards.unwatch(shard, &dir);
+            let queued = shards.events().len();
+            self.retired.retire(dir, queued);
+        }
+    }
+
     /// An entry left a folder's directory.
     pub(super) fn dir_gone(&mut self, path: &Path) {
         if path == self.root {
             return self.lose_root();
+        }
+        if self.retired.is_stale(path) {
+            // The old directory's event; the one there now is watched.
+            return;
         }
         if self.tree.is_link(path) {
             return self.reconcile(Report::New);
@@ -278,11 +295,8 @@ impl State {
             return;
         }
         let through_links = self.tree.links_touch(path);
-        let removed = self.tree.remove_subtree(path);
-        if let Some(shards) = self.shards.as_mut() {
-            for (dir, shard) in removed {
-                shards.unwatch(shard, &dir);
-            }
+        for (dir, shard) in self.tree.remove_subtree(path) {
+            self.unwatch(shard, dir);
         }
         if through_links {
             self.reconcile(Report::New);
