@@ -389,10 +389,14 @@ Its time, less the Gnus checks it runs, counts as mailsync's own."
                                   (- (plist-get mailsync--counters :check-time) check-time)))))
 
 (defun mailsync--on-ready (watch folders)
-  "Every one of FOLDERS in WATCH's store is watched now: say so and check them."
+  "Every folder in WATCH's store is watched now: say so and check FOLDERS.
+FOLDERS names them all, when `mailsync-check-on-start' asked for them."
   (let ((directory (mailsync--watch-directory watch)))
     (setf (mailsync--watch-ready watch) t)
-    (mailsync--log "watching %s: %d folders" directory (length folders))
+    (mailsync--log "watching %s: %d folders" directory
+                   (or (plist-get (mailsync--module-stats (mailsync--watch-handle watch))
+                                  :folders)
+                       (length folders)))
     (when mailsync-check-on-start
       (mailsync--queue-start-check (mailsync--groups-of directory folders)))
     (run-hook-with-args 'mailsync-ready-functions directory)))
@@ -486,6 +490,7 @@ Return the watch."
               :inbox (plist-get plist :inbox)
               :separator (plist-get plist :separator)
               :utf7 (mailsync--utf7-p plist)
+              :folders-at-start mailsync-check-on-start
               :delay-ms (max 0 (round (* 1000 mailsync-delay)))))))))
 
 ;;;; IMAP accounts

@@ -92,28 +92,37 @@ impl Mailbox {
     }
 }
 
-struct EmacsSink(Arc<Mailbox>);
+struct EmacsSink {
+    mailbox: Arc<Mailbox>,
+    /// Whether Lisp wants the names of every folder found at start-up (for
+    /// its start-up check): 10,000 folders give 10,000 strings.
+    folders_at_start: bool,
+}
 
 impl Sink for EmacsSink {
     fn ready(&mut self, started: std::result::Result<Vec<Folder>, crate::source::SourceError>) {
-        if let Ok(mut slot) = self.0.started.lock() {
+        if let Ok(mut slot) = self.mailbox.started.lock() {
             *slot = Some(started.map_err(|err| err.to_string()));
         }
-        self.0.wake();
+        self.mailbox.wake();
     }
 
     fn changed(&mut self, folders: Vec<Folder>) {
-        if let Ok(mut queued) = self.0.folders.lock() {
+        if let Ok(mut queued) = self.mailbox.folders.lock() {
             queued.extend(folders);
         }
-        self.0.wake();
+        self.mailbox.wake();
     }
 
     fn warning(&mut self, message: String) {
-        if let Ok(mut queued) = self.0.warnings.lock() {
+        if let Ok(mut queued) = self.mailbox.warnings.lock() {
             queued.push(message);
         }
-        self.0.wake();
+        self.mailbox.wake();
+    }
+
+    fn wants_folders_at_start(&self) -> bool {
+        self.folders_at_start
     }
 }
 
@@ -210,7 +219,9 @@ fn string_option(env: &Env, plist: Value, key: &str) -> Result<Option<String>> {
 /// nnmaildir; nil to detect it), :inbox and :separator (how folder names
 /// are spelled; nil for INBOX and \".\"), :utf7 (names on disk are IMAP
 /// modified UTF-7, to decode), :delay-ms (the coalescing window),
-/// :max-delay-ms (its bound; nil for 10 windows), :report-flags.
+/// :max-delay-ms (its bound; nil for 10 windows), :report-flags,
+/// :folders-at-start (`mailsync--module-poll' names every folder found
+/// once the store is watched; without it, none).
 #[defun(user_ptr)]
 fn module_start(env: &Env, root: String, wake: Value, options: Value) -> Result<Watch> {
     let layout = string_option(env, options, ":layout")?
@@ -230,7 +241,8 @@ fn module_start(env: &Env, root: String, wake: Value, options: Value) -> Result<
         max_delay: max_delay.map(millis),
         report_flags: option(env, options, ":report-flags")?.is_not_nil(),
     };
-    let (mailbox, sink) = sink(env, wake)?;
+    let folders_at_start = option(env, options, ":folders-at-start")?.is_not_nil();
+    let (mailbox, sink) = sink(env, wake, folders_at_start)?;
     let engine = Engine::start(&PathBuf::from(root), engine_options, sink).or_signal(env, mailsync_error)?;
     Ok(Watch {
         source: Some(Source::Maildir(engine)),
@@ -241,9 +253,13 @@ fn module_start(env: &Env, root: String, wake: Value, options: Value) -> Result<
 }
 
 /// The queue a source fills, and its sink, which wakes Emacs through WAKE.
-fn sink(env: &Env, wake: Value) -> Result<(Arc<Mailbox>, Box<dyn Sink>)> {
+fn sink(env: &Env, wake: Value, folders_at_start: bool) -> Result<(Arc<Mailbox>, Box<dyn Sink>)> {
     let mailbox = Arc::new(Mailbox::new(Box::new(env.open_channel(wake)?)));
-    Ok((Arc::clone(&mailbox), Box::new(EmacsSink(mailbox))))
+    let sink = EmacsSink {
+        mailbox: Arc::clone(&mailbox),
+        folders_at_start,
+    };
+    Ok((mailbox, Box::new(sink)))
 }
 
 /// Start watching an IMAP account; return a handle at once.
@@ -304,7 +320,7 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
         Some(names) => Auth::from_names(&names).or_signal(env, mailsync_error)?,
         None => Auth::default(),
     };
-    let (mailbox, sink) = sink(env, wake)?;
+    let (mailbox, sink) = sink(env, wake, true)?;
     let (secrets, answers) = bounded(1);
     let asker = EmacsSecret {
         mailbox: Arc::clone(&mailbox),
@@ -350,8 +366,8 @@ fn list<'e>(env: &'e Env, items: Vec<Value<'e>>) -> Result<Value<'e>> {
 ///
 /// FOLDERS is a list of folder names, each once, oldest change first;
 /// WARNINGS a list of messages from the watching thread. START is nil,
-/// or once: (ready NAME...) with every folder found when all watches were
-/// set, or (failed MESSAGE) when the store cannot be watched (the watch
+/// or once: (ready NAME...) when all watches were set, with every folder
+/// found (an IMAP account's, or a store's started with :folders-at-start), or (failed MESSAGE) when the store cannot be watched (the watch
 /// has stopped then). SECRET is nil, or `wanted' when an IMAP account's
 /// login waits for its password (`mailsync--module-give-secret'), or
 /// `refused' when it waits because the last one was refused.

@@ -13,6 +13,12 @@ pub trait Sink: Send + 'static {
     /// Called once, first: every folder found at start-up once all of them
     /// are watched, or why the source cannot watch (it has stopped then).
     fn ready(&mut self, started: Result<Vec<Folder>, SourceError>);
+    /// Whether [`Sink::ready`] needs every folder found at start-up: a list
+    /// as long as the store, which a sink that checks nothing at start-up
+    /// does without (it is given an empty list).
+    fn wants_folders_at_start(&self) -> bool {
+        true
+    }
     /// Folders that changed, oldest change first, each once.
     fn changed(&mut self, folders: Vec<Folder>);
     /// Something went wrong while running; watching goes on.

@@ -386,6 +386,38 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
       (delete-process process)
       (delete-directory dir t))))
 
+;; The list of every folder found at start-up is as long as the store: only
+;; the start-up check (`mailsync-check-on-start') asks for it.
+(defun mailsync-test--ready-names (dir process options)
+  "Start the module on DIR waking PROCESS with OPTIONS; return its ready list."
+  (let ((handle (mailsync--module-start dir process options))
+        start)
+    (unwind-protect
+        (progn
+          (should (mailsync-test--wait-until
+                   (lambda () (setq start (nth 2 (mailsync--module-poll handle))))
+                   5.0))
+          (should (eq (car start) 'ready))
+          (sort (cdr start) #'string<))
+      (mailsync--module-stop handle))))
+
+(ert-deftest mailsync-test-folders-at-start-only-when-asked ()
+  "The module names the folders found at start-up only with :folders-at-start."
+  (mailsync--require-module)
+  (let ((dir (make-temp-file "mailsync-ready" t))
+        (process (make-pipe-process :name "mailsync-ready-test" :noquery t)))
+    (unwind-protect
+        (progn
+          (dolist (sub '("cur" "new" "tmp" ".work/cur" ".work/new" ".work/tmp"))
+            (make-directory (expand-file-name sub dir) t))
+          (should (equal (mailsync-test--ready-names
+                          dir process '(:layout "maildir++" :folders-at-start t))
+                         '("INBOX" "work")))
+          (should (equal (mailsync-test--ready-names dir process '(:layout "maildir++"))
+                         nil)))
+      (delete-process process)
+      (delete-directory dir t))))
+
 (ert-deftest mailsync-test-missing-root-is-a-user-error ()
   "A missing maildir gives a `user-error' naming it."
   (let ((mailsync-maildirs '(("/nonexistent/mailsync-test" :server "nnmaildir+x"))))

@@ -233,7 +233,9 @@ pub fn checks(args: &IdleArgs) -> bool {
 
 pub fn run(args: IdleArgs) -> Status {
     let (events, events_rx) = unbounded();
-    let (watch, style) = match start(&args, &|_| Box::new(ChannelSink(events.clone()))) {
+    let (watch, style) = match start(&args, &|_| {
+        Box::new(ChannelSink::new(events.clone(), checks(&args)))
+    }) {
         Ok(started) => started,
         Err(err) => return err.report("idle"),
     };

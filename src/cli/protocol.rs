@@ -29,27 +29,41 @@ pub enum Event {
 }
 
 /// A source's sink that hands everything to [`serve`].
-pub struct ChannelSink(pub Sender<Event>);
+pub struct ChannelSink {
+    events: Sender<Event>,
+    /// Whether Gnus checks the folders found at start-up.
+    checks: bool,
+}
+
+impl ChannelSink {
+    pub fn new(events: Sender<Event>, checks: bool) -> ChannelSink {
+        ChannelSink { events, checks }
+    }
+}
 
 impl Sink for ChannelSink {
     fn ready(&mut self, started: Result<Vec<Folder>, SourceError>) {
-        let _ = self.0.send(Event::Ready(started));
+        let _ = self.events.send(Event::Ready(started));
+    }
+
+    fn wants_folders_at_start(&self) -> bool {
+        self.checks
     }
 
     fn changed(&mut self, folders: Vec<Folder>) {
-        let _ = self.0.send(Event::Changed(folders));
+        let _ = self.events.send(Event::Changed(folders));
     }
 
     fn warning(&mut self, message: String) {
-        let _ = self.0.send(Event::Warning(message));
+        let _ = self.events.send(Event::Warning(message));
     }
 
     fn info(&mut self, message: String) {
-        let _ = self.0.send(Event::Warning(message));
+        let _ = self.events.send(Event::Warning(message));
     }
 
     fn stopped(&mut self, why: SourceError) {
-        let _ = self.0.send(Event::Stopped(why));
+        let _ = self.events.send(Event::Stopped(why));
     }
 }
 

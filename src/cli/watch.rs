@@ -114,7 +114,9 @@ pub fn checks(args: &WatchArgs) -> bool {
 
 pub fn run(args: WatchArgs) -> Status {
     let (events, events_rx) = unbounded();
-    let (engine, style) = match start(&args, &|_| Box::new(ChannelSink(events.clone()))) {
+    let (engine, style) = match start(&args, &|_| {
+        Box::new(ChannelSink::new(events.clone(), checks(&args)))
+    }) {
         Ok(started) => started,
         Err(err) => return err.report("watch"),
     };

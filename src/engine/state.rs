@@ -78,7 +78,12 @@ impl State {
             self.sink.ready(Err(error.into()));
             return false;
         }
-        self.sink.ready(Ok(self.tree.maildirs()));
+        let found = if self.sink.wants_folders_at_start() {
+            self.tree.maildirs()
+        } else {
+            Vec::new()
+        };
+        self.sink.ready(Ok(found));
         give_back_free_memory();
         true
     }

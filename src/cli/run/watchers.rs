@@ -91,6 +91,10 @@ impl Sink for StoreSink {
         });
     }
 
+    fn wants_folders_at_start(&self) -> bool {
+        false
+    }
+
     fn changed(&mut self, folders: Vec<Folder>) {
         for folder in folders {
             let name = folder.name(&self.style);
