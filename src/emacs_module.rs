@@ -366,9 +366,10 @@ fn list<'e>(env: &'e Env, items: Vec<Value<'e>>) -> Result<Value<'e>> {
 ///
 /// FOLDERS is a list of folder names, each once, oldest change first;
 /// WARNINGS a list of messages from the watching thread. START is nil,
-/// or once: (ready NAME...) when all watches were set, with every folder
-/// found (an IMAP account's, or a store's started with :folders-at-start), or (failed MESSAGE) when the store cannot be watched (the watch
-/// has stopped then). SECRET is nil, or `wanted' when an IMAP account's
+/// or once: (ready NAME...) when all watches were set, NAME being every
+/// folder found (of an IMAP account, or of a store started with
+/// :folders-at-start; none otherwise), or (failed MESSAGE) when the store
+/// cannot be watched (the watch has stopped then). SECRET is nil, or `wanted' when an IMAP account's
 /// login waits for its password (`mailsync--module-give-secret'), or
 /// `refused' when it waits because the last one was refused.
 #[defun]

@@ -10,8 +10,10 @@ pub type SourceError = Box<dyn std::error::Error + Send + Sync + 'static>;
 
 /// Receives a source's reports, on the source's own thread.
 pub trait Sink: Send + 'static {
-    /// Called once, first: every folder found at start-up once all of them
-    /// are watched, or why the source cannot watch (it has stopped then).
+    /// Called once, first: once every folder is watched, the folders found
+    /// (a source may give none to a sink that does not
+    /// [`Sink::wants_folders_at_start`]), or why the source cannot watch (it
+    /// has stopped then).
     fn ready(&mut self, started: Result<Vec<Folder>, SourceError>);
     /// Whether [`Sink::ready`] needs every folder found at start-up: a list
     /// as long as the store, which a sink that checks nothing at start-up
