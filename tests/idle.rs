@@ -85,7 +85,7 @@ fn notify_reports_deliveries_new_and_deleted_mailboxes_and_flags_only_when_asked
     create(&dovecot, "b.c");
     let plain = start_idle(&dovecot, &["--separator", "/"]);
     let flags = start_idle(&dovecot, &["--separator", "/", "--report-flags"]);
-    assert!(plain.stderr_text().contains("NOTIFY"), "{}", plain.stderr_text());
+    plain.stderr_until("NOTIFY", Duration::from_secs(5));
 
     dovecot.deliver("b.c", "one");
     assert_eq!(plain.next(), "b/c");
@@ -137,7 +137,7 @@ fn without_notify_idle_connections_up_to_the_limit_and_the_rest_polled() {
         create(&dovecot, &format!("m{index:02}"));
     }
     let watch = start_idle(&dovecot, &["--max-connections", "8", "--poll", "1"]);
-    let stderr = watch.stderr_text();
+    let stderr = watch.stderr_until("IDLE on ", Duration::from_secs(5)).join("\n");
     let idling: usize = stderr
         .split("IDLE on ")
         .nth(1)

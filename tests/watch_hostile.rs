@@ -19,22 +19,6 @@ fn arg(path: &Path) -> &str {
     path.to_str().unwrap()
 }
 
-/// Stderr lines until one contains `needle`, failing after `limit`.
-fn stderr_until(watch: &Watch, needle: &str, limit: Duration) -> Vec<String> {
-    let deadline = Instant::now() + limit;
-    let mut seen = Vec::new();
-    while Instant::now() < deadline {
-        if let Ok(line) = watch.stderr.recv_timeout(Duration::from_millis(50)) {
-            let found = line.contains(needle);
-            seen.push(line);
-            if found {
-                return seen;
-            }
-        }
-    }
-    panic!("no stderr line with {needle:?} within {limit:?}: {seen:?}");
-}
-
 fn rss_kib(pid: u32) -> u64 {
     fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap_or_default()
@@ -119,7 +103,7 @@ fn the_root_moved_away_or_removed_is_waited_for_then_reported_whole() {
     let watch = Watch::start(&["--maildir", arg(&root), "--delay", "50"]);
 
     fs::rename(&root, parent.path().join("Maildir.old")).unwrap();
-    stderr_until(&watch, "was removed or moved away", Duration::from_secs(5));
+    watch.stderr_until("was removed or moved away", Duration::from_secs(5));
     deliver(&parent.path().join("Maildir.old/.a"));
     assert!(
         watch.lines_until_quiet(Duration::from_millis(400)).is_empty(),
@@ -128,7 +112,7 @@ fn the_root_moved_away_or_removed_is_waited_for_then_reported_whole() {
 
     make_maildir(&root);
     make_maildir(&root.join(".b"));
-    stderr_until(&watch, "is back", Duration::from_secs(5));
+    watch.stderr_until("is back", Duration::from_secs(5));
     let mut lines = watch.lines_until_quiet(Duration::from_millis(500));
     lines.sort();
     assert_eq!(lines, ["INBOX", "b"]);
@@ -136,9 +120,9 @@ fn the_root_moved_away_or_removed_is_waited_for_then_reported_whole() {
     assert_eq!(watch.next(), "b");
 
     fs::remove_dir_all(&root).unwrap();
-    stderr_until(&watch, "was removed or moved away", Duration::from_secs(5));
+    watch.stderr_until("was removed or moved away", Duration::from_secs(5));
     make_maildir(&root);
-    stderr_until(&watch, "is back", Duration::from_secs(5));
+    watch.stderr_until("is back", Duration::from_secs(5));
     assert_eq!(watch.lines_until_quiet(Duration::from_millis(500)), ["INBOX"]);
     deliver(&root);
     assert_eq!(watch.next(), "INBOX");

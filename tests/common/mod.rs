@@ -178,6 +178,24 @@ impl Watch {
     pub fn stderr_text(&self) -> String {
         self.stderr.try_iter().collect::<Vec<_>>().join("\n")
     }
+
+    /// Stderr lines until one contains `needle`, failing after `limit`. (The
+    /// ready line and what was said before it on stderr are read by two
+    /// threads: the stderr line may come second.)
+    pub fn stderr_until(&self, needle: &str, limit: Duration) -> Vec<String> {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            if let Ok(line) = self.stderr.recv_timeout(left.min(Duration::from_millis(50))) {
+                let found = line.contains(needle);
+                seen.push(line);
+                if found {
+                    return seen;
+                }
+            }
+        }
+        panic!("no stderr line with {needle:?} within {limit:?}: {seen:?}");
+    }
 }
 
 impl Drop for Watch {
