@@ -218,6 +218,9 @@ fn enter(
             linked,
             entries,
         }),
+        // Removed while the tree is walked (a folder being deleted, seen
+        // by its `new/` first): its parent's events say so.
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => plan.unreadable.push((dir, err)),
     }
 }
@@ -251,6 +254,14 @@ mod tests {
             .collect();
         names.sort();
         names
+    }
+
+    #[test]
+    fn a_folder_gone_before_it_is_listed_is_not_unreadable() {
+        let store = tempfile::tempdir().unwrap();
+        let root = fs::canonicalize(store.path()).unwrap();
+        let (_, plan) = plan_all(Layout::MaildirPlusPlus, &root.join(".gone"));
+        assert!(plan.unreadable.is_empty(), "{:?}", plan.unreadable);
     }
 
     #[test]
