@@ -191,8 +191,8 @@ fn enter(
             linked,
             entries,
         }),
-        // Removed while the tree is walked (a folder being deleted, seen
-        // by its `new/` first): its parent's events say so.
+        // Removed between being found and being listed: its parent's
+        // events say so; nothing to warn about.
         Err(err) if err.kind() == io::ErrorKind::NotFound => {}
         Err(err) => plan.unreadable.push((dir, err)),
     }
