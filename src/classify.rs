@@ -148,10 +148,11 @@ impl Classifier {
                 if tree.watched(&path).is_some() {
                     // A watched directory renamed or moved away: a moved
                     // directory without a cookie is its own MOVE_SELF, which
-                    // its parent's event already covers.
-                    return match cookie {
-                        Some(_) => vec![Effect::DirGone(path)],
-                        None => Vec::new(),
+                    // its parent's event covers when its parent is watched
+                    // (a sealed folder's directory is not).
+                    return match (cookie, parent_of(tree, &path)) {
+                        (None, Some(Role::Folder)) => Vec::new(),
+                        _ => vec![Effect::DirGone(path)],
                     };
                 }
                 match (parent_of(tree, &path), cookie) {
@@ -338,6 +339,12 @@ to /m/.c 5
 from /m/.a -
 =>
 
+# sealed /m/.s (only its new/ and cur/ watched): mail, and its new/ or cur/ gone by its own watch
+to /m/.s/new/1.host 8
+from /m/.s/new -
+delete /m/.s/cur
+=> mail /m/.s; gone /m/.s/new; gone /m/.s/cur
+
 # an overflow asks for a rescan
 overflow
 => rescan
@@ -364,6 +371,15 @@ overflow
                     },
                 );
             }
+        }
+        for (sub, which) in [("new", MailDir::New), ("cur", MailDir::Cur)] {
+            dirs.insert(
+                Path::new("/m/.s").join(sub),
+                WatchedDir::Mail {
+                    folder_dir: PathBuf::from("/m/.s"),
+                    which,
+                },
+            );
         }
         FakeTree(dirs)
     }

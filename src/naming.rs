@@ -26,6 +26,13 @@ pub enum Layout {
 }
 
 impl Layout {
+    /// Whether only the root can hold folders (Maildir++, nnmaildir): a
+    /// folder's own directory then matters only for its `new/` and `cur/`
+    /// coming and going.
+    pub fn nests_only_at_root(self) -> bool {
+        !matches!(self, Layout::Verbatim)
+    }
+
     /// The name used on the command line and in Lisp.
     pub fn name(self) -> &'static str {
         match self {

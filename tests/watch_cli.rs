@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+use std::thread;
 use std::time::Duration;
 
 use common::{deliver, mailsync, make_maildir, Watch};
@@ -152,6 +153,50 @@ fn a_nested_folder_made_at_once_and_filled_at_once_is_reported() {
     // And it stays watched.
     deliver(&deep);
     assert_eq!(watch.next(), "a/b/c");
+}
+
+#[test]
+fn a_new_or_cur_replaced_in_place_and_a_folder_made_step_by_step_are_watched() {
+    // In Maildir++ and nnmaildir a folder's own directory is not watched
+    // while its new/ and cur/ are there: their going must bring it back.
+    for (layout, dot) in [("maildir++", "."), ("nnmaildir", "")] {
+        let store = tempfile::tempdir().unwrap();
+        let root = store.path();
+        let folder = root.join(format!("{dot}a"));
+        make_maildir(&folder);
+        let watch = Watch::start(&["--maildir", arg(root), "--delay", "0", "--layout", layout]);
+        // new/ renamed away and made again at once.
+        fs::rename(folder.join("new"), folder.join("new.old")).unwrap();
+        fs::create_dir(folder.join("new")).unwrap();
+        watch.lines_until_quiet(Duration::from_millis(300));
+        deliver(&folder);
+        assert_eq!(watch.next(), "a", "{layout}: a delivery into the new new/");
+        // cur/ removed, and made again a moment later.
+        fs::remove_dir_all(folder.join("cur")).unwrap();
+        thread::sleep(Duration::from_millis(200));
+        fs::create_dir(folder.join("cur")).unwrap();
+        watch.lines_until_quiet(Duration::from_millis(300));
+        fs::write(folder.join("cur/1.host:2,S"), "mail").unwrap();
+        assert_eq!(watch.next(), "a", "{layout}: a message made in the new cur/");
+        // A folder made step by step: its directory, then tmp/, new/, cur/.
+        let b = root.join(format!("{dot}b"));
+        fs::create_dir(&b).unwrap();
+        for sub in ["tmp", "new", "cur"] {
+            thread::sleep(Duration::from_millis(100));
+            fs::create_dir(b.join(sub)).unwrap();
+        }
+        watch.lines_until_quiet(Duration::from_millis(300));
+        deliver(&b);
+        assert_eq!(
+            watch.next(),
+            "b",
+            "{layout}: a delivery into a folder made step by step"
+        );
+        // The old new/, moved aside, is no longer the folder's.
+        fs::write(folder.join("new.old/2.host"), "mail").unwrap();
+        watch.expect_nothing_before(&b, "b");
+        assert_eq!(watch.stderr_text(), "", "{layout}");
+    }
 }
 
 #[test]

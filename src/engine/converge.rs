@@ -213,6 +213,12 @@ impl State {
                 }
                 return;
             }
+            if planned.sealed {
+                if let Some(id) = planned.id {
+                    tree.seal(&planned.dir, id);
+                }
+                return;
+            }
             let shard = Shards::shard_of(folder_dir);
             if planned.via_link && !requested.insert(planned.dir.clone()) {
                 return;

@@ -7,7 +7,9 @@
 //!
 //! Whatever happens on disk, the watched set converges to what is there:
 //! - new folders are traversed ([`plan`]) and watched, then listed once more
-//!   to catch what appeared meanwhile;
+//!   to catch what appeared meanwhile; a Maildir++ or nnmaildir folder, which
+//!   cannot hold folders, through its `new/` and `cur/` only, its own
+//!   directory watched too once one of them goes;
 //! - a folder that goes takes its own subtree with it ([`tree`]); one
 //!   removed and made again is watched anew, and the old directories' late
 //!   events are not taken for the new ones' ([`retired`]);

@@ -30,6 +30,12 @@ pub struct Planned {
     pub folder: Option<Folder>,
     /// Reached through a link: it may be visited again under another name.
     pub via_link: bool,
+    /// A folder's directory that needs no watch of its own: the layout
+    /// allows it no subfolders, and its `new/` and `cur/` are there (each
+    /// watched, and its loss seen on its own watch).
+    pub sealed: bool,
+    /// A folder directory's identity on disk, when known.
+    pub id: Option<Identity>,
 }
 
 /// What a traversal found besides the directories.
@@ -85,6 +91,7 @@ pub fn plan(layout: Layout, top: &Path, folder: Folder, visit: &mut dyn FnMut(Pl
     });
     let mut levels: Vec<Level> = Vec::new();
     enter(
+        layout,
         top.to_path_buf(),
         folder,
         start,
@@ -149,7 +156,16 @@ pub fn plan(layout: Layout, top: &Path, folder: Folder, visit: &mut dyn FnMut(Pl
                     id,
                     up: Some(Rc::clone(&level.way)),
                 });
-                enter(child_dir, child, down, linked, visit, &mut plan, &mut levels);
+                enter(
+                    layout,
+                    child_dir,
+                    child,
+                    down,
+                    linked,
+                    visit,
+                    &mut plan,
+                    &mut levels,
+                );
             }
             DirRole::Mail(which) => visit(Planned {
                 dir: child_dir,
@@ -159,6 +175,8 @@ pub fn plan(layout: Layout, top: &Path, folder: Folder, visit: &mut dyn FnMut(Pl
                 },
                 folder: None,
                 via_link: linked,
+                sealed: false,
+                id: None,
             }),
             DirRole::Ignored => {}
         }
@@ -167,7 +185,9 @@ pub fn plan(layout: Layout, top: &Path, folder: Folder, visit: &mut dyn FnMut(Pl
 }
 
 /// Visits the folder directory `dir` and opens its listing as the next level.
+#[allow(clippy::too_many_arguments)]
 fn enter(
+    layout: Layout,
     dir: PathBuf,
     folder: Folder,
     way: Rc<Way>,
@@ -177,11 +197,18 @@ fn enter(
     levels: &mut Vec<Level>,
 ) {
     let entries = fs::read_dir(&dir);
+    let sealed = layout.nests_only_at_root()
+        && !folder.is_root()
+        && ["new", "cur"]
+            .iter()
+            .all(|name| fs::symlink_metadata(dir.join(name)).is_ok_and(|meta| meta.is_dir()));
     visit(Planned {
         dir: dir.clone(),
         role: WatchedDir::Folder,
         folder: Some(folder.clone()),
         via_link: linked,
+        sealed,
+        id: way.id,
     });
     match entries {
         Ok(entries) => levels.push(Level {

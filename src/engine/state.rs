@@ -3,6 +3,7 @@
 
 use std::collections::HashSet;
 use std::fs;
+use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -17,7 +18,7 @@ use super::shards::{Added, FsEvent, Shards, WatchBudget};
 use super::stats::Stats;
 use super::tree::Dirs;
 use super::{Control, Sink, EVENT_BATCH, MAX_EVENTS_PER_ROUND, ROOT_POLL};
-use crate::classify::{self, Classifier, Effect, FsChange, WatchedDir};
+use crate::classify::{self, Classifier, Effect, FsChange, Tree, WatchedDir};
 use crate::coalesce::Coalescer;
 use crate::naming::{classify_dir, DirRole, Folder, Layout};
 
@@ -296,7 +297,7 @@ impl State {
         if self.tree.is_link(path) {
             return self.reconcile(Report::New);
         }
-        if !self.tree.contains(path) {
+        if !self.tree.contains(path) && !self.tree.is_folder(path) {
             return;
         }
         let through_links = self.tree.links_touch(path);
@@ -305,7 +306,43 @@ impl State {
         }
         if through_links {
             self.reconcile(Report::New);
+        } else {
+            self.unseal(path);
         }
         self.update_counts();
+    }
+
+    /// After a `new/` or `cur/` of a sealed folder went (its directory not
+    /// watched): the folder's directory is watched from now on, and listed
+    /// twice, as a new folder's is, so that what replaces it is seen whether
+    /// it is there already or comes meanwhile.
+    fn unseal(&mut self, mail_dir: &Path) {
+        let (Some(folder_dir), Some(b"new" | b"cur")) =
+            (mail_dir.parent(), mail_dir.file_name().map(OsStrExt::as_bytes))
+        else {
+            return;
+        };
+        let names = self.tree.names(folder_dir);
+        if names.is_empty() || self.tree.watched(folder_dir).is_some() {
+            return;
+        }
+        if names.len() > 1 {
+            return self.reconcile(Report::New);
+        }
+        if !self.tree.is_sealed_and_there(folder_dir) {
+            // Gone, or replaced, with its folder: the root's events say so.
+            return;
+        }
+        let (folder_dir, folder) = (folder_dir.to_path_buf(), names[0].clone());
+        match self.watch_one(&folder_dir, WatchedDir::Folder) {
+            Added::Yes => {}
+            Added::Limit => return self.reconcile(Report::New),
+            Added::Vanished | Added::Failed(_) => return,
+        }
+        let mut missing = self.traverse(&folder_dir, folder.clone(), Report::New);
+        missing += self.traverse(&folder_dir, folder, Report::New);
+        if missing > 0 {
+            self.reconcile(Report::New);
+        }
     }
 }

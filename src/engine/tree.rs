@@ -50,6 +50,10 @@ struct Entry {
     watched: u8,
     /// The inotify instance holding the folder's watches.
     shard: u8,
+    /// For a sealed folder (its directory not watched), the directory's
+    /// inode when it was sealed: a `new/` or `cur/` lost from that same
+    /// directory unseals it; one lost with its directory is the root's news.
+    sealed_ino: u64,
     /// The folder's names (more than one when links reach it).
     names: Vec<Folder>,
     /// Folder directories watched right below this one, so that removing a
@@ -146,6 +150,14 @@ impl Dirs {
 
     pub fn contains(&self, dir: &Path) -> bool {
         self.watched(dir).is_some()
+    }
+
+    /// Whether `dir` is a folder's directory: watched, or sealed (only its
+    /// `new/` and `cur/` watched) and named.
+    pub fn is_folder(&self, dir: &Path) -> bool {
+        self.folders
+            .get(dir)
+            .is_some_and(|entry| entry.watched & OWN != 0 || !entry.names.is_empty())
     }
 
     /// How many directories are watched.
@@ -250,6 +262,13 @@ impl Dirs {
             if let Some(shard) = self.remove(&dir) {
                 removed.push((dir.clone(), shard));
             }
+            // A sealed folder (its directory not watched) has its names still.
+            if let Some(entry) = self.folders.get_mut(dir.as_path()) {
+                if !entry.names.is_empty() {
+                    entry.names.clear();
+                    self.named -= 1;
+                }
+            }
             self.prune(&dir);
         }
         removed
@@ -270,6 +289,17 @@ impl Dirs {
         }
         paths.extend(self.strays.keys().cloned());
         paths
+    }
+
+    /// Records that the folder directory `dir` (now `id`) is sealed.
+    pub fn seal(&mut self, dir: &Path, id: Identity) {
+        self.entry(dir).sealed_ino = id.ino;
+    }
+
+    /// Whether `dir` is the directory that was sealed, still there.
+    pub fn is_sealed_and_there(&self, dir: &Path) -> bool {
+        let sealed = self.folders.get(dir).map_or(0, |entry| entry.sealed_ino);
+        sealed != 0 && Identity::of(dir).is_some_and(|now| now.ino == sealed)
     }
 
     /// Adds a name of the folder whose directory is `dir`; true when new.

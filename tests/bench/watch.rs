@@ -589,7 +589,7 @@ fn startup_table(sizes: &[usize], base: &Path, explicit_base: bool) {
         println!("\n(Cold-cache rows need root, to drop the caches.)");
     }
     println!("\nCold rows (caches dropped before every run) up to 10,000 folders; beyond, inotifywait alone takes over a minute per cold start. Stores of more than 10,000 folders are made on tmpfs (/dev/shm), unless MAILSYNC_BENCH_DIR says where.");
-    println!("\nmailsync watches a folder, its new/ and its cur/; `inotifywait -r` watches every directory, tmp/ too. CPU includes every thread, ended ones too (/proc/PID/stat); peak RSS is VmHWM.");
+    println!("\nmailsync watches a Maildir++ folder's new/ and cur/ (its own directory too while one of them is missing, and the root); `inotifywait -r` watches every directory, tmp/ too. CPU includes every thread, ended ones too (/proc/PID/stat); peak RSS is VmHWM.");
     print!("{removal}");
 }
 
