@@ -207,7 +207,7 @@ fn a_hung_emacs_delays_nothing_beyond_the_check_timeout_and_sigterm_ends_the_wat
     make_maildir(&mail.join("INBOX"));
     let emacs = EmacsServer::start(dir.path());
     // A real hang: the Emacs server stops answering, emacsclient waits on it.
-    common::kill(emacs.child.id(), "-STOP");
+    common::stop(emacs.child.id());
     let started = Instant::now();
     let mut watch = Watch::start(&[
         "--maildir",

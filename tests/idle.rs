@@ -14,7 +14,7 @@ use std::thread;
 use std::time::Duration;
 
 use common::servers::Dovecot;
-use common::{kill, mailsync, set_clock_to_now, Watch};
+use common::{kill, mailsync, set_clock_to_now, stop, Watch};
 
 /// How long a test awaits the first line of a change (a reconnect may be backing off).
 const FIRST_LINE: Duration = Duration::from_secs(20);
@@ -220,7 +220,7 @@ fn a_watcher_stopped_longer_than_its_keepalive_reports_what_came_meanwhile() {
     create(&dovecot, "a");
     // Probes after 1 s of silence; the watcher is stopped for 4 s.
     let watch = start_idle(&dovecot, &["--keepalive", "1"]);
-    kill(watch.child.id(), "-STOP");
+    stop(watch.child.id());
     dovecot.deliver("a", "while stopped");
     dovecot.deliver("INBOX", "while stopped");
     thread::sleep(Duration::from_secs(4));

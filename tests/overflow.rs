@@ -42,7 +42,7 @@ fn one_round(round: usize) {
     let watch = started.unwrap();
     watch.lines_until_quiet(Duration::from_millis(500));
 
-    common::kill(watch.child.id(), "-STOP");
+    common::stop(watch.child.id());
     for n in 0..300 {
         deliver(&root.join(format!(".f{}", n % 40)));
     }
@@ -73,8 +73,10 @@ fn one_round(round: usize) {
     for folder in &expected {
         let times = printed.get(folder).copied().unwrap_or(0);
         assert_eq!(
-            times, 1,
-            "round {round}: {folder} printed {times} times after the overflow: {printed:?}"
+            times,
+            1,
+            "round {round}: {folder} printed {times} times after the overflow: {printed:?}\nSTDERR:\n{}",
+            watch.stderr_text()
         );
     }
     assert!(

@@ -145,7 +145,7 @@ fn folders_replaced_while_the_watcher_is_stopped_stay_watched() {
             make_maildir(&root.join(format!(".{folder}")));
         }
         let watch = Watch::start(&["--maildir", arg(root), "--delay", "50"]);
-        common::kill(watch.child.id(), "-STOP");
+        common::stop(watch.child.id());
         for folder in &folders {
             fs::remove_dir_all(root.join(format!(".{folder}"))).unwrap();
             make_maildir(&root.join(format!(".{folder}")));

@@ -116,7 +116,7 @@ fn hitting_the_watch_limit_while_running_warns_once_and_recovers_when_raised() {
     make_maildir(root);
     let watch = Watch::start(&["--maildir", root.to_str().unwrap(), "--delay", "0"]);
     let limit = Limit::set("max_user_watches", roots_inotify_use().0 + 5);
-    common::kill(watch.child.id(), "-STOP");
+    common::stop(watch.child.id());
     for n in 0..10 {
         make_maildir(&root.join(format!(".f{n}")));
     }

@@ -248,6 +248,29 @@ pub fn set_clock_to_now() {
 }
 
 /// Sends `signal` (as `kill` spells it: `-TERM`, `-STOP`, …) to process `pid`.
+/// Stops the process `pid` (SIGSTOP) and waits until every one of its
+/// threads is stopped: `kill` returns once the signal is sent, and a thread
+/// that is running then may still read an event or two before it stops.
+pub fn stop(pid: u32) {
+    kill(pid, "-STOP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let tasks = fs::read_dir(format!("/proc/{pid}/task")).expect("read the process's threads");
+        let all_stopped = tasks.flatten().all(|task| {
+            fs::read_to_string(task.path().join("stat")).is_ok_and(|stat| {
+                // The state follows the command's closing parenthesis.
+                stat.rsplit_once(") ")
+                    .is_some_and(|(_, rest)| rest.starts_with('T') || rest.starts_with('t'))
+            })
+        });
+        if all_stopped {
+            return;
+        }
+        assert!(Instant::now() < deadline, "process {pid} did not stop");
+        thread::sleep(Duration::from_millis(1));
+    }
+}
+
 pub fn kill(pid: u32, signal: &str) {
     let status = Command::new("kill")
         .args([signal, &pid.to_string()])
