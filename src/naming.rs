@@ -73,9 +73,20 @@ impl FromStr for Layout {
 }
 
 /// One mail folder, as a list of levels below the root.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+///
+/// Kept in one allocation, each level preceded by a NUL byte, which neither a
+/// file name nor an IMAP mailbox name can hold: an engine holds one per
+/// watched folder, and a list of levels cost three allocations for a folder
+/// of one level. The bytes compare as the levels do (NUL sorts first).
+#[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
 pub struct Folder {
-    levels: Vec<OsString>,
+    encoded: Box<[u8]>,
+}
+
+impl fmt::Debug for Folder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.levels()).finish()
+    }
 }
 
 impl Folder {
@@ -88,61 +99,74 @@ impl Folder {
     pub fn from_levels<I, S>(levels: I) -> Self
     where
         I: IntoIterator<Item = S>,
-        S: Into<OsString>,
+        S: AsRef<OsStr>,
     {
+        let mut encoded = Vec::new();
+        for level in levels {
+            encoded.push(0);
+            encoded.extend_from_slice(level.as_ref().as_bytes());
+        }
         Folder {
-            levels: levels.into_iter().map(Into::into).collect(),
+            encoded: encoded.into_boxed_slice(),
         }
     }
 
-    /// The levels, outermost first; empty for the root.
-    pub fn levels(&self) -> &[OsString] {
-        &self.levels
+    /// The levels, outermost first; none for the root.
+    pub fn levels(&self) -> impl Iterator<Item = &OsStr> {
+        self.encoded
+            .split(|&byte| byte == 0)
+            .skip(1)
+            .map(OsStr::from_bytes)
     }
 
     /// Whether this is the root of the store.
     pub fn is_root(&self) -> bool {
-        self.levels.is_empty()
+        self.encoded.is_empty()
     }
 
     /// This folder with one more level below it.
     pub fn child(&self, level: &OsStr) -> Folder {
-        let mut levels = self.levels.clone();
-        levels.push(level.to_os_string());
-        Folder { levels }
+        let mut encoded = Vec::with_capacity(self.encoded.len() + 1 + level.len());
+        encoded.extend_from_slice(&self.encoded);
+        encoded.push(0);
+        encoded.extend_from_slice(level.as_bytes());
+        Folder {
+            encoded: encoded.into_boxed_slice(),
+        }
     }
 
     /// The name as bytes: the inbox name for the root, else the levels joined
     /// by the separator.
     pub fn name(&self, style: &NameStyle) -> Vec<u8> {
-        if self.levels.is_empty() {
+        if self.is_root() {
             return style.inbox.clone();
         }
-        join_bytes(&self.levels, &style.separator)
+        self.joined(&style.separator)
     }
 
     /// The directory of this folder relative to the root, for a layout.
     pub fn relative_dir(&self, layout: Layout) -> OsString {
         match layout {
-            Layout::MaildirPlusPlus if !self.levels.is_empty() => {
+            Layout::MaildirPlusPlus if !self.is_root() => {
                 let mut dir = b".".to_vec();
-                dir.extend(join_bytes(&self.levels, b"."));
+                dir.extend(self.joined(b"."));
                 OsString::from_vec(dir)
             }
-            _ => OsString::from_vec(join_bytes(&self.levels, b"/")),
+            _ => OsString::from_vec(self.joined(b"/")),
         }
     }
-}
 
-fn join_bytes(levels: &[OsString], separator: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (index, level) in levels.iter().enumerate() {
-        if index > 0 {
-            out.extend_from_slice(separator);
+    /// The levels joined by `separator`.
+    fn joined(&self, separator: &[u8]) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.encoded.len());
+        for (index, level) in self.levels().enumerate() {
+            if index > 0 {
+                out.extend_from_slice(separator);
+            }
+            out.extend_from_slice(level.as_bytes());
         }
-        out.extend_from_slice(level.as_bytes());
+        out
     }
-    out
 }
 
 /// How folder names are spelled: the inbox name and the level separator.
@@ -387,7 +411,7 @@ mod tests {
         let DirRole::Folder(foo) = classify_dir(Layout::Nnmaildir, &root, os(b"foo.bar")) else {
             panic!()
         };
-        assert_eq!(foo.levels().len(), 1);
+        assert_eq!(foo.levels().count(), 1);
         assert_eq!(foo.name(&NameStyle::for_layout(Layout::Nnmaildir)), b"foo.bar");
         assert_eq!(
             classify_dir(Layout::Nnmaildir, &foo, os(b"deeper")),

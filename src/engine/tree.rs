@@ -55,12 +55,55 @@ struct Entry {
     /// directory unseals it; one lost with its directory is the root's news.
     sealed_ino: u64,
     /// The folder's names (more than one when links reach it).
-    names: Vec<Folder>,
+    names: Names,
     /// Folder directories watched right below this one, so that removing a
     /// folder costs its own subtree, not the whole tree. Boxed: most
     /// folders have none, and a pointer is a sixth of an empty set.
     #[expect(clippy::box_collection, reason = "keeps every folder's entry small")]
     children: Option<Box<HashSet<Arc<Path>>>>,
+}
+
+/// A folder's names: almost always one, kept in the entry itself.
+#[derive(Debug, Default)]
+enum Names {
+    #[default]
+    None,
+    One(Folder),
+    /// Two or more.
+    Many(Vec<Folder>),
+}
+
+impl Names {
+    fn as_slice(&self) -> &[Folder] {
+        match self {
+            Names::None => &[],
+            Names::One(folder) => std::slice::from_ref(folder),
+            Names::Many(folders) => folders,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        matches!(self, Names::None)
+    }
+
+    fn push(&mut self, folder: Folder) {
+        *self = match std::mem::take(self) {
+            Names::None => Names::One(folder),
+            Names::One(first) => Names::Many(vec![first, folder]),
+            Names::Many(mut folders) => {
+                folders.push(folder);
+                Names::Many(folders)
+            }
+        };
+    }
+
+    fn into_vec(self) -> Vec<Folder> {
+        match self {
+            Names::None => Vec::new(),
+            Names::One(folder) => vec![folder],
+            Names::Many(folders) => folders,
+        }
+    }
 }
 
 const OWN: u8 = 1;
@@ -209,7 +252,7 @@ impl Dirs {
             entry.watched &= !OWN;
             let shard = usize::from(entry.shard);
             if !entry.names.is_empty() {
-                entry.names.clear();
+                entry.names = Names::None;
                 self.named -= 1;
             }
             self.prune(dir);
@@ -265,7 +308,7 @@ impl Dirs {
             // A sealed folder (its directory not watched) has its names still.
             if let Some(entry) = self.folders.get_mut(dir.as_path()) {
                 if !entry.names.is_empty() {
-                    entry.names.clear();
+                    entry.names = Names::None;
                     self.named -= 1;
                 }
             }
@@ -305,16 +348,13 @@ impl Dirs {
     /// Adds a name of the folder whose directory is `dir`; true when new.
     pub fn add_name(&mut self, dir: &Path, folder: Folder) -> bool {
         let entry = self.entry(dir);
-        if entry.names.contains(&folder) {
+        if entry.names.as_slice().contains(&folder) {
             return false;
         }
         let first = entry.names.is_empty();
+        entry.names.push(folder);
         if first {
-            // Most folders have one name: no room for more.
-            entry.names = vec![folder];
             self.named += 1;
-        } else {
-            entry.names.push(folder);
         }
         true
     }
@@ -332,7 +372,7 @@ impl Dirs {
         let mut before = HashMap::new();
         for (dir, entry) in &mut self.folders {
             if !entry.names.is_empty() {
-                before.insert(Arc::clone(dir), std::mem::take(&mut entry.names));
+                before.insert(Arc::clone(dir), std::mem::take(&mut entry.names).into_vec());
             }
         }
         self.folders.retain(|_, entry| !entry.is_empty());
