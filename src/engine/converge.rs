@@ -27,7 +27,7 @@ struct Batch {
 }
 
 impl Batch {
-    const SIZE: usize = 2048;
+    const SIZE: usize = 512;
 
     /// Watches what is gathered and records it in `tree`; the folders with
     /// a new `new/` or `cur/` go into `touched` unless the traversal
