@@ -464,6 +464,37 @@ mod tests {
     }
 
     #[test]
+    fn folders_keep_their_levels_and_order_as_lists_of_levels() {
+        let cases: &[&[&[u8]]] = &[
+            &[],
+            &[b""],
+            &[b"", b""],
+            &[b"a"],
+            &[b"a", b""],
+            &[b"a", b"b"],
+            &[b"ab"],
+            &[b"a.b"],
+            &[b"\xff", b"sent mail"],
+        ];
+        let folders: Vec<Folder> = cases
+            .iter()
+            .map(|levels| Folder::from_levels(levels.iter().map(|level| os(level))))
+            .collect();
+        for (folder, levels) in folders.iter().zip(cases) {
+            let back: Vec<&[u8]> = folder.levels().map(OsStr::as_bytes).collect();
+            assert_eq!(&back, levels);
+            assert_eq!(folder.is_root(), levels.is_empty());
+        }
+        for (a, levels_a) in folders.iter().zip(cases) {
+            for (b, levels_b) in folders.iter().zip(cases) {
+                assert_eq!(a.cmp(b), levels_a.cmp(levels_b), "{a:?} against {b:?}");
+            }
+        }
+        let child = Folder::from_levels(["a"]).child(os(b"b"));
+        assert_eq!(child, Folder::from_levels(["a", "b"]));
+    }
+
+    #[test]
     fn multi_byte_separators_round_trip() {
         let folder = Folder::from_levels(["a", "b", "c"]);
         let style = style("INBOX", "::");
