@@ -4,7 +4,10 @@
 # sources name (so a user behind their own mirror is served).
 #   scripts/debian-fetch.sh DIR "APT-SOURCES-SUITES" [apt-get option…] -- PACKAGE…
 # e.g. scripts/debian-fetch.sh .cache/mswatch bullseye -- mswatch
-# Unpacks into DIR/root; DIR/debs keeps the packages.
+# Unpacks into DIR/root; DIR/debs keeps the packages. DIR appears whole or
+# not at all: everything goes to a folder beside it, renamed at the end, so an
+# interrupted fetch leaves nothing half-unpacked. Callers that may run at once
+# hold a lock around their check and this (scripts/fetch-mswatch.sh).
 set -euo pipefail
 
 dir=${1:?usage: $0 DIR SUITES [APT-OPTION…] -- PACKAGE…}
@@ -23,9 +26,11 @@ mirror=$(
 ) || true
 mirror=${mirror:-http://deb.debian.org/debian}
 
-mkdir -p "$dir/debs" "$dir/root"
+mkdir -p "$(dirname "$dir")"
+staging=$(mktemp -d "$dir.partial.XXXXXX")
 apt_dir=$(mktemp -d)
-trap 'rm -rf "$apt_dir"' EXIT
+trap 'rm -rf "$apt_dir" "$staging"' EXIT
+mkdir -p "$staging/debs" "$staging/root"
 mkdir -p "$apt_dir/lists/partial" "$apt_dir/archives/partial"
 for suite in $suites; do
   echo "deb $mirror $suite main"
@@ -34,5 +39,8 @@ opts=(-o Dir::Etc::SourceList="$apt_dir/sources.list" -o Dir::Etc::SourceParts=/
       -o Dir::State::Lists="$apt_dir/lists" -o Dir::Cache::Archives="$apt_dir/archives"
       -o Debug::NoLocking=1 -o APT::Sandbox::User=root "${extra[@]}")
 apt-get "${opts[@]}" update -qq >&2
-(cd "$dir/debs" && apt-get "${opts[@]}" download -qq "$@" >&2)
-for deb in "$dir"/debs/*.deb; do dpkg-deb -x "$deb" "$dir/root"; done
+(cd "$staging/debs" && apt-get "${opts[@]}" download -qq "$@" >&2)
+for deb in "$staging"/debs/*.deb; do dpkg-deb -x "$deb" "$staging/root"; done
+chmod 755 "$staging"
+rm -rf "$dir"
+mv "$staging" "$dir"

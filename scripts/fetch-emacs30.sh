@@ -2,10 +2,14 @@
 # Unpacks Emacs 30.1 from Debian's bookworm-backports into a folder, without
 # installing it, and prints the path of a wrapper that runs it.
 # Usage: scripts/fetch-emacs30.sh [DIR]   (default: .cache/emacs-30)
+# Safe to run several times at once: the first fetches, the others wait for it.
 set -euo pipefail
 
 dir=$(realpath -m "${1:-"$(dirname "$0")/../.cache/emacs-30"}")
 wrapper="$dir/emacs"
+mkdir -p "$(dirname "$dir")"
+exec 9>"$dir.lock"
+flock 9
 if [ -x "$wrapper" ] && "$wrapper" --batch --eval '(kill-emacs (if (string-prefix-p "30." emacs-version) 0 1))' 2>/dev/null; then
   echo "$wrapper"
   exit 0

@@ -11,6 +11,16 @@ have() { command -v "$1" >/dev/null 2>&1; }
 want() { # want COMMAND DEBIAN-PACKAGE
   have "$1" || missing+=("$2")
 }
+want_file() { # want_file PATH DEBIAN-PACKAGE: for what a package brings besides a command
+  [ -e "$1" ] || missing+=("$2")
+}
+# Dovecot as the tests run it: the daemon (dovecot-core) and its IMAP service
+# (dovecot-imapd, without which Dovecot starts and then fails every login).
+want_dovecot() {
+  want dovecot dovecot-core
+  want_file /usr/lib/dovecot/imap dovecot-imapd
+  want_file /usr/lib/dovecot/imap-login dovecot-imapd
+}
 
 if ! have cargo; then
   echo "mailsync: cargo is missing. Install Rust (https://rustup.rs, or 'apt-get install cargo' for Debian's older one), then run make again." >&2
@@ -21,7 +31,7 @@ case "$need" in
   build) ;;
   test)
     want emacs emacs-nox
-    want dovecot dovecot-imapd
+    want_dovecot
     want offlineimap offlineimap3
     want mbsync isync
     want emacsclient emacs-bin-common
@@ -53,7 +63,7 @@ case "$need" in
     want inotifywait inotify-tools
     want offlineimap offlineimap3
     want mbsync isync
-    want dovecot dovecot-imapd
+    want_dovecot
     want python3 python3
     ;;
   *) echo "usage: $0 build|test|demo|bench" >&2; exit 2 ;;
@@ -71,4 +81,16 @@ if [ ${#missing[@]} -gt 0 ]; then
     echo "mailsync: missing ${missing[*]}. Install them, e.g.: sudo apt-get install ${missing[*]}" >&2
     exit 1
   fi
+fi
+
+# What the tests unpack from other Debian suites without installing it, fetched
+# once here, before tests that use it start at the same time.
+if [ "$need" = test ]; then
+  here=$(cd "$(dirname "$0")" && pwd)
+  for fetch in fetch-mswatch.sh fetch-emacs30.sh; do
+    "$here/$fetch" >/dev/null || {
+      echo "mailsync: scripts/$fetch failed (see above): the tests that need what it unpacks will fail" >&2
+      exit 1
+    }
+  done
 fi

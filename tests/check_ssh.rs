@@ -212,9 +212,7 @@ impl Drop for Sshd {
 
 #[test]
 fn check_ssh_checks_the_odd_group_through_a_real_sshd_in_every_login_shell() {
-    // SAFETY: geteuid only reads.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("check_ssh: needs root (it makes accounts and runs sshd); not run");
+    if !common::is_root_or_skip("making accounts and running sshd") {
         return;
     }
     let base = tempfile::tempdir().unwrap();

@@ -379,8 +379,7 @@ fn a_clock_that_is_set_reconnects_at_once() {
     // Setting the clock needs root; it is set to what it already reads, a
     // jump of a few microseconds back, which the kernel signals all the same
     // (as it does on a resume from suspend).
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("not root: the clock cannot be set; skipped");
+    if !common::is_root_or_skip("setting the clock") {
         return;
     }
     let dovecot = tls_dovecot("");

@@ -105,8 +105,7 @@ fn one_round(round: usize) {
 
 #[test]
 fn a_real_overflow_with_folder_churn_loses_no_folder_in_twenty_rounds() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: lowering fs.inotify.max_queued_events needs root (CI runs as root)");
+    if !common::is_root_or_skip("lowering fs.inotify.max_queued_events") {
         return;
     }
     for round in 0..20 {

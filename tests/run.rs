@@ -571,8 +571,7 @@ fn with_offlineimap_one_sync_per_server_delivery_and_dovecot_restarts() {
 fn a_clock_that_is_set_syncs_everything_once() {
     // Setting the clock needs root; it is set to what it already reads,
     // which the kernel signals as it does a resume from suspend.
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("not root: the clock cannot be set; skipped");
+    if !common::is_root_or_skip("setting the clock") {
         return;
     }
     let _clock = clock_guard();

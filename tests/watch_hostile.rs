@@ -247,8 +247,7 @@ fn an_unreadable_folder_is_named_in_a_warning() {
 
 #[test]
 fn a_bind_mount_loop_is_cut_by_device_and_inode() {
-    if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipped: a bind mount needs root (CI runs as root)");
+    if !common::is_root_or_skip("a bind mount") {
         return;
     }
     let store = tempfile::tempdir().unwrap();
@@ -262,7 +261,7 @@ fn a_bind_mount_loop_is_cut_by_device_and_inode() {
         .status()
         .is_ok_and(|status| status.success());
     if !mounted {
-        eprintln!("skipped: mount --bind is not allowed here");
+        common::skip("mount --bind is not allowed here");
         return;
     }
     let watch = std::panic::catch_unwind(|| {

@@ -37,11 +37,7 @@ impl Drop for Limit {
 }
 
 fn is_root() -> bool {
-    if unsafe { libc::geteuid() } == 0 {
-        return true;
-    }
-    eprintln!("skipped: changing fs.inotify limits needs root (CI runs as root)");
-    false
+    common::is_root_or_skip("changing fs.inotify limits")
 }
 
 /// inotify watches and instances that root's processes hold now.

@@ -207,6 +207,37 @@ impl Drop for Watch {
 
 pub mod servers;
 
+/// Says that the calling test cannot run here, and why. The test then returns
+/// and libtest counts it as passed, so the skip is also written to the file
+/// named by `MAILSYNC_TEST_SKIPS` (tests/run-all.sh sets it), which counts it
+/// as skipped, not passed, in `make test`'s closing line and names it there.
+pub fn skip(reason: &str) {
+    let test = thread::current().name().unwrap_or("a test").to_string();
+    eprintln!("skipped: {reason}");
+    if let Some(path) = std::env::var_os("MAILSYNC_TEST_SKIPS") {
+        use std::io::Write;
+        let line = format!("{test}: {reason}\n");
+        // One write of one short line: appends from tests running at once do not mix.
+        let appended = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .and_then(|mut file| file.write_all(line.as_bytes()));
+        appended.expect("record a skipped test in MAILSYNC_TEST_SKIPS");
+    }
+}
+
+/// Whether this runs as root; when not, the calling test is recorded as
+/// skipped (see [`skip`]), `what` saying what needs root.
+pub fn is_root_or_skip(what: &str) -> bool {
+    // SAFETY: geteuid only reads.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        skip(&format!("{what} needs root (CI runs as root)"));
+    }
+    root
+}
+
 /// The real mswatch 1.2.0 (Debian 11's build), fetched and unpacked by
 /// scripts/fetch-mswatch.sh; None when it cannot be had.
 pub fn try_mswatch() -> Option<PathBuf> {
