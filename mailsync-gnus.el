@@ -60,6 +60,7 @@
 (require 'subr-x)
 ;; Gnus's accessors are macros; Gnus itself is loaded only when it runs.
 (eval-when-compile (require 'gnus))
+(eval-when-compile (require 'nnimap))
 
 (declare-function mailsync--module-version "mailsync-gnus-module")
 (declare-function mailsync--module-start "mailsync-gnus-module")
@@ -82,6 +83,17 @@
 (declare-function gnus-get-unread-articles-in-group "gnus-start")
 (declare-function gnus-close-group "gnus-int")
 (declare-function gnus-virtual-group-p "gnus")
+(declare-function gnus-retrieve-group-data-early "gnus-int")
+(declare-function gnus-finish-retrieve-group-infos "gnus-int")
+(declare-function gnus-request-scan "gnus-int")
+(declare-function gnus-method-to-server "gnus")
+(declare-function gnus-group-remove-parameter "gnus")
+(declare-function gnus-group-set-parameter "gnus")
+(declare-function gnus-run-hooks "gnus-util")
+(declare-function gnus-get-info "gnus")
+(declare-function gnus-set-active "gnus")
+(declare-function nnimap-open-server "nnimap")
+(declare-function nnimap-find-process-buffer "nnimap")
 (defvar gnus-group-buffer)
 (defvar gnus-group-marked)
 (defvar gnus-goto-next-group-when-activating)
@@ -152,15 +164,21 @@ checker is the default member; other mail readers can add theirs."
 
 (defcustom mailsync-check-on-start t
   "Non-nil means `mailsync-start' checks every watched group once.
-The check runs in batches of `mailsync-check-batch-size' groups on timers,
-after `mailsync-start' has returned, so Emacs answers between batches."
+The check runs in slices of `mailsync-check-slice' seconds on timers,
+after `mailsync-start' has returned, so Emacs answers between slices.
+An nnimap group whose count the server's status shows is right is not
+asked about again."
   :type 'boolean)
 
-(defcustom mailsync-check-batch-size 50
-  "How many groups one batch of the start-up check takes.
-Between batches Emacs handles input and redisplay; when the user is
-typing, a batch waits until Emacs is idle."
-  :type 'natnum)
+(defcustom mailsync-check-slice 0.03
+  "Seconds of Emacs's time one slice of checks may take, about.
+Checks of many groups (the start-up check above all) go in slices; between
+two, Emacs handles input, redisplay and its timers, and when the user is
+typing the next slice waits until Emacs is idle.  A check never runs
+inside another: changes reported meanwhile wait, merged, for the next."
+  :type 'number)
+
+(make-obsolete-variable 'mailsync-check-batch-size 'mailsync-check-slice "0.6")
 
 (defcustom mailsync-ready-functions nil
   "Functions called with DIRECTORY once every folder of that store is watched.
@@ -213,7 +231,7 @@ doubling up to 5 minutes), and stopped with the mode."
           (module-load file)
           (featurep 'mailsync-gnus-module)))))
 
-(defconst mailsync--module-version 5
+(defconst mailsync--module-version 6
   "The interface of the dynamic module this file talks to.
 The module's `mailsync--module-version' must return the same number.")
 
@@ -291,18 +309,6 @@ loaded already: Emacs cannot unload a module, so then restart Emacs."
 
 ;;;; Watches
 
-(defvar mailsync--deferred nil
-  "Groups waiting for Emacs to be idle before they are checked.")
-
-(defvar mailsync--idle-timer nil
-  "The idle timer that checks `mailsync--deferred', while one is needed.")
-
-(defvar mailsync--start-queue nil
-  "Groups the start-up check has still to check, in order.")
-
-(defvar mailsync--start-timer nil
-  "The timer that checks the next batch of `mailsync--start-queue'.")
-
 (cl-defstruct (mailsync--watch (:constructor mailsync--watch-create)
                                (:copier nil))
   "One watched mail store, or IMAP account.
@@ -313,6 +319,10 @@ and TRUENAME nil.  READY is non-nil once every folder is watched."
 
 (defvar mailsync--watches nil
   "The running watches, a list of `mailsync--watch'.")
+
+(defvar mailsync--server-status (make-hash-table :test #'equal)
+  "What the servers last said of each watched nnimap group.
+GROUP -> (UIDVALIDITY UIDNEXT MESSAGES UNSEEN), from the module.")
 
 (defvar mailsync--counters (list :wakeups 0 :checks 0 :own-time 0.0 :check-time 0.0)
   "What mailsync did: wake-ups, group checks, and seconds of Emacs's time.")
@@ -370,6 +380,10 @@ Its time, less the Gnus checks it runs, counts as mailsync's own."
          (result (mailsync--module-poll (mailsync--watch-handle watch)))
          (folders (mapcar #'mailsync--folder-name (nth 0 result))))
     (mailsync--count :wakeups 1)
+    (dolist (status (nth 4 result))
+      (puthash (mailsync--group (mailsync--watch-plist watch)
+                                (mailsync--folder-name (car status)))
+               (cdr status) mailsync--server-status))
     (dolist (warning (nth 1 result))
       (mailsync--error "%s: %s" (mailsync--watch-directory watch) warning))
     (pcase (nth 2 result)
@@ -678,13 +692,7 @@ limit) is stopped with a warning."
     (mailsync--stop-watch watch)
     (mailsync--log "stopped watching %s" (mailsync--watch-directory watch)))
   (setq mailsync--watches nil)
-  (setq mailsync--deferred nil
-        mailsync--start-queue nil)
-  (dolist (timer (list mailsync--idle-timer mailsync--start-timer))
-    (when (timerp timer)
-      (cancel-timer timer)))
-  (setq mailsync--idle-timer nil
-        mailsync--start-timer nil))
+  (mailsync--forget-checks))
 
 ;;;###autoload
 (define-minor-mode mailsync-mode
@@ -871,6 +879,71 @@ Its own time stamp is left out: the log has one."
 
 ;;;; Gnus
 
+;; Every check goes through one queue, run in slices on timers: a wake-up
+;; from the module, or the start-up check, only queues groups.  A slice
+;; brings each group up to date in the cheapest way that is right:
+;;
+;; - an nnimap group whose server said, with the change, how its counts
+;;   moved (UIDVALIDITY, UIDNEXT, MESSAGES, UNSEEN), when they show new
+;;   unseen messages and nothing else: its active range is extended and its
+;;   unread count computed from Gnus's own read marks, in Lisp, with no
+;;   round trip and nothing sent;
+;; - other nnimap groups: Gnus's own bulk activation (what `g' does), one
+;;   pipelined EXAMINE per group, sent and left to travel; the answers are
+;;   read once they are all in, in a later slice.  Never SELECT, never
+;;   EXPUNGE: a check changes nothing on the server;
+;; - groups of other back ends (nnmaildir): `gnus-group-get-new-news-this-group',
+;;   as many as fit in a slice.
+
+(defvar mailsync--known-status (make-hash-table :test #'equal)
+  "The status each nnimap group's count in Gnus was last brought to.
+GROUP -> (UIDVALIDITY UIDNEXT MESSAGES UNSEEN): the base that the next
+status from the server is compared with.")
+
+(defvar mailsync--queue nil
+  "Groups waiting to be checked, oldest first, as (GROUP . AT-START).
+AT-START is non-nil for the start-up check, which leaves alone an nnimap
+group whose count the server's status shows is right.")
+
+(defvar mailsync--queue-tail nil
+  "The last cons of `mailsync--queue', where groups are added.")
+
+(defvar mailsync--queued (make-hash-table :test #'equal)
+  "GROUP -> its entry in `mailsync--queue': a group waits there once.")
+
+(defvar mailsync--check-timer nil
+  "The timer that runs the next slice of checks, while one is due.")
+
+(defvar mailsync--idle-timer nil
+  "The idle timer that runs the next slice once the user stops typing.")
+
+(defvar mailsync--checking nil
+  "Non-nil while a slice of checks runs: nothing starts another meanwhile.")
+
+(defvar mailsync--local-cost 0.005
+  "Seconds one group of a local back end (nnmaildir) took to check, lately.")
+
+(defvar mailsync--examine-size 20
+  "How many nnimap groups one bulk EXAMINE asks about.
+As many as Emacs read the answers of within `mailsync-check-slice', lately.")
+
+(cl-defstruct (mailsync--fetch (:constructor mailsync--fetch-create)
+                               (:copier nil))
+  "Gnus's bulk EXAMINE of some groups of one nnimap server, under way.
+METHOD is the server; GROUPS and INFOS the groups asked about; STATUSES
+what the module said of them when asked; SEQUENCES what nnimap returned
+for them; BUFFER and PROCESS Gnus's connection; SENT when they were
+sent (`nnimap-last-command-time' of the connection, which any later
+command changes); TIMER ends the wait when no answer comes; WAITING
+the server's groups queued meanwhile, asked about once it is done."
+  method groups infos statuses sequences buffer process sent timer waiting)
+
+(defvar mailsync--fetches nil
+  "The bulk EXAMINEs under way, at most one per server.")
+
+(defconst mailsync--fetch-timeout 60
+  "Seconds a bulk EXAMINE waits for its answers before it is given up.")
+
 (defun mailsync--groups-of (directory folders)
   "The Gnus groups of FOLDERS in the store at DIRECTORY."
   (let* ((watch (cl-find directory mailsync--watches
@@ -886,37 +959,387 @@ The default member of `mailsync-folder-changed-functions'."
   (mailsync--gnus-check (mailsync--groups-of directory folders)))
 
 (defun mailsync--queue-start-check (groups)
-  "Check GROUPS in batches on timers: the start-up check."
-  (setq mailsync--start-queue (append mailsync--start-queue groups))
-  (unless (timerp mailsync--start-timer)
-    (setq mailsync--start-timer (run-with-timer 0 nil #'mailsync--start-batch))))
-
-(defun mailsync--start-batch ()
-  "Check the next batch of the start-up check; arm the timer for the rest."
-  (setq mailsync--start-timer nil)
-  (let ((batch (seq-take mailsync--start-queue (max 1 mailsync-check-batch-size))))
-    (setq mailsync--start-queue (nthcdr (length batch) mailsync--start-queue))
-    (when mailsync--start-queue
-      (setq mailsync--start-timer (run-with-timer 0 nil #'mailsync--start-batch)))
-    (mailsync--gnus-check batch)))
+  "Queue GROUPS for the start-up check."
+  (mailsync--enqueue groups t))
 
 (defun mailsync--gnus-check (groups)
-  "Check GROUPS now, or when Emacs is idle if the user is typing."
-  (when (and groups (featurep 'gnus) (gnus-alive-p))
-    (if (input-pending-p)
-        (progn
-          (setq mailsync--deferred (cl-union mailsync--deferred groups :test #'equal))
-          (unless (timerp mailsync--idle-timer)
-            (setq mailsync--idle-timer
-                  (run-with-idle-timer 0.2 nil #'mailsync--check-deferred))))
-      (mailsync--check-groups groups))))
+  "Queue GROUPS to be checked once no other check is under way."
+  (mailsync--enqueue groups nil))
 
-(defun mailsync--check-deferred ()
-  "Check the groups that waited for idle time."
+(defun mailsync--enqueue (groups at-start)
+  "Queue GROUPS, each once; AT-START as in `mailsync--queue'.
+A group queued again for a change is no longer a start-up check."
+  (when (and groups (featurep 'gnus) (gnus-alive-p))
+    (dolist (group groups)
+      (let ((entry (gethash group mailsync--queued)))
+        (if entry
+            (unless at-start
+              (setcdr entry nil))
+          (setq entry (cons group at-start))
+          (puthash group entry mailsync--queued)
+          (let ((cell (list entry)))
+            (if mailsync--queue
+                (setcdr mailsync--queue-tail cell)
+              (setq mailsync--queue cell))
+            (setq mailsync--queue-tail cell)))))
+    (mailsync--schedule 0)))
+
+(defun mailsync--dequeue ()
+  "Take the oldest entry of `mailsync--queue'."
+  (let ((entry (pop mailsync--queue)))
+    (unless mailsync--queue
+      (setq mailsync--queue-tail nil))
+    (remhash (car entry) mailsync--queued)
+    entry))
+
+(defun mailsync--schedule (seconds)
+  "Run the next slice in SECONDS, unless one is due already."
+  (unless (or (timerp mailsync--check-timer) (timerp mailsync--idle-timer))
+    (setq mailsync--check-timer (run-with-timer seconds nil #'mailsync--run-slice))))
+
+(defun mailsync--run-when-idle ()
+  "Run the slice that waited for the user to stop typing."
   (setq mailsync--idle-timer nil)
-  (let ((groups (reverse mailsync--deferred)))
-    (setq mailsync--deferred nil)
-    (mailsync--gnus-check groups)))
+  (mailsync--run-slice))
+
+(defun mailsync--forget-checks ()
+  "Drop every queued check and every check under way."
+  (dolist (fetch mailsync--fetches)
+    (mailsync--fetch-end fetch))
+  (dolist (timer (list mailsync--check-timer mailsync--idle-timer))
+    (when (timerp timer)
+      (cancel-timer timer)))
+  (setq mailsync--check-timer nil
+        mailsync--idle-timer nil
+        mailsync--queue nil
+        mailsync--queue-tail nil)
+  (clrhash mailsync--queued)
+  (clrhash mailsync--server-status)
+  (clrhash mailsync--known-status))
+
+(defun mailsync--inside-nnimap-wait-p ()
+  "Return non-nil inside nnimap's wait for a server's answer.
+Timers and process filters run there (in `accept-process-output'): a
+command sent on Gnus's connection then would cross the one Gnus waits for."
+  (catch 'inside
+    (mapbacktrace (lambda (_evald function _args _flags)
+                    (when (eq function 'nnimap-wait-for-response)
+                      (throw 'inside t))))
+    nil))
+
+(defun mailsync--run-slice ()
+  "Check queued groups for about `mailsync-check-slice' seconds.
+What is left waits for the next slice, on a timer armed when this one
+is done; while the user types, for an idle timer."
+  (setq mailsync--check-timer nil)
+  (cond
+   ;; A slice further up the stack (a timer that fired inside it) arms the next.
+   (mailsync--checking)
+   ((not (and (featurep 'gnus) (gnus-alive-p)))
+    (mailsync--forget-checks))
+   ((input-pending-p)
+    (unless (timerp mailsync--idle-timer)
+      (setq mailsync--idle-timer (run-with-idle-timer 0.2 nil #'mailsync--run-when-idle))))
+   ((mailsync--inside-nnimap-wait-p)
+    (mailsync--schedule 0.05))
+   (t
+    (let ((mailsync--checking t)
+          (start (float-time)))
+      (condition-case err
+          (mailsync--check-slice (+ start mailsync-check-slice))
+        (error (mailsync--error "Checking failed: %s" (error-message-string err))))
+      (mailsync--count :check-time (- (float-time) start)))
+    (when mailsync--queue
+      (mailsync--schedule 0)))))
+
+(defun mailsync--check-slice (deadline)
+  "Check queued groups until DEADLINE (a `float-time')."
+  (let ((taken 0) local examine updated)
+    (while (and mailsync--queue
+                (or (zerop taken) (< (float-time) deadline))
+                (< (length local) (max 1 (floor mailsync-check-slice mailsync--local-cost))))
+      (cl-incf taken)
+      (pcase-let* ((`(,group . ,at-start) (mailsync--dequeue))
+                   (method (and (gnus-group-entry group) (gnus-find-method-for-group group))))
+        (cond
+         ((null method)
+          (mailsync--log "%S is not a Gnus group; not checked" group))
+         ((not (eq (car method) 'nnimap))
+          (push group local))
+         (t
+          (pcase (mailsync--status-verdict group at-start)
+            ('current (puthash group (gethash group mailsync--server-status)
+                               mailsync--known-status))
+            (`(extend . ,status)
+             (mailsync--extend-group group status)
+             (push group updated))
+            (_ (let ((pending (assoc method examine)))
+                 (if pending
+                     (push group (cdr pending))
+                   (push (list method group) examine)))))))))
+    (when updated
+      (setq updated (nreverse updated))
+      (mailsync--keeping-point
+       (lambda () (dolist (group updated) (gnus-group-update-group group t))))
+      (mailsync--after-check updated t))
+    (when local
+      (let ((start (float-time))
+            (groups (nreverse local)))
+        (mailsync--check-groups groups)
+        (setq mailsync--local-cost (max 0.0005 (/ (- (float-time) start) (length groups))))))
+    (dolist (pending examine)
+      (mailsync--examine (car pending) (nreverse (cdr pending))))))
+
+(defun mailsync--after-check (groups new-news)
+  "Count GROUPS as checked and call `mailsync-after-check-functions'.
+NEW-NEWS non-nil also calls `gnus-after-getting-new-news-hook'."
+  (mailsync--count :checks (length groups))
+  (when new-news
+    (gnus-run-hooks 'gnus-after-getting-new-news-hook))
+  (run-hook-with-args 'mailsync-after-check-functions groups))
+
+;;;;; nnimap groups from the server's status
+
+(defun mailsync--info-uidvalidity (group)
+  "The UIDVALIDITY nnimap stored for GROUP, as a number, or nil."
+  (let ((value (cdr (assq 'uidvalidity (gnus-info-params (gnus-get-info group))))))
+    (if (stringp value) (string-to-number value) value)))
+
+(defun mailsync--status-verdict (group at-start)
+  "How GROUP's count can be brought up to date from the server's status.
+`current' when it is up to date (AT-START only: a change always shows);
+\(extend . STATUS) when STATUS shows only new unseen messages since the
+status Gnus's count stands at; nil when the server must be asked."
+  (pcase-let ((now (gethash group mailsync--server-status))
+              (then (gethash group mailsync--known-status))
+              (active (gnus-active group)))
+    (pcase now
+      ((and `(,validity ,next ,messages ,unseen)
+            (guard (and (numberp next) active (gnus-get-info group)
+                        ;; New mail in an inbox that nnimap splits must be split.
+                        (not (mailsync--splits-p (gnus-find-method-for-group group)
+                                                 (list group))))))
+       (cond
+        ((and at-start
+              (= (cdr active) (1- next))
+              (eql (mailsync--info-uidvalidity group) validity))
+         'current)
+        ((and (not at-start)
+              then
+              (eql (nth 0 then) validity)
+              (eql (mailsync--info-uidvalidity group) validity)
+              (numberp messages) (numberp unseen)
+              (numberp (nth 2 then)) (numberp (nth 3 then))
+              ;; Gnus's count stands at THEN: nothing came that it missed.
+              (= (cdr active) (1- (nth 1 then)))
+              ;; As many new messages as new UIDs (none expunged) and
+              ;; all of them unseen (none stored as read, as a sent copy is).
+              (let ((added (- next (nth 1 then))))
+                (and (> added 0)
+                     (= added (- messages (nth 2 then)))
+                     (= added (- unseen (nth 3 then))))))
+         (cons 'extend now)))))))
+
+(defun mailsync--extend-group (group status)
+  "Bring GROUP's count to STATUS: its active range to UIDNEXT - 1.
+Unread is computed from Gnus's own read marks, as Gnus does.  The
+group's stored nnimap parameters (uidvalidity, modseq, active) are left
+as they are, so that Gnus's next full check of the group misses nothing."
+  (let ((active (gnus-active group)))
+    (gnus-set-active group (cons (car active) (1- (nth 1 status))))
+    (gnus-get-unread-articles-in-group (gnus-get-info group) (gnus-active group))
+    (puthash group status mailsync--known-status)))
+
+;;;;; nnimap groups asked about: Gnus's bulk EXAMINE, without waiting
+
+(defun mailsync--nnimap-buffer (method)
+  "The buffer of Gnus's open connection to nnimap server METHOD, or nil.
+Never connects: that would hold Emacs for the round trips of a login."
+  (require 'nnimap)
+  (and (nnimap-open-server (nth 1 method) (nthcdr 2 method) t)
+       (nnimap-find-process-buffer nntp-server-buffer)))
+
+(defun mailsync--splits-p (method groups)
+  "Non-nil when one of GROUPS is the inbox that nnimap server METHOD splits."
+  (let ((inbox (mailsync--nnimap-setting method 'nnimap-inbox nil)))
+    (and inbox
+         (mailsync--nnimap-setting method 'nnimap-split-methods nil)
+         (cl-some (lambda (group)
+                    (member (gnus-group-real-name group) (ensure-list inbox)))
+                  groups))))
+
+(defun mailsync--examine (method groups)
+  "Ask nnimap server METHOD about GROUPS with one bulk EXAMINE; return at once.
+The answers are read once they are all in.  Groups of a server already
+being asked wait in the queue for the answer."
+  (let ((busy (cl-find method mailsync--fetches :key #'mailsync--fetch-method :test #'equal))
+        (buffer (mailsync--nnimap-buffer method))
+        asked)
+    (cond
+     (busy (setf (mailsync--fetch-waiting busy)
+                 (append (mailsync--fetch-waiting busy) groups)))
+     ((not buffer)
+      (mailsync--log "Gnus is not connected to %s: %d groups wait for its next `g'"
+                     (gnus-method-to-server method) (length groups)))
+     (t
+      (dolist (group groups)
+        (if (mailsync--info-uidvalidity group)
+            (push group asked)
+          ;; nnimap would SELECT a group it has never seen.
+          (mailsync--log "%S: Gnus has not read it yet; its next `g' will" group)))
+      (setq asked (nreverse asked))
+      (when asked
+        (let ((later (nthcdr mailsync--examine-size asked))
+              (now (seq-take asked mailsync--examine-size)))
+          (when (mailsync--splits-p method now)
+            ;; Splitting the inbox is the user's own setting; it is the one
+            ;; check that holds Emacs (nnimap splits synchronously).
+            (gnus-request-scan nil method))
+          (let ((fetch (mailsync--fetch-send method now buffer)))
+            (when fetch
+              (setf (mailsync--fetch-waiting fetch) later)))))))))
+
+(defun mailsync--requeue (groups)
+  "Queue GROUPS again, after what waits already."
+  (mailsync--enqueue groups nil))
+
+(defun mailsync--fetch-send (method groups buffer)
+  "Send the bulk EXAMINE of GROUPS to METHOD, whose connection is BUFFER.
+Return the fetch under way, or nil when nothing could be sent."
+  (let* ((infos (mapcar #'gnus-get-info groups))
+         (statuses (mapcar (lambda (group) (gethash group mailsync--server-status)) groups)))
+    (cl-mapc (lambda (group info status)
+               ;; A mailbox made anew: without an active range nnimap checks
+               ;; it whole (EXAMINE and the flags of every message), and the
+               ;; old range must not outlive it.
+               (when (and (car status)
+                          (not (eql (car status) (mailsync--info-uidvalidity group))))
+                 (gnus-group-remove-parameter info 'active)
+                 (gnus-set-active group nil)))
+             groups infos statuses)
+    (let ((sequences (gnus-retrieve-group-data-early method infos))
+          (process (get-buffer-process buffer)))
+      (if (not (and sequences process))
+          (progn (mailsync--error "Could not ask %s about %d groups"
+                                  (gnus-method-to-server method) (length groups))
+                 nil)
+        (let ((fetch (mailsync--fetch-create
+                      :method method :groups groups :infos infos :statuses statuses
+                      :sequences sequences :buffer buffer :process process
+                      :sent (nnimap-last-command-time (buffer-local-value 'nnimap-object buffer)))))
+          (setf (mailsync--fetch-timer fetch)
+                (run-with-timer mailsync--fetch-timeout nil #'mailsync--fetch-give-up fetch))
+          (add-function :after (process-filter process)
+                        (lambda (_process _output) (mailsync--fetch-output fetch))
+                        '((name . mailsync-fetch)))
+          (push fetch mailsync--fetches)
+          ;; The answers may all be in already.
+          (mailsync--fetch-output fetch)
+          fetch)))))
+
+(defun mailsync--fetch-last-sequence (fetch)
+  "The tag of the last command FETCH sent, which nnimap waits for."
+  (let ((sequences (mailsync--fetch-sequences fetch)))
+    (if (eq (cadar sequences) 'qresync) (caar sequences) (cadar sequences))))
+
+(defun mailsync--fetch-answered-p (fetch)
+  "Non-nil when every answer to FETCH is in its connection's buffer.
+The test nnimap's own wait makes."
+  (with-current-buffer (mailsync--fetch-buffer fetch)
+    (save-excursion
+      (goto-char (point-max))
+      (while (and (not (bobp))
+                  (progn (forward-line -1)
+                         (looking-at "\\*\\|[0-9]+ OK NOOP"))))
+      (looking-at (format "%d .*\n" (mailsync--fetch-last-sequence fetch))))))
+
+(defun mailsync--fetch-output (fetch)
+  "Output came on FETCH's connection: once its answers are all in, read them.
+Runs in the connection's process filter: the reading waits for a timer."
+  (when (and (memq fetch mailsync--fetches)
+             (buffer-live-p (mailsync--fetch-buffer fetch))
+             (mailsync--fetch-answered-p fetch))
+    (mailsync--fetch-end fetch)
+    (run-with-timer 0 nil #'mailsync--fetch-finish fetch)))
+
+(defun mailsync--fetch-end (fetch)
+  "FETCH waits no more: its filter and its timer go."
+  (setq mailsync--fetches (delq fetch mailsync--fetches))
+  (when (timerp (mailsync--fetch-timer fetch))
+    (cancel-timer (mailsync--fetch-timer fetch)))
+  (when (process-live-p (mailsync--fetch-process fetch))
+    (remove-function (process-filter (mailsync--fetch-process fetch)) 'mailsync-fetch)))
+
+(defun mailsync--fetch-give-up (fetch)
+  "No answer to FETCH in time: say so, and let the next change ask again."
+  (when (memq fetch mailsync--fetches)
+    (mailsync--fetch-end fetch)
+    (mailsync--error "%s did not answer in %d s; %d groups not checked"
+                     (gnus-method-to-server (mailsync--fetch-method fetch))
+                     mailsync--fetch-timeout (length (mailsync--fetch-groups fetch)))
+    (mailsync--requeue (mailsync--fetch-waiting fetch))))
+
+(defun mailsync--fetch-crossed-p (fetch)
+  "Non-nil when FETCH's answers cannot be trusted to be whole.
+Gnus sent a command of its own on the connection meanwhile (and with it
+emptied the buffer), or the connection is gone."
+  (let ((buffer (mailsync--fetch-buffer fetch)))
+    (or (not (buffer-live-p buffer))
+        (not (process-live-p (mailsync--fetch-process fetch)))
+        (not (equal (nnimap-last-command-time (buffer-local-value 'nnimap-object buffer))
+                    (mailsync--fetch-sent fetch))))))
+
+(defun mailsync--fetch-finish (fetch)
+  "Read FETCH's answers into Gnus and update the groups' lines."
+  (cond
+   ((or mailsync--checking (mailsync--inside-nnimap-wait-p))
+    (run-with-timer 0.05 nil #'mailsync--fetch-finish fetch))
+   ((mailsync--fetch-crossed-p fetch)
+    (mailsync--log "%s: Gnus used the connection meanwhile; asking again"
+                   (gnus-method-to-server (mailsync--fetch-method fetch)))
+    (mailsync--requeue (append (mailsync--fetch-groups fetch) (mailsync--fetch-waiting fetch))))
+   (t
+    (let* ((mailsync--checking t)
+           (start (float-time))
+           (groups (mailsync--fetch-groups fetch))
+           (validities (mapcar #'mailsync--info-uidvalidity groups))
+           remade)
+      (with-current-buffer nntp-server-buffer
+        (gnus-finish-retrieve-group-infos (mailsync--fetch-method fetch)
+                                          (mailsync--fetch-infos fetch)
+                                          (mailsync--fetch-sequences fetch)))
+      ;; nnimap drops the UIDVALIDITY of a mailbox made anew and updates
+      ;; nothing, so that its next check is whole: with a SELECT, were
+      ;; the UIDVALIDITY missing.  An impossible one (0) makes it an EXAMINE.
+      (cl-mapc (lambda (group validity)
+                 (when (and validity (not (mailsync--info-uidvalidity group)))
+                   (gnus-group-set-parameter (gnus-get-info group) 'uidvalidity "0")
+                   (push group remade)))
+               groups validities)
+      (when remade
+        (mailsync--log "made anew on the server, checked whole: %s"
+                       (mapconcat #'prin1-to-string remade " "))
+        (setf (mailsync--fetch-waiting fetch)
+              (append remade (mailsync--fetch-waiting fetch))))
+      (dolist (info (mailsync--fetch-infos fetch))
+        (gnus-get-unread-articles-in-group info (gnus-active (gnus-info-group info)) t))
+      (cl-mapc (lambda (group status)
+                 (if status
+                     (puthash group status mailsync--known-status)
+                   (remhash group mailsync--known-status)))
+               groups (mailsync--fetch-statuses fetch))
+      (mailsync--keeping-point
+       (lambda () (dolist (group groups) (gnus-group-update-group group t))))
+      (let ((took (- (float-time) start)))
+        (mailsync--count :check-time took)
+        ;; As many groups next time as fit in a slice.
+        (setq mailsync--examine-size
+              (max 5 (min 200 (floor (* (length groups) mailsync-check-slice)
+                                     (max took 0.001))))))
+      (mailsync--after-check groups t))
+    (mailsync--requeue (mailsync--fetch-waiting fetch)))))
+
+;;;;; Other back ends, and the command line's checks
 
 (defun mailsync--window-points (buffer)
   "The windows showing BUFFER with their points as (line . column)."
@@ -934,46 +1357,51 @@ The default member of `mailsync-folder-changed-functions'."
   (move-to-column (cdr line-column))
   (point))
 
-(defun mailsync--check-groups (groups)
-  "Check GROUPS in Gnus, leaving point, windows and marked groups alone.
-Groups shown in `*Group*' are checked by `gnus-group-get-new-news-this-group'
-in one call; others through the same activate and update steps without
-inserting lines."
-  (let ((start (float-time))
-        (buffer (get-buffer gnus-group-buffer)))
+(defun mailsync--keeping-point (function)
+  "Call FUNCTION in `*Group*', then put point and its windows' points back.
+Gnus redraws a group's line by deleting and inserting it."
+  (let ((buffer (get-buffer gnus-group-buffer)))
     (with-current-buffer buffer
-      (let* ((point (cons (line-number-at-pos) (current-column)))
-             (windows (mailsync--window-points buffer))
-             (user-marked gnus-group-marked)
-             (known (cl-remove-if-not (lambda (group) (gnus-group-entry group)) groups))
-             (shown (save-excursion
-                      (cl-remove-if-not #'gnus-group-goto-group known)))
-             (hidden (cl-set-difference known shown :test #'equal)))
-        (dolist (group (cl-set-difference groups known :test #'equal))
-          (mailsync--log "%S is not a Gnus group; not checked" group))
+      (let ((point (cons (line-number-at-pos) (current-column)))
+            (windows (mailsync--window-points buffer)))
         (unwind-protect
-            (progn
-              (when shown
-                (save-excursion
-                  (let ((gnus-group-marked (reverse shown))
-                        (mark-active nil)
-                        (gnus-goto-next-group-when-activating nil))
-                    (gnus-group-get-new-news-this-group nil))))
-              (dolist (group hidden)
-                (mailsync--check-hidden-group group)))
-          ;; The check drew the lines of SHOWN without process marks.
-          (setq gnus-group-marked user-marked)
-          (dolist (group (cl-intersection shown user-marked :test #'equal))
-            (gnus-group-update-group group t t))
+            (funcall function)
           (mailsync--goto-line-column point)
           (dolist (window windows)
             (when (window-live-p (car window))
               (set-window-point (car window)
                                 (save-excursion
-                                  (mailsync--goto-line-column (cdr window)))))))))
-    (mailsync--count :checks (length groups))
-    (mailsync--count :check-time (- (float-time) start))
-    (run-hook-with-args 'mailsync-after-check-functions groups)))
+                                  (mailsync--goto-line-column (cdr window)))))))))))
+
+(defun mailsync--check-groups (groups)
+  "Check GROUPS in Gnus, leaving point, windows and marked groups alone.
+Groups shown in `*Group*' are checked by `gnus-group-get-new-news-this-group'
+in one call; others through the same activate and update steps without
+inserting lines."
+  (mailsync--keeping-point
+   (lambda ()
+     (let* ((user-marked gnus-group-marked)
+            (known (cl-remove-if-not (lambda (group) (gnus-group-entry group)) groups))
+            (shown (save-excursion
+                     (cl-remove-if-not #'gnus-group-goto-group known)))
+            (hidden (cl-set-difference known shown :test #'equal)))
+       (dolist (group (cl-set-difference groups known :test #'equal))
+         (mailsync--log "%S is not a Gnus group; not checked" group))
+       (unwind-protect
+           (progn
+             (when shown
+               (save-excursion
+                 (let ((gnus-group-marked (reverse shown))
+                       (mark-active nil)
+                       (gnus-goto-next-group-when-activating nil))
+                   (gnus-group-get-new-news-this-group nil))))
+             (dolist (group hidden)
+               (mailsync--check-hidden-group group)))
+         ;; The check drew the lines of SHOWN without process marks.
+         (setq gnus-group-marked user-marked)
+         (dolist (group (cl-intersection shown user-marked :test #'equal))
+           (gnus-group-update-group group t t))))))
+  (mailsync--after-check groups nil))
 
 (defun mailsync--check-hidden-group (group)
   "Check GROUP, which `*Group*' does not show, without showing it."
@@ -992,7 +1420,10 @@ inserting lines."
 (defun mailsync-gnus-check (&optional groups)
   "Check the Gnus GROUPS (full group names); all groups when nil.
 For `emacsclient --eval' callers such as `mailsync sync --check-local'.
-Return the number of groups checked, t when all were, 0 when Gnus is not
+Groups of other back ends are checked before this returns; nnimap groups
+are queued, and asked about as mailsync asks (EXAMINE, never SELECT or
+EXPUNGE) without holding Emacs while the server answers.  Return the
+number of groups checked or queued, t when all were, 0 when Gnus is not
 running."
   (cond
    ((not (and (featurep 'gnus) (gnus-alive-p))) 0)
@@ -1001,7 +1432,15 @@ running."
       (with-current-buffer gnus-group-buffer
         (gnus-group-get-new-news)))
     t)
-   (t (mailsync--check-groups groups)
+   (t (let ((nnimap (cl-remove-if-not
+                     (lambda (group)
+                       (and (gnus-group-entry group)
+                            (eq (car (gnus-find-method-for-group group)) 'nnimap)))
+                     groups)))
+        (mailsync--gnus-check nnimap)
+        (let ((others (cl-set-difference groups nnimap :test #'equal)))
+          (when others
+            (mailsync--check-groups others))))
       (length groups))))
 
 ;; The name rpatterson.mailsync 0.4 used, for existing emacsclient callers.

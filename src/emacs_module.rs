@@ -14,7 +14,7 @@
 //! left by an old build says "rebuild, then restart Emacs" instead of failing
 //! with an arity error.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
@@ -27,7 +27,8 @@ use emacs::{defun, Env, IntoLisp, Result, ResultExt, Value};
 use crate::engine::{Engine, Options, Sink};
 use crate::groups::GroupMap;
 use crate::imap::{
-    self, Account, AskSecret, Auth, Endpoint, ImapError, ImapWatch, Password, RemoteNames, Secret, Tls,
+    self, Account, AskSecret, Auth, Endpoint, ImapError, ImapWatch, MailboxStatus, Password, RemoteNames,
+    Secret, Tls,
 };
 use crate::naming::{Folder, Layout, NameStyle};
 
@@ -35,7 +36,7 @@ emacs::plugin_is_GPL_compatible!();
 
 /// The interface mailsync-gnus.el talks to: bump it whenever a
 /// `mailsync--module-*` function changes its arguments or results.
-pub const MODULE_VERSION: i64 = 5;
+pub const MODULE_VERSION: i64 = 6;
 
 emacs::define_errors! {
     mailsync_error "mailsync" (user_error)
@@ -56,6 +57,9 @@ struct Mailbox {
     /// How the start went, until `poll` takes it: the folders found, or why not.
     started: Mutex<Option<std::result::Result<Vec<Folder>, String>>>,
     folders: Mutex<Vec<Folder>>,
+    /// What an IMAP server last said of the mailboxes listed or reported
+    /// since the last `poll`, the latest for each.
+    statuses: Mutex<HashMap<Folder, MailboxStatus>>,
     warnings: Mutex<Vec<String>>,
     /// An IMAP account's login waits for a password from auth-source:
     /// [`SECRET_WANTED`] or [`SECRET_REFUSED`], until `poll` takes it.
@@ -74,6 +78,7 @@ impl Mailbox {
         Mailbox {
             started: Mutex::default(),
             folders: Mutex::default(),
+            statuses: Mutex::default(),
             warnings: Mutex::default(),
             secret_wanted: AtomicU8::new(0),
             wake_pending: AtomicBool::new(false),
@@ -112,6 +117,13 @@ impl Sink for EmacsSink {
             queued.extend(folders);
         }
         self.mailbox.wake();
+    }
+
+    fn server_status(&mut self, statuses: Vec<(Folder, MailboxStatus)>) {
+        // No wake-up of its own: `ready` or `changed` follows at once.
+        if let Ok(mut kept) = self.mailbox.statuses.lock() {
+            kept.extend(statuses);
+        }
     }
 
     fn warning(&mut self, message: String) {
@@ -362,7 +374,7 @@ fn list<'e>(env: &'e Env, items: Vec<Value<'e>>) -> Result<Value<'e>> {
     Ok(list)
 }
 
-/// Take what happened since the last call: a list (FOLDERS WARNINGS START SECRET).
+/// Take what happened since the last call: a list (FOLDERS WARNINGS START SECRET STATUSES).
 ///
 /// FOLDERS is a list of folder names, each once, oldest change first;
 /// WARNINGS a list of messages from the watching thread. START is nil,
@@ -371,7 +383,10 @@ fn list<'e>(env: &'e Env, items: Vec<Value<'e>>) -> Result<Value<'e>> {
 /// :folders-at-start; none otherwise), or (failed MESSAGE) when the store
 /// cannot be watched (the watch has stopped then). SECRET is nil, or `wanted' when an IMAP account's
 /// login waits for its password (`mailsync--module-give-secret'), or
-/// `refused' when it waits because the last one was refused.
+/// `refused' when it waits because the last one was refused. STATUSES,
+/// for an IMAP account, says what the server last said of the mailboxes
+/// in START's names or in FOLDERS: a list of (NAME UIDVALIDITY UIDNEXT
+/// MESSAGES UNSEEN), each number nil when the server gave none.
 #[defun]
 fn module_poll<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
     watch.mailbox.wake_pending.store(false, Ordering::Release);
@@ -404,7 +419,26 @@ fn module_poll<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
         SECRET_REFUSED => env.intern("refused")?,
         _ => ().into_lisp(env)?,
     };
-    env.list((list(env, names)?, list(env, warnings)?, start, secret))
+    let statuses = std::mem::take(&mut *watch.mailbox.statuses.lock().map_err(|_| poisoned())?)
+        .into_iter()
+        .map(|(folder, status)| {
+            let number = |value: Option<u32>| value.map(i64::from);
+            env.list((
+                name_into_lisp(env, watch.names.folder_name(&folder))?,
+                number(status.uid_validity),
+                number(status.uid_next),
+                number(status.messages),
+                number(status.unseen),
+            ))
+        })
+        .collect::<Result<Vec<_>>>()?;
+    env.list((
+        list(env, names)?,
+        list(env, warnings)?,
+        start,
+        secret,
+        list(env, statuses)?,
+    ))
 }
 
 /// Give WATCH's IMAP account the password (or token) SECRET it asked for;

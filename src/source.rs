@@ -2,6 +2,7 @@
 //! account watched over the network) tells the face that runs it: the Emacs
 //! module, `mailsync watch` or `mailsync idle`.
 
+use crate::imap::MailboxStatus;
 use crate::naming::Folder;
 
 /// Why a source could not start, or stopped for good: a value that says what
@@ -23,6 +24,12 @@ pub trait Sink: Send + 'static {
     }
     /// Folders that changed, oldest change first, each once.
     fn changed(&mut self, folders: Vec<Folder>);
+    /// What an IMAP server last said of mailboxes (UIDVALIDITY, UIDNEXT,
+    /// MESSAGES, UNSEEN), told just before [`Sink::ready`] for every mailbox
+    /// listed and before [`Sink::changed`] for the mailboxes it names: enough
+    /// for a mail reader to update a count without asking the server again.
+    /// Maildir sources never call it; most sinks need only the names.
+    fn server_status(&mut self, _statuses: Vec<(Folder, MailboxStatus)>) {}
     /// Something went wrong while running; watching goes on.
     fn warning(&mut self, message: String);
     /// How the source watches, said once when it is ready (the command

@@ -219,15 +219,14 @@ mailsync stops and Gnus quits, leaving nothing behind."
     (mailsync-test--start)
     (cl-letf (((symbol-function 'input-pending-p) (lambda (&rest _) t)))
       (mailsync-test--deliver "work")
-      (should (mailsync-test--wait-until (lambda () mailsync--deferred) 1.0))
-      (should (equal mailsync--deferred (list (mailsync-test--group "work"))))
-      (should (timerp mailsync--idle-timer))
+      (should (mailsync-test--wait-until (lambda () (timerp mailsync--idle-timer)) 1.0))
+      (should (equal (mapcar #'car mailsync--queue) (list (mailsync-test--group "work"))))
       (should (memq mailsync--idle-timer timer-idle-list))
       (should (equal (mailsync-test--unread "work") 0)))
     ;; Batch Emacs is never idle: run what the idle timer runs.
     (timer-event-handler mailsync--idle-timer)
     (should (equal (mailsync-test--unread "work") 1))
-    (should (null mailsync--deferred))
+    (should (null mailsync--queue))
     (should (null mailsync--idle-timer))))
 
 (ert-deftest mailsync-test-hidden-group-is-checked-without-showing-it ()
@@ -329,13 +328,14 @@ Needs root: it lowers fs.inotify.max_user_watches for a moment."
                    (list (mailsync-test--group "INBOX") (mailsync-test--group "work"))))
     (should (equal (mailsync-test--unread "work") 1))))
 
-(ert-deftest mailsync-test-start-check-goes-in-batches-and-emacs-answers-between ()
-  "The start-up check of many groups runs in batches, after `mailsync-start'.
-A 5 ms timer keeps running between the batches."
+(ert-deftest mailsync-test-start-check-goes-in-slices-and-emacs-answers-between ()
+  "The start-up check of many groups runs in slices of time, after `mailsync-start'.
+A slice takes groups until `mailsync-check-slice' has passed (here 1 ms:
+one or a few groups), and a 5 ms timer keeps running between slices."
   (let ((folders (mapcar (lambda (n) (format "g%03d" n)) (number-sequence 1 120))))
     (mailsync-test--with-gnus folders
       (let ((mailsync-check-on-start t)
-            (mailsync-check-batch-size 50)
+            (mailsync-check-slice 0.001)
             (batches nil)
             (ticks nil)
             (ticker nil))
@@ -349,7 +349,8 @@ A 5 ms timer keeps running between the batches."
               (should (mailsync-test--wait-until
                        (lambda () (= (length mailsync-test--checked) 120)) 30.0))
               (setq batches (nreverse batches))
-              (should (equal (mapcar #'cdr batches) '(50 50 20)))
+              (should (cdr batches))
+              (should (= (apply #'+ (mapcar #'cdr batches)) 120))
               (should (equal (sort (copy-sequence mailsync-test--checked) #'string<)
                              (mapcar #'mailsync-test--group folders)))
               ;; Emacs ran its own timers between the first batch and the last.
@@ -1045,6 +1046,211 @@ the sync program; killed, it is started again; the mode stops it."
       (mailsync-mode -1)
       (setq mailsync--run-restarts 0)
       (delete-directory tmp t))))
+
+;;;; nnimap checks: no round trip when the server said enough, never SELECT or EXPUNGE
+
+(defun mailsync-test--proxy (port rtt-ms log)
+  "Start tests/latency-proxy.py to Dovecot's PORT, adding RTT-MS, logging to LOG.
+Return (PROCESS . PROXY-PORT)."
+  (let* ((buffer (generate-new-buffer " *mailsync-proxy*"))
+         (process (make-process :name "mailsync-proxy" :buffer buffer :noquery t
+                                :connection-type 'pipe
+                                :command (list "python3"
+                                               (expand-file-name "tests/latency-proxy.py"
+                                                                 mailsync-test--root)
+                                               (number-to-string port)
+                                               (number-to-string rtt-ms) log "600"))))
+    (should (mailsync-test--wait-until
+             (lambda () (with-current-buffer buffer (string-match-p "\n" (buffer-string))))
+             10.0))
+    (cons process (with-current-buffer buffer (string-to-number (buffer-string))))))
+
+(defun mailsync-test--wire (log connection)
+  "The command names CONNECTION sent through the proxy, in order, per its LOG."
+  (let (commands)
+    (dolist (line (split-string (mailsync-test--file-text log) "\n" t))
+      (let ((words (split-string line " " t)))
+        (when (and (equal (car words) (number-to-string connection)) (nth 2 words))
+          (push (upcase (concat (nth 2 words)
+                                (if (equal (upcase (nth 2 words)) "UID")
+                                    (concat " " (or (nth 3 words) ""))
+                                  "")))
+                commands))))
+    (nreverse commands)))
+
+(defun mailsync-test--checks-idle-p ()
+  "Non-nil when every store is watched and no check waits or is under way."
+  (and (mailsync--ready-p) (null mailsync--queue) (null mailsync--fetches)
+       (not (timerp mailsync--check-timer))))
+
+(defun mailsync-test--save-many (server mailbox count &optional subject)
+  "Save COUNT messages into MAILBOX of the test Dovecot in SERVER.
+SUBJECT, when given, is every message's subject."
+  (dotimes (_ count)
+    (if subject
+        (let ((message (make-temp-file "mailsync-message")))
+          (unwind-protect
+              (progn
+                (with-temp-file message
+                  (insert (format "From: test@example.org\nSubject: %s\nMessage-ID: <%d.%d@test>\n\nbody\n"
+                                  subject (emacs-pid) (cl-incf mailsync-test--counter))))
+                (should (eql 0 (call-process "doveadm" message nil nil
+                                             "-c" (expand-file-name "dovecot.conf" server)
+                                             "save" "-u" "test" "-m" mailbox))))
+            (delete-file message)))
+      (mailsync-test--save-on-server server mailbox))))
+
+(defun mailsync-test--messages-on-server (server mailbox query)
+  "How many messages of MAILBOX on the test Dovecot in SERVER match QUERY."
+  (with-temp-buffer
+    (should (eql 0 (call-process "doveadm" nil t nil
+                                 "-c" (expand-file-name "dovecot.conf" server)
+                                 "search" "-u" "test" "mailbox" mailbox query)))
+    (length (split-string (buffer-string) "\n" t))))
+
+(defmacro mailsync-test--over-nnimap (spec &rest body)
+  "Run BODY with Gnus reading a Dovecot over nnimap, mailsync watching it.
+SPEC is (SERVER LOG MAILBOXES SUBSCRIBED &rest METHOD-SETTINGS): SERVER
+and LOG are bound to Dovecot's directory and the proxy's log (Gnus and
+the module reach Dovecot through a proxy adding 100 ms of round trip);
+MAILBOXES are made on the server and the SUBSCRIBED ones read by Gnus as
+nnimap+remote groups; METHOD-SETTINGS are added to the nnimap method."
+  (declare (indent 1) (debug t))
+  (pcase-let ((`(,server ,log ,mailboxes ,subscribed . ,settings) spec))
+    `(let* ((tmp (file-name-as-directory (make-temp-file "mailsync-rtt" t)))
+            (,server (expand-file-name "dovecot" tmp))
+            (,log (expand-file-name "proxy.log" tmp))
+            (port (string-to-number (mailsync-test--dovecot "start" ,server)))
+            (proxy (mailsync-test--proxy port 100 ,log))
+            (authinfo (expand-file-name "authinfo" tmp))
+            (auth-sources (list authinfo))
+            (auth-source-do-cache nil)
+            (nsm-trust-local-network t)
+            (mailsync-maildirs nil)
+            (mailsync-imap-servers t))
+       (unwind-protect
+           (progn
+             (mailsync-test--write-file
+              authinfo (format "machine 127.0.0.1 port %d login test password secret\n" (cdr proxy)))
+             (apply #'mailsync-test--doveadm ,server "mailbox" "create" "-u" "test" ,mailboxes)
+             (mailsync-test--with-gnus-running tmp
+                 (append (list 'nnimap "remote" '(nnimap-address "127.0.0.1")
+                               (list 'nnimap-server-port (cdr proxy)) '(nnimap-stream plain))
+                         ,(cons 'list settings))
+                 (mapcar (lambda (mailbox) (concat "nnimap+remote:" mailbox)) ,subscribed)
+               ,@body))
+         (delete-process (car proxy))
+         (mailsync-test--dovecot "remove" ,server)
+         (delete-directory tmp t)))))
+
+(defvar mailsync-test--depth 0 "How deep checks are nested now.")
+(defvar mailsync-test--deepest 0 "The deepest checks were nested.")
+
+(defun mailsync-test--count-depth (function &rest args)
+  "Call FUNCTION with ARGS, counting how deep checks nest."
+  (let ((mailsync-test--depth (1+ mailsync-test--depth)))
+    (setq mailsync-test--deepest (max mailsync-test--deepest mailsync-test--depth))
+    (apply function args)))
+
+(ert-deftest mailsync-test-nnimap-counts-rise-with-no-command-from-gnus ()
+  "New mail raises nnimap counts from the server's status: Gnus sends nothing.
+A real Dovecot 100 ms of round trip away (a proxy the test starts), 120
+mailboxes, 60 subscribed, `mailsync-imap-servers' t, default settings.
+The start-up check ends and asks only about groups that changed before
+it (one bulk EXAMINE); six deliveries then raise six counts with no
+command on Gnus's connection.  An expunge and a mailbox made anew take
+the fallback and end with the right counts.  No check sends SELECT or
+EXPUNGE (a message marked deleted by another client stays), and checks
+never nest: a wake-up during one is merged into the next."
+  (let* ((mailboxes (mapcar (lambda (n) (format "m%03d" n)) (number-sequence 1 120)))
+         (subscribed (seq-take mailboxes 60))
+         (group (lambda (mailbox) (concat "nnimap+remote:" mailbox)))
+         (mailsync-test--deepest 0)
+         (hook-runs 0)
+         (count-hook (lambda () (cl-incf hook-runs))))
+    (mailsync-test--over-nnimap (server log mailboxes subscribed)
+      (advice-add 'mailsync--check-slice :around #'mailsync-test--count-depth)
+      (advice-add 'mailsync--fetch-finish :around #'mailsync-test--count-depth)
+      (add-hook 'gnus-after-getting-new-news-hook count-hook)
+      (unwind-protect
+          (let ((wire-at-start (length (mailsync-test--wire log 1)))
+                (mailsync-check-on-start t))
+            ;; Gnus read every group once (its first `g' SELECTs them).
+            (should (equal (gnus-group-unread (funcall group "m001")) 0))
+            ;; Mail that came before mailsync starts, for its start-up check:
+            ;; m007's message marked deleted by another client.
+            (mailsync-test--save-many server "m007" 1)
+            (mailsync-test--doveadm server "flags" "add" "-u" "test" "\\Deleted" "mailbox" "m007" "all")
+            (mailsync-test--save-many server "m008" 2)
+            (mailsync-test--save-many server "m009" 2)
+            (mailsync-start)
+            (should (mailsync-test--wait-until #'mailsync-test--checks-idle-p 30.0))
+            (should (equal (gnus-group-unread (funcall group "m008")) 2))
+            (should (equal (gnus-group-unread (funcall group "m009")) 2))
+            (let ((start-up (nthcdr wire-at-start (mailsync-test--wire log 1))))
+              (should (member "EXAMINE" start-up))
+              ;; One EXAMINE for each group that changed, none for the rest.
+              (should (<= (cl-count "EXAMINE" start-up :test #'equal) 3)))
+            ;; Gnus still answers.
+            (should (gnus-group-entry (funcall group "m060")))
+            ;; Six deliveries into six groups: no command from Gnus.
+            (let ((wire-before (length (mailsync-test--wire log 1))))
+              (dolist (mailbox '("m011" "m022" "m033" "m044" "m055" "m007"))
+                (let ((before (gnus-group-unread (funcall group mailbox))))
+                  (mailsync-test--save-many server mailbox 1)
+                  (should (mailsync-test--wait-until
+                           (lambda () (equal (gnus-group-unread (funcall group mailbox)) (1+ before)))
+                           3.0))))
+              (should (equal (nthcdr wire-before (mailsync-test--wire log 1)) nil)))
+            (should (> hook-runs 0))
+            ;; An expunge, and then new mail: the fallback, with the right count.
+            (mailsync-test--doveadm server "expunge" "-u" "test" "mailbox" "m008" "uid" "1")
+            (mailsync-test--save-many server "m008" 2)
+            (should (mailsync-test--wait-until
+                     (lambda () (equal (gnus-group-unread (funcall group "m008")) 3)) 5.0))
+            ;; A mailbox made anew (a new UIDVALIDITY), with one message.
+            (mailsync-test--doveadm server "mailbox" "delete" "-u" "test" "m009")
+            (mailsync-test--doveadm server "mailbox" "create" "-u" "test" "m009")
+            (mailsync-test--save-many server "m009" 1)
+            (should (mailsync-test--wait-until
+                     (lambda () (equal (gnus-group-unread (funcall group "m009")) 1)) 5.0))
+            ;; A burst into one group while its check may be under way: merged.
+            (mailsync-test--save-many server "m012" 3)
+            (should (mailsync-test--wait-until
+                     (lambda () (equal (gnus-group-unread (funcall group "m012")) 3)) 5.0))
+            (should (mailsync-test--wait-until #'mailsync-test--checks-idle-p 10.0))
+            (let ((checks (nthcdr wire-at-start (mailsync-test--wire log 1))))
+              (message "mailsync-test: Gnus's commands during checks: %S" checks)
+              (should-not (member "SELECT" checks))
+              (should-not (member "EXPUNGE" checks))
+              (should-not (member "UID EXPUNGE" checks)))
+            (should (= 1 (mailsync-test--messages-on-server server "m007" "deleted")))
+            (should (= mailsync-test--deepest 1)))
+        (remove-hook 'gnus-after-getting-new-news-hook count-hook)
+        (advice-remove 'mailsync--check-slice #'mailsync-test--count-depth)
+        (advice-remove 'mailsync--fetch-finish #'mailsync-test--count-depth)))))
+
+(ert-deftest mailsync-test-nnimap-split-inbox-is-still-split ()
+  "New mail in an inbox that nnimap splits is split, and Gnus's hook runs.
+The one check that must change the server: the user's own splitting."
+  (let ((hook-runs 0))
+    (mailsync-test--over-nnimap (server log '("work") '("INBOX" "work")
+                                        '(nnimap-inbox "INBOX")
+                                        '(nnimap-split-methods (("work" "^Subject: for work"))))
+      (let ((count-hook (lambda () (cl-incf hook-runs)))
+            (mailsync-check-on-start nil))
+        (add-hook 'gnus-after-getting-new-news-hook count-hook)
+        (unwind-protect
+            (progn
+              (mailsync-start)
+              (should (mailsync-test--wait-until #'mailsync--ready-p 10.0))
+              (setq hook-runs 0)
+              (mailsync-test--save-many server "INBOX" 1 "for work")
+              (should (mailsync-test--wait-until
+                       (lambda () (equal (gnus-group-unread "nnimap+remote:work") 1)) 5.0))
+              (should (= 0 (mailsync-test--messages-on-server server "INBOX" "all")))
+              (should (> hook-runs 0)))
+          (remove-hook 'gnus-after-getting-new-news-hook count-hook))))))
 
 (provide 'mailsync-gnus-test)
 ;;; mailsync-gnus-test.el ends here

@@ -34,7 +34,8 @@ use crate::wake::Stop;
 pub use auth::{Auth, Mechanism};
 pub use conn::{Endpoint, Tls};
 pub use error::ImapError;
-use status::{MailboxStatus, Mailboxes};
+pub use status::MailboxStatus;
+use status::Mailboxes;
 
 /// A password or token, never shown.
 #[derive(Clone)]
@@ -458,6 +459,12 @@ fn coordinate(
                         .map(|name| names.folder(name, delimiter.as_deref()))
                         .collect();
                     folders.sort();
+                    sink.server_status(
+                        mailboxes
+                            .iter()
+                            .map(|(name, status)| (names.folder(name, delimiter.as_deref()), *status))
+                            .collect(),
+                    );
                     sink.info(format!("watching {} mailboxes: {how}", mailboxes.len()));
                     sink.ready(Ok(folders));
                 }
@@ -482,11 +489,18 @@ fn coordinate(
         }
         let due = coalescer.take_due(Instant::now());
         if !due.is_empty() {
-            sink.changed(
-                due.iter()
-                    .map(|name| names.folder(name, delimiter.as_deref()))
-                    .collect(),
-            );
+            let folders: Vec<Folder> = due
+                .iter()
+                .map(|name| names.folder(name, delimiter.as_deref()))
+                .collect();
+            // A mailbox gone from the listing has no status: its name alone is reported.
+            let statuses = due
+                .iter()
+                .zip(&folders)
+                .filter_map(|(name, folder)| Some((folder.clone(), *mailboxes.get(name)?)))
+                .collect();
+            sink.server_status(statuses);
+            sink.changed(folders);
         }
     }
 }

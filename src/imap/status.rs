@@ -110,6 +110,16 @@ impl Mailboxes {
         self.known.keys()
     }
 
+    /// Every mailbox with what is known of it.
+    pub fn iter(&self) -> impl Iterator<Item = (&String, &MailboxStatus)> {
+        self.known.iter()
+    }
+
+    /// What is known of the mailbox `name`, if it is watched.
+    pub fn get(&self, name: &str) -> Option<&MailboxStatus> {
+        self.known.get(name)
+    }
+
     pub fn len(&self) -> usize {
         self.known.len()
     }
