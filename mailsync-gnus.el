@@ -411,8 +411,12 @@ FOLDERS names them all, when `mailsync-check-on-start' asked for them."
                    (or (plist-get (mailsync--module-stats (mailsync--watch-handle watch))
                                   :folders)
                        (length folders)))
-    (when mailsync-check-on-start
-      (mailsync--queue-start-check (mailsync--groups-of directory folders)))
+    (cond (mailsync-check-on-start
+           (mailsync--enqueue (mailsync--groups-of directory folders) 'start))
+          ((plist-get (mailsync--watch-plist watch) :imap)
+           ;; No check, but each group's status is noted where Gnus's count
+           ;; stands at it, so that the first change costs no round trip.
+           (mailsync--enqueue (mailsync--groups-of directory folders) 'note)))
     (run-hook-with-args 'mailsync-ready-functions directory)))
 
 (defun mailsync--on-failed (watch message)
@@ -901,9 +905,11 @@ GROUP -> (UIDVALIDITY UIDNEXT MESSAGES UNSEEN): the base that the next
 status from the server is compared with.")
 
 (defvar mailsync--queue nil
-  "Groups waiting to be checked, oldest first, as (GROUP . AT-START).
-AT-START is non-nil for the start-up check, which leaves alone an nnimap
-group whose count the server's status shows is right.")
+  "Groups waiting to be checked, oldest first, as (GROUP . WHY).
+WHY is nil for a change; `start' for the start-up check, which leaves
+alone an nnimap group whose count the server's status shows is right;
+`note' for an nnimap group whose status is only to be noted when Gnus's
+count stands at it (no check).")
 
 (defvar mailsync--queue-tail nil
   "The last cons of `mailsync--queue', where groups are added.")
@@ -923,7 +929,7 @@ group whose count the server's status shows is right.")
 (defvar mailsync--local-cost 0.005
   "Seconds one group of a local back end (nnmaildir) took to check, lately.")
 
-(defvar mailsync--examine-size 20
+(defvar mailsync--examine-size 10
   "How many nnimap groups one bulk EXAMINE asks about.
 As many as Emacs read the answers of within `mailsync-check-slice', lately.")
 
@@ -958,24 +964,21 @@ the server's groups queued meanwhile, asked about once it is done."
 The default member of `mailsync-folder-changed-functions'."
   (mailsync--gnus-check (mailsync--groups-of directory folders)))
 
-(defun mailsync--queue-start-check (groups)
-  "Queue GROUPS for the start-up check."
-  (mailsync--enqueue groups t))
-
 (defun mailsync--gnus-check (groups)
   "Queue GROUPS to be checked once no other check is under way."
   (mailsync--enqueue groups nil))
 
-(defun mailsync--enqueue (groups at-start)
-  "Queue GROUPS, each once; AT-START as in `mailsync--queue'.
-A group queued again for a change is no longer a start-up check."
+(defun mailsync--enqueue (groups why)
+  "Queue GROUPS, each once; WHY as in `mailsync--queue'.
+A group queued again for a change is checked for it; one queued again
+for the start-up check is checked if it was only to be noted."
   (when (and groups (featurep 'gnus) (gnus-alive-p))
     (dolist (group groups)
       (let ((entry (gethash group mailsync--queued)))
         (if entry
-            (unless at-start
-              (setcdr entry nil))
-          (setq entry (cons group at-start))
+            (when (or (null why) (eq (cdr entry) 'note))
+              (setcdr entry why))
+          (setq entry (cons group why))
           (puthash group entry mailsync--queued)
           (let ((cell (list entry)))
             (if mailsync--queue
@@ -1059,15 +1062,20 @@ is done; while the user types, for an idle timer."
                 (or (zerop taken) (< (float-time) deadline))
                 (< (length local) (max 1 (floor mailsync-check-slice mailsync--local-cost))))
       (cl-incf taken)
-      (pcase-let* ((`(,group . ,at-start) (mailsync--dequeue))
+      (pcase-let* ((`(,group . ,why) (mailsync--dequeue))
                    (method (and (gnus-group-entry group) (gnus-find-method-for-group group))))
         (cond
          ((null method)
-          (mailsync--log "%S is not a Gnus group; not checked" group))
+          (unless (eq why 'note)
+            (mailsync--log "%S is not a Gnus group; not checked" group)))
+         ((eq why 'note)
+          (when (and (eq (car method) 'nnimap)
+                     (eq (mailsync--status-verdict group t) 'current))
+            (puthash group (gethash group mailsync--server-status) mailsync--known-status)))
          ((not (eq (car method) 'nnimap))
           (push group local))
          (t
-          (pcase (mailsync--status-verdict group at-start)
+          (pcase (mailsync--status-verdict group why)
             ('current (puthash group (gethash group mailsync--server-status)
                                mailsync--known-status))
             (`(extend . ,status)

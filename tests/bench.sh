@@ -5,6 +5,7 @@
 #   MAILSYNC_BENCH_RUNS=N        samples per contender in the watcher tables (default 5)
 #   MAILSYNC_BENCH_RUN_DELIVERIES=N  deliveries each way per pass in the mailsync run table (default 2; two passes)
 #   MAILSYNC_BENCH_RUN_CHAIN=N   server saves in the whole-chain (Emacs hook) table (default 10)
+#   MAILSYNC_BENCH_IMAP_DELIVERIES=N  deliveries per RTT in the Gnus-on-nnimap table (default 10)
 #   MAILSYNC_BENCH_SIZES=A,B,…   store sizes of the start-up table (default 1000,10000,50000,100000)
 #   MAILSYNC_BENCH_DIR=DIR       where the stores of the start-up table are made (default $TMPDIR
 #                                or /tmp, on disk so that dropping the caches as root gives
@@ -64,6 +65,9 @@ in_emacs() {
   echo
   mkdir -p "$work/run"
   in_emacs emacs-run-bench.el "$work/run" "${MAILSYNC_BENCH_RUN_CHAIN:-10}"
+  echo
+  mkdir -p "$work/imap"
+  in_emacs emacs-imap-bench.el "$work/imap" "${MAILSYNC_BENCH_IMAP_DELIVERIES:-10}"
 } | tee "$work/BENCHMARKS.md"
 cp "$work/BENCHMARKS.md" BENCHMARKS.md
 echo "bench: written to BENCHMARKS.md in $SECONDS s" >&2
