@@ -32,6 +32,27 @@ use crate::wake::{Waker, Woken};
 /// The longest wait for any response the server owes, and for a write.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest one command's answer may take, whether or not data keeps
+/// coming: a server that trickles or streams without end is cut off.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What a server may send, at most. Past these the connection is dropped
+/// (and made again later, with back-off), so that nothing a server sends
+/// grows the process without bound: it may be the user's Emacs.
+pub mod limits {
+    /// One response line, literals aside (a LIST or STATUS line is ~100 bytes).
+    pub const LINE: usize = 1 << 20;
+    /// One literal (mailsync reads no message bodies: a name, a header).
+    pub const LITERAL: usize = 64 << 20;
+    /// One response, lines and literals together.
+    pub const RESPONSE: usize = LITERAL + 4 * LINE;
+    /// The untagged responses gathered for one command (a LIST-STATUS of
+    /// 100,000 mailboxes is 200,000).
+    pub const RESPONSES_PER_COMMAND: usize = 250_000;
+    /// Their bytes.
+    pub const BYTES_PER_COMMAND: usize = 64 << 20;
+}
+
 /// Who logs in, with what, and how.
 pub struct Login<'a> {
     /// How messages name the account.
@@ -206,6 +227,11 @@ pub struct Connection {
     buffer: Vec<u8>,
     /// How much of `buffer` the responses handed out took.
     consumed: usize,
+    /// Where the response being read has been scanned to, so that each byte
+    /// is looked at once however slowly it comes (see [`ResponseScan`]).
+    scan: ResponseScan,
+    /// The bytes of the last response handed out.
+    last_size: usize,
     next_tag: u32,
     capabilities: Vec<String>,
 }
@@ -309,6 +335,8 @@ impl Connection {
             server,
             buffer: Vec::new(),
             consumed: 0,
+            scan: ResponseScan::default(),
+            last_size: 0,
             next_tag: 1,
             capabilities: Vec::new(),
         };
@@ -623,22 +651,37 @@ impl Connection {
             .map_err(|err| ImapError::lost(&self.server, err))
     }
 
-    /// Reads responses up to the end of command `tag`.
+    /// Reads responses up to the end of command `tag`: within
+    /// [`COMMAND_TIMEOUT`], and within the [`limits`] of one answer.
     pub fn finish(
         &mut self,
         waker: &mut Waker,
         tag: &str,
     ) -> Result<(Vec<Response<'static>>, Done), ImapError> {
         let mut responses = Vec::new();
+        let mut bytes = 0;
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
         loop {
-            let response = self
-                .next(waker, Instant::now() + RESPONSE_TIMEOUT)?
-                .ok_or_else(|| {
-                    ImapError::lost(
-                        &self.server,
-                        format!("no answer in {} s", RESPONSE_TIMEOUT.as_secs()),
-                    )
-                })?;
+            let until = (Instant::now() + RESPONSE_TIMEOUT).min(deadline);
+            let response = self.next(waker, until)?.ok_or_else(|| {
+                let why = if Instant::now() >= deadline {
+                    format!("its answer did not end within {} s", COMMAND_TIMEOUT.as_secs())
+                } else {
+                    format!("no answer in {} s", RESPONSE_TIMEOUT.as_secs())
+                };
+                ImapError::lost(&self.server, why)
+            })?;
+            bytes += self.last_size;
+            if responses.len() >= limits::RESPONSES_PER_COMMAND || bytes > limits::BYTES_PER_COMMAND {
+                return Err(ImapError::Protocol {
+                    server: self.server.clone(),
+                    message: format!(
+                        "its answer to one command went past {} responses or {} MiB; mailsync reads no more of it",
+                        limits::RESPONSES_PER_COMMAND,
+                        limits::BYTES_PER_COMMAND >> 20
+                    ),
+                });
+            }
             match response {
                 Response::Done {
                     tag: done,
@@ -675,30 +718,29 @@ impl Connection {
         until: Instant,
     ) -> Result<Option<Response<'static>>, ImapError> {
         loop {
-            if self.consumed < self.buffer.len() {
-                let unread = &self.buffer[self.consumed..];
-                let parsed = match Response::parse(unread) {
-                    Ok((rest, response)) => Some(Ok((unread.len() - rest.len(), response.into_owned()))),
-                    Err(nom::Err::Incomplete(_)) => None,
-                    Err(_) => Some(Err(unread.windows(2).position(|pair| pair == b"\r\n"))),
+            let scanned =
+                self.scan
+                    .end(&self.buffer, self.consumed)
+                    .map_err(|message| ImapError::Protocol {
+                        server: self.server.clone(),
+                        message,
+                    })?;
+            if let Some(end) = scanned {
+                let whole = &self.buffer[self.consumed..end];
+                let response = match Response::parse(whole) {
+                    Ok((b"", response)) => response.into_owned(),
+                    _ => Response::Data {
+                        status: Status::Bad,
+                        outcome: Outcome {
+                            code: None,
+                            information: Some(Cow::Borrowed("a response mailsync cannot read")),
+                        },
+                    },
                 };
-                match parsed {
-                    Some(Ok((used, response))) => {
-                        self.consumed += used;
-                        return Ok(Some(response));
-                    }
-                    Some(Err(Some(end))) => {
-                        self.consumed += end + 2;
-                        return Ok(Some(Response::Data {
-                            status: Status::Bad,
-                            outcome: Outcome {
-                                code: None,
-                                information: Some(Cow::Borrowed("a response mailsync cannot read")),
-                            },
-                        }));
-                    }
-                    Some(Err(None)) | None => {}
-                }
+                self.last_size = end - self.consumed;
+                self.consumed = end;
+                self.scan = ResponseScan::starting_at(end);
+                return Ok(Some(response));
             }
             if !self.fill(waker, until)? {
                 return Ok(None);
@@ -706,8 +748,11 @@ impl Connection {
         }
     }
 
-    /// Reads more; false when `until` came first.
+    /// Reads more; false when `until` came first, even while data keeps coming.
     fn fill(&mut self, waker: &mut Waker, until: Instant) -> Result<bool, ImapError> {
+        if Instant::now() >= until {
+            return Ok(false);
+        }
         if !self.stream.has_buffered() {
             let timeout = until.saturating_duration_since(Instant::now());
             match waker.wait(Some(self.socket_fd()), timeout) {
@@ -725,6 +770,7 @@ impl Connection {
                 // What was read is dropped here, once per read, not once
                 // per response (a LIST of thousands of mailboxes).
                 self.buffer.drain(..self.consumed);
+                self.scan.shift(self.consumed);
                 self.consumed = 0;
                 self.buffer.extend_from_slice(&chunk[..count]);
                 Ok(true)
@@ -739,6 +785,100 @@ impl Connection {
             }),
         }
     }
+}
+
+/// Where the next whole response ends in what has been read: a line, and
+/// after a line ending in a literal's size (`{N}`) those N bytes and the
+/// line that goes on after them. Kept between reads, so each byte is
+/// scanned once (parsing a response that is still coming, again after each
+/// read, is quadratic), and bounded by the [`limits`].
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct ResponseScan {
+    /// Where the response began.
+    start: usize,
+    /// How far it has been scanned.
+    at: usize,
+    /// Where the line being scanned began.
+    line: usize,
+    /// Bytes of a literal still to come.
+    literal: usize,
+}
+
+impl ResponseScan {
+    fn starting_at(at: usize) -> ResponseScan {
+        ResponseScan {
+            start: at,
+            at,
+            line: at,
+            literal: 0,
+        }
+    }
+
+    /// The buffer lost its first `count` bytes.
+    fn shift(&mut self, count: usize) {
+        self.start -= count;
+        self.at -= count;
+        self.line -= count;
+    }
+
+    /// The end of the response that begins at `from`, once it is all in
+    /// `buffer`; an error past the limits.
+    fn end(&mut self, buffer: &[u8], from: usize) -> Result<Option<usize>, String> {
+        if self.start != from {
+            *self = ResponseScan::starting_at(from);
+        }
+        loop {
+            if self.literal > 0 {
+                let taken = self.literal.min(buffer.len() - self.at);
+                self.at += taken;
+                self.literal -= taken;
+                if self.literal > 0 {
+                    return Ok(None);
+                }
+                self.line = self.at;
+            }
+            let newline = buffer[self.at..].iter().position(|&byte| byte == b'\n');
+            let line_end = newline.map_or(buffer.len(), |offset| self.at + offset);
+            if line_end - self.line > limits::LINE {
+                return Err(format!("it sent a line longer than {} MiB", limits::LINE >> 20));
+            }
+            let Some(_) = newline else {
+                self.at = buffer.len();
+                return Ok(None);
+            };
+            self.at = line_end + 1;
+            match literal_size(&buffer[self.line..line_end]) {
+                None => return Ok(Some(self.at)),
+                Some(size) if size > limits::LITERAL as u64 => {
+                    return Err(format!(
+                        "it announced a literal of {size} bytes (mailsync reads {} MiB at most)",
+                        limits::LITERAL >> 20
+                    ))
+                }
+                Some(size) => self.literal = size as usize,
+            }
+            if self.at - self.start + self.literal > limits::RESPONSE {
+                return Err(format!(
+                    "it sent a response longer than {} MiB",
+                    limits::RESPONSE >> 20
+                ));
+            }
+        }
+    }
+}
+
+/// The size of the literal a line announces at its end (`{N}` or `{N+}`
+/// before the CR), if it does.
+fn literal_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let inside = line.strip_suffix(b"}")?;
+    let open = inside.iter().rposition(|&byte| byte == b'{')?;
+    let digits = &inside[open + 1..];
+    let digits = digits.strip_suffix(b"+").unwrap_or(digits);
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(digits).ok()?.parse().ok()
 }
 
 pub fn bye(server: &str, text: Option<&str>) -> ImapError {
@@ -760,6 +900,69 @@ pub fn bye(server: &str, text: Option<&str>) -> ImapError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Where the first response ends, or the start of the error.
+    type Scanned = Result<Option<usize>, &'static str>;
+
+    /// (what has come so far, where the first response ends)
+    #[test]
+    fn responses_end_after_their_line_and_literals() {
+        let cases: &[(&[u8], Scanned)] = &[
+            (b"* OK hi\r\n", Ok(Some(9))),
+            (b"* OK hi\r\n* OK", Ok(Some(9))),
+            (b"* OK h", Ok(None)),
+            (b"* LIST () \".\" {3}\r\na\nb\r\n", Ok(Some(24))),
+            (b"* LIST () \".\" {3}\r\na\nb", Ok(None)),
+            (b"* LIST () \".\" {3+}\r\nabc\r\n", Ok(Some(25))),
+            (b"* 1 FETCH (BODY[] {2}\r\nab BODY[1] {1}\r\nc)\r\n", Ok(Some(43))),
+            (b"* OK {not a size}\r\n", Ok(Some(19))),
+            (
+                b"* LIST () \".\" {999999999999}\r\n",
+                Err("it announced a literal"),
+            ),
+        ];
+        for (input, expected) in cases {
+            let mut scan = ResponseScan::default();
+            let got = scan.end(input, 0);
+            match (got, expected) {
+                (Ok(got), Ok(expected)) => assert_eq!(got, *expected, "{}", String::from_utf8_lossy(input)),
+                (Err(got), Err(expected)) => assert!(got.starts_with(expected), "{got}"),
+                (got, _) => panic!("{}: {got:?}", String::from_utf8_lossy(input)),
+            }
+        }
+    }
+
+    #[test]
+    fn a_response_read_a_byte_at_a_time_is_scanned_once_and_ends_where_it_ends() {
+        let response = b"* LIST () \".\" {5}\r\nab\r\nc\r\n* OK next\r\n";
+        let mut scan = ResponseScan::default();
+        let mut end = None;
+        for len in 1..=response.len() {
+            if let Some(found) = scan.end(&response[..len], 0).unwrap() {
+                end = Some((len, found));
+                break;
+            }
+            assert!(scan.at <= len);
+        }
+        assert_eq!(end, Some((26, 26)));
+    }
+
+    #[test]
+    fn an_endless_line_is_an_error_at_the_limit() {
+        let mut scan = ResponseScan::default();
+        let mut buffer = b"* OK ".to_vec();
+        let mut error = None;
+        while buffer.len() < 2 * limits::LINE {
+            buffer.extend(std::iter::repeat_n(b'x', 64 * 1024));
+            if let Err(message) = scan.end(&buffer, 0) {
+                error = Some((buffer.len(), message));
+                break;
+            }
+        }
+        let (at, message) = error.expect("an endless line is refused");
+        assert!(at <= limits::LINE + 64 * 1024 + 5, "refused only at {at}");
+        assert!(message.contains("longer than 1 MiB"), "{message}");
+    }
 
     #[test]
     fn mailbox_names_lose_their_escapes_and_quote_back_the_same() {

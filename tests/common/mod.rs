@@ -205,6 +205,7 @@ impl Drop for Watch {
     }
 }
 
+pub mod fake_imap;
 pub mod servers;
 
 /// Says that the calling test cannot run here, and why. The test then returns

@@ -1,0 +1,115 @@
+//! A stand-in IMAP server on 127.0.0.1, for faults no real server can be
+//! made to show: an answer without end, an endless line, a literal of a
+//! terabyte. It greets, takes any login, and answers every later command
+//! with what its script writes. Real servers (Dovecot) are tested elsewhere.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// How the script answers one command: `tag` and the command's text
+/// (e.g. `LIST "" "*"`); it writes to `out` until done or the client goes.
+pub type Script = dyn Fn(&str, &str, &mut TcpStream) -> std::io::Result<()> + Send + Sync;
+
+pub struct FakeImap {
+    pub port: u16,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl FakeImap {
+    pub fn start(script: Arc<Script>) -> FakeImap {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        listener.set_nonblocking(true).unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let stopping = Arc::clone(&stop);
+        let thread = thread::spawn(move || {
+            while !stopping.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((socket, _)) => {
+                        let script = Arc::clone(&script);
+                        let stopping = Arc::clone(&stopping);
+                        thread::spawn(move || serve(socket, &*script, &stopping));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+        });
+        FakeImap {
+            port,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    /// `mailsync idle`'s arguments for this server.
+    pub fn idle_args(&self) -> Vec<String> {
+        [
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &self.port.to_string(),
+            "--user",
+            "u",
+            "--pass-cmd",
+            "echo pw",
+            "--tls",
+            "none",
+        ]
+        .iter()
+        .map(|arg| arg.to_string())
+        .collect()
+    }
+}
+
+impl Drop for FakeImap {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn serve(mut socket: TcpStream, script: &Script, stop: &AtomicBool) {
+    let _ = socket.set_nonblocking(false);
+    let _ = socket.set_write_timeout(Some(Duration::from_secs(5)));
+    let mut reader = BufReader::new(socket.try_clone().unwrap());
+    if socket
+        .write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] a stand-in server\r\n")
+        .is_err()
+    {
+        return;
+    }
+    let mut line = String::new();
+    while !stop.load(Ordering::Relaxed) {
+        line.clear();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+        let line = line.trim_end();
+        let (tag, command) = line.split_once(' ').unwrap_or((line, ""));
+        let verb = command.split(' ').next().unwrap_or("").to_ascii_uppercase();
+        let answered = match verb.as_str() {
+            "AUTHENTICATE" | "LOGIN" => write!(socket, "{tag} OK logged in\r\n"),
+            "CAPABILITY" => write!(
+                socket,
+                "* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR\r\n{tag} OK done\r\n"
+            ),
+            "LOGOUT" => {
+                let _ = write!(socket, "* BYE bye\r\n{tag} OK done\r\n");
+                return;
+            }
+            _ => script(tag, command, &mut socket),
+        };
+        if answered.is_err() {
+            return;
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! `mailsync idle` against a stand-in server that sends what no real server
+//! does (tests/common/fake_imap.rs): an answer without end, an endless line,
+//! a literal of a terabyte. Memory stays bounded, the error says what the
+//! server did, the account is tried again later, and SIGTERM ends it at once.
+
+mod common;
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::fake_imap::FakeImap;
+use common::{kill, Watch};
+
+/// The most memory `mailsync idle` may reach under any of these servers.
+const PEAK_RSS_LIMIT_MIB: u64 = 200;
+
+/// The process's peak resident memory (VmHWM), in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/PID/status");
+    let line = status
+        .lines()
+        .find(|line| line.starts_with("VmHWM:"))
+        .expect("VmHWM in /proc/PID/status");
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}
+
+/// Answers LIST with `stream`, written without end; every other command OK.
+fn server_streaming_on_list(stream: fn(&mut TcpStream) -> std::io::Result<()>) -> FakeImap {
+    FakeImap::start(Arc::new(move |tag: &str, command: &str, out: &mut TcpStream| {
+        if command.to_ascii_uppercase().starts_with("LIST") {
+            stream(out)
+        } else {
+            write!(out, "{tag} OK done\r\n")
+        }
+    }))
+}
+
+/// Runs `mailsync idle` against `server` until its stderr has said `said`
+/// twice (the first session and the one after the back-off); then checks
+/// its peak memory and that SIGTERM ends it within a second.
+fn bounded_and_stoppable(server: &FakeImap, said: &str) {
+    let args = server.idle_args();
+    let mut watch = Watch::spawn("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let first = watch.stderr_until(said, Duration::from_secs(60));
+    watch.stderr_until(said, Duration::from_secs(60));
+    let peak = peak_rss_mib(watch.child.id());
+    eprintln!("peak RSS {peak} MiB; said: {:?}", first.last());
+    assert!(peak < PEAK_RSS_LIMIT_MIB, "peak RSS {peak} MiB");
+    let asked = Instant::now();
+    kill(watch.child.id(), "-TERM");
+    watch.wait(Duration::from_secs(10));
+    let took = asked.elapsed();
+    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+}
+
+#[test]
+fn a_list_without_end_is_cut_off_at_the_limit_of_one_answer() {
+    let server = server_streaming_on_list(|out| {
+        let mut n = 0u64;
+        loop {
+            n += 1;
+            write!(out, "* LIST () \".\" \"inf{n}\"\r\n")?;
+        }
+    });
+    bounded_and_stoppable(&server, "went past 250000 responses");
+}
+
+#[test]
+fn an_endless_line_is_cut_off_at_one_mib() {
+    let server = server_streaming_on_list(|out| {
+        out.write_all(b"* LIST () \".\" \"")?;
+        let chunk = [b'x'; 64 * 1024];
+        loop {
+            out.write_all(&chunk)?;
+        }
+    });
+    bounded_and_stoppable(&server, "a line longer than 1 MiB");
+}
+
+#[test]
+fn a_literal_of_a_terabyte_is_refused_before_it_is_read() {
+    let server = server_streaming_on_list(|out| {
+        out.write_all(b"* LIST () \".\" {999999999999}\r\n")?;
+        let chunk = [b'x'; 64 * 1024];
+        loop {
+            out.write_all(&chunk)?;
+        }
+    });
+    bounded_and_stoppable(&server, "announced a literal of 999999999999 bytes");
+}
