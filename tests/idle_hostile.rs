@@ -91,3 +91,55 @@ fn a_literal_of_a_terabyte_is_refused_before_it_is_read() {
     });
     bounded_and_stoppable(&server, "announced a literal of 999999999999 bytes");
 }
+
+#[test]
+fn a_flood_of_statuses_for_mailboxes_never_listed_is_ignored_and_said_once() {
+    let server = FakeImap::start_offering(
+        "IMAP4rev1 AUTH=PLAIN SASL-IR NOTIFY",
+        Arc::new(|tag: &str, command: &str, out: &mut TcpStream| {
+            let verb = command.split(' ').next().unwrap_or("").to_ascii_uppercase();
+            match verb.as_str() {
+                "LIST" => write!(out, "* LIST () \".\" \"INBOX\"\r\n{tag} OK done\r\n"),
+                "STATUS" => write!(
+                    out,
+                    "* STATUS \"INBOX\" (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 7 UNSEEN 1)\r\n{tag} OK done\r\n"
+                ),
+                "IDLE" => {
+                    out.write_all(b"+ idling\r\n")?;
+                    for n in 0..500_000u32 {
+                        write!(out, "* STATUS \"never{n}\" (MESSAGES 1 UIDNEXT 2 UNSEEN 1)\r\n")?;
+                    }
+                    Ok(())
+                }
+                _ => write!(out, "{tag} OK done\r\n"),
+            }
+        }),
+    );
+    let args = server.idle_args();
+    let mut watch = Watch::start_command("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    watch.stderr_until("which it did not list", Duration::from_secs(30));
+    // All 500,000 read (the server's writes end) and none reported.
+    let quiet = watch.lines_until_quiet(Duration::from_secs(3));
+    assert!(
+        quiet.is_empty(),
+        "names printed: {:?}",
+        &quiet[..quiet.len().min(5)]
+    );
+    let peak = peak_rss_mib(watch.child.id());
+    eprintln!("peak RSS {peak} MiB");
+    assert!(peak < PEAK_RSS_LIMIT_MIB, "peak RSS {peak} MiB");
+    let said_again: Vec<String> = watch
+        .stderr
+        .try_iter()
+        .filter(|line| line.contains("did not list"))
+        .collect();
+    assert!(said_again.is_empty(), "said again: {said_again:?}");
+    let asked = Instant::now();
+    kill(watch.child.id(), "-TERM");
+    watch.wait(Duration::from_secs(10));
+    assert!(
+        asked.elapsed() < Duration::from_secs(1),
+        "SIGTERM took {:?}",
+        asked.elapsed()
+    );
+}

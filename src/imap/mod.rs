@@ -24,7 +24,7 @@ use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError};
+use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
 use crate::coalesce::Coalescer;
 use crate::naming::{Folder, NameStyle};
@@ -325,7 +325,9 @@ impl ImapWatch {
         let stop = Stop::new()?;
         let health = Arc::new(Mutex::new(Health::default()));
         let counts = Arc::new(Mutex::new(HashMap::new()));
-        let (reports, reports_rx) = unbounded();
+        // Bounded: a server that floods makes its connection wait for the
+        // coordinator (and TCP the server), instead of growing a queue.
+        let (reports, reports_rx) = bounded(REPORT_QUEUE);
         let coordinator = {
             let options = options.clone();
             let stop = Arc::clone(&stop);
@@ -383,6 +385,9 @@ impl Drop for ImapWatch {
     }
 }
 
+/// Reports waiting for the coordinator, at most.
+const REPORT_QUEUE: usize = 4096;
+
 /// What the coordinator keeps up to date for [`ImapWatch`]'s readers.
 struct Shared {
     health: Arc<Mutex<Health>>,
@@ -411,7 +416,11 @@ fn coordinate(
     let mut coalescer = Coalescer::new(options.delay, options.max_delay.unwrap_or(options.delay * 10));
     let mut delimiter: Option<String> = None;
     let mut ready = false;
+    let mut unlisted_said = false;
     loop {
+        if stop.is_stopped() {
+            return;
+        }
         let report = match coalescer.next_due() {
             Some(due) => reports.recv_timeout(due.saturating_duration_since(Instant::now())),
             None => reports.recv().map_err(|_| RecvTimeoutError::Disconnected),
@@ -434,6 +443,16 @@ fn coordinate(
                     health.connected = true;
                     health.mailboxes = count;
                 });
+            }
+            // A mailbox the server never listed is no mailbox of the
+            // account's (a new one is listed first: NOTIFY's MailboxName).
+            Ok(Report::Status(name, _)) if mailboxes.get(&name).is_none() => {
+                if !unlisted_said {
+                    unlisted_said = true;
+                    sink.warning(format!(
+                        "the server reported mailbox {name:?}, which it did not list; such reports are ignored"
+                    ));
+                }
             }
             Ok(Report::Status(name, status)) => {
                 count(&name, delimiter.as_deref(), &status);

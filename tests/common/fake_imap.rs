@@ -15,6 +15,9 @@ use std::time::Duration;
 /// (e.g. `LIST "" "*"`); it writes to `out` until done or the client goes.
 pub type Script = dyn Fn(&str, &str, &mut TcpStream) -> std::io::Result<()> + Send + Sync;
 
+/// What the stand-in offers unless told otherwise.
+pub const CAPABILITIES: &str = "IMAP4rev1 AUTH=PLAIN SASL-IR";
+
 pub struct FakeImap {
     pub port: u16,
     stop: Arc<AtomicBool>,
@@ -23,6 +26,11 @@ pub struct FakeImap {
 
 impl FakeImap {
     pub fn start(script: Arc<Script>) -> FakeImap {
+        FakeImap::start_offering(CAPABILITIES, script)
+    }
+
+    /// A server that offers `capabilities` (e.g. with NOTIFY).
+    pub fn start_offering(capabilities: &'static str, script: Arc<Script>) -> FakeImap {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         listener.set_nonblocking(true).unwrap();
@@ -34,7 +42,7 @@ impl FakeImap {
                     Ok((socket, _)) => {
                         let script = Arc::clone(&script);
                         let stopping = Arc::clone(&stopping);
-                        thread::spawn(move || serve(socket, &*script, &stopping));
+                        thread::spawn(move || serve(socket, capabilities, &*script, &stopping));
                     }
                     Err(_) => thread::sleep(Duration::from_millis(10)),
                 }
@@ -76,14 +84,11 @@ impl Drop for FakeImap {
     }
 }
 
-fn serve(mut socket: TcpStream, script: &Script, stop: &AtomicBool) {
+fn serve(mut socket: TcpStream, capabilities: &str, script: &Script, stop: &AtomicBool) {
     let _ = socket.set_nonblocking(false);
     let _ = socket.set_write_timeout(Some(Duration::from_secs(5)));
     let mut reader = BufReader::new(socket.try_clone().unwrap());
-    if socket
-        .write_all(b"* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR] a stand-in server\r\n")
-        .is_err()
-    {
+    if write!(socket, "* OK [CAPABILITY {capabilities}] a stand-in server\r\n").is_err() {
         return;
     }
     let mut line = String::new();
@@ -98,10 +103,7 @@ fn serve(mut socket: TcpStream, script: &Script, stop: &AtomicBool) {
         let verb = command.split(' ').next().unwrap_or("").to_ascii_uppercase();
         let answered = match verb.as_str() {
             "AUTHENTICATE" | "LOGIN" => write!(socket, "{tag} OK logged in\r\n"),
-            "CAPABILITY" => write!(
-                socket,
-                "* CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR\r\n{tag} OK done\r\n"
-            ),
+            "CAPABILITY" => write!(socket, "* CAPABILITY {capabilities}\r\n{tag} OK done\r\n"),
             "LOGOUT" => {
                 let _ = write!(socket, "* BYE bye\r\n{tag} OK done\r\n");
                 return;
