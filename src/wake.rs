@@ -129,6 +129,22 @@ impl Waker {
     /// Waits for `socket` to be readable (or only for the others when
     /// `None`), at most `timeout`.
     pub fn wait(&mut self, socket: Option<RawFd>, timeout: Duration) -> io::Result<Woken> {
+        self.wait_for(socket, libc::POLLIN, timeout)
+    }
+
+    /// Waits for `socket` to be writable: a connection being made, or a
+    /// TLS handshake with something to send.
+    pub fn wait_writable(&mut self, socket: RawFd, timeout: Duration) -> io::Result<Woken> {
+        self.wait_for(Some(socket), libc::POLLOUT, timeout)
+    }
+
+    /// Waits for `events` on `socket` ([`Woken::Readable`] says they came).
+    fn wait_for(
+        &mut self,
+        socket: Option<RawFd>,
+        events: libc::c_short,
+        timeout: Duration,
+    ) -> io::Result<Woken> {
         if self.stop.is_stopped() {
             return Ok(Woken::Stopped);
         }
@@ -145,7 +161,7 @@ impl Waker {
             },
             libc::pollfd {
                 fd: socket.unwrap_or(-1),
-                events: libc::POLLIN,
+                events,
                 revents: 0,
             },
         ];

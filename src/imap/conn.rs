@@ -260,6 +260,116 @@ fn set_keepalive(socket: &TcpStream, idle: Duration) {
     }
 }
 
+/// Why a connection was not made.
+enum Interrupted {
+    Stopped,
+    ClockJumped,
+    Failed(io::Error),
+}
+
+/// Connects to `address` within [`RESPONSE_TIMEOUT`], woken by a stop: a
+/// black-holed server (a firewall that drops IMAP) must not hold a stop.
+fn connect(address: &std::net::SocketAddr, waker: &mut Waker) -> Result<TcpStream, Interrupted> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let failed = |err: io::Error| Interrupted::Failed(err);
+    let family = if address.is_ipv4() {
+        libc::AF_INET
+    } else {
+        libc::AF_INET6
+    };
+    // SAFETY: socket() has no memory arguments; the descriptor is owned at once.
+    let fd = unsafe {
+        libc::socket(
+            family,
+            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if fd < 0 {
+        return Err(failed(io::Error::last_os_error()));
+    }
+    // SAFETY: fd is a new descriptor that nothing else owns.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let (storage, length) = socket_address(address);
+    // SAFETY: storage holds a sockaddr of `length` bytes for this family.
+    let connected = unsafe { libc::connect(fd, (&storage as *const libc::sockaddr_storage).cast(), length) };
+    if connected < 0 {
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(failed(err));
+        }
+        match waker.wait_writable(fd, RESPONSE_TIMEOUT) {
+            Ok(Woken::Stopped) => return Err(Interrupted::Stopped),
+            Ok(Woken::ClockJumped { .. }) => return Err(Interrupted::ClockJumped),
+            Ok(Woken::TimedOut) => {
+                return Err(failed(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {} s", RESPONSE_TIMEOUT.as_secs()),
+                )))
+            }
+            Ok(Woken::Readable) => {}
+            Err(err) => return Err(failed(err)),
+        }
+        let mut error: libc::c_int = 0;
+        let mut size = std::mem::size_of::<libc::c_int>() as libc::socklen_t;
+        // SAFETY: error and size are valid for getsockopt's int result.
+        let got = unsafe {
+            libc::getsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                libc::SO_ERROR,
+                (&mut error as *mut libc::c_int).cast(),
+                &mut size,
+            )
+        };
+        if got < 0 {
+            return Err(failed(io::Error::last_os_error()));
+        }
+        if error != 0 {
+            return Err(failed(io::Error::from_raw_os_error(error)));
+        }
+    }
+    let socket = TcpStream::from(owned);
+    socket.set_nonblocking(false).map_err(failed)?;
+    Ok(socket)
+}
+
+/// `address` as the C library takes it.
+fn socket_address(address: &std::net::SocketAddr) -> (libc::sockaddr_storage, libc::socklen_t) {
+    // SAFETY: all-zero is a valid sockaddr_storage.
+    let mut storage: libc::sockaddr_storage = unsafe { std::mem::zeroed() };
+    let length = match address {
+        std::net::SocketAddr::V4(v4) => {
+            let sin = libc::sockaddr_in {
+                sin_family: libc::AF_INET as libc::sa_family_t,
+                sin_port: v4.port().to_be(),
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(v4.ip().octets()),
+                },
+                sin_zero: [0; 8],
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in and suitably aligned.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin) };
+            std::mem::size_of::<libc::sockaddr_in>()
+        }
+        std::net::SocketAddr::V6(v6) => {
+            let sin6 = libc::sockaddr_in6 {
+                sin6_family: libc::AF_INET6 as libc::sa_family_t,
+                sin6_port: v6.port().to_be(),
+                sin6_flowinfo: v6.flowinfo(),
+                sin6_addr: libc::in6_addr {
+                    s6_addr: v6.ip().octets(),
+                },
+                sin6_scope_id: v6.scope_id(),
+            };
+            // SAFETY: sockaddr_storage is larger than sockaddr_in6 and suitably aligned.
+            unsafe { std::ptr::write((&mut storage as *mut libc::sockaddr_storage).cast(), sin6) };
+            std::mem::size_of::<libc::sockaddr_in6>()
+        }
+    };
+    (storage, length as libc::socklen_t)
+}
+
 /// Says whether an I/O error from a TLS stream is TLS refusing the peer.
 fn tls_failure(err: &io::Error) -> Option<String> {
     err.get_ref()
@@ -313,12 +423,14 @@ impl Connection {
         let mut last = io::Error::new(io::ErrorKind::NotFound, "no address");
         let mut socket = None;
         for address in addresses {
-            match TcpStream::connect_timeout(&address, RESPONSE_TIMEOUT) {
+            match connect(&address, waker) {
                 Ok(connected) => {
                     socket = Some(connected);
                     break;
                 }
-                Err(err) => last = err,
+                Err(Interrupted::Stopped) => return Err(ImapError::Stopped),
+                Err(Interrupted::ClockJumped) => return Err(ImapError::ClockJumped),
+                Err(Interrupted::Failed(err)) => last = err,
             }
         }
         let socket = socket.ok_or_else(|| connect_error(last))?;
@@ -341,7 +453,7 @@ impl Connection {
             capabilities: Vec::new(),
         };
         if endpoint.tls == Tls::Implicit {
-            connection.start_tls(endpoint, tls)?;
+            connection.start_tls(endpoint, tls, waker)?;
         }
         connection.greeting(waker)?;
         if endpoint.tls == Tls::StartTls {
@@ -354,13 +466,20 @@ impl Connection {
                 });
             }
             connection.command(waker, "STARTTLS")?;
-            connection.start_tls(endpoint, tls)?;
+            connection.start_tls(endpoint, tls, waker)?;
             connection.capabilities.clear();
         }
         Ok(connection)
     }
 
-    fn start_tls(&mut self, endpoint: &Endpoint, tls: Option<&Arc<ClientConfig>>) -> Result<(), ImapError> {
+    /// The TLS handshake: within [`RESPONSE_TIMEOUT`] in all (a server that
+    /// trickles a byte now and then is cut off), and woken by a stop.
+    fn start_tls(
+        &mut self,
+        endpoint: &Endpoint,
+        tls: Option<&Arc<ClientConfig>>,
+        waker: &mut Waker,
+    ) -> Result<(), ImapError> {
         let fail = |message: String| ImapError::Tls {
             server: endpoint.server(),
             message,
@@ -378,15 +497,46 @@ impl Connection {
             Stream::Tls(_) => return Err(fail("TLS started twice".into())),
         };
         let mut stream = StreamOwned::new(session, socket);
+        let lost =
+            |err: io::Error| ImapError::lost(&endpoint.server(), format!("during the TLS handshake: {err}"));
+        stream.sock.set_nonblocking(true).map_err(lost)?;
+        let deadline = Instant::now() + RESPONSE_TIMEOUT;
         while stream.conn.is_handshaking() {
-            stream
-                .conn
-                .complete_io(&mut stream.sock)
-                .map_err(|err| match tls_failure(&err) {
-                    Some(message) => fail(message),
-                    None => ImapError::lost(&endpoint.server(), format!("during the TLS handshake: {err}")),
-                })?;
+            match stream.conn.complete_io(&mut stream.sock) {
+                Ok(_) => {}
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => {
+                    let left = deadline.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        return Err(ImapError::lost(
+                            &endpoint.server(),
+                            format!(
+                                "the TLS handshake did not finish within {} s",
+                                RESPONSE_TIMEOUT.as_secs()
+                            ),
+                        ));
+                    }
+                    let fd = stream.sock.as_raw_fd();
+                    let woken = if stream.conn.wants_write() {
+                        waker.wait_writable(fd, left)
+                    } else {
+                        waker.wait(Some(fd), left)
+                    };
+                    match woken {
+                        Ok(Woken::Stopped) => return Err(ImapError::Stopped),
+                        Ok(Woken::ClockJumped { .. }) => return Err(ImapError::ClockJumped),
+                        Ok(_) => {}
+                        Err(err) => return Err(lost(err)),
+                    }
+                }
+                Err(err) => {
+                    return Err(match tls_failure(&err) {
+                        Some(message) => fail(message),
+                        None => lost(err),
+                    })
+                }
+            }
         }
+        stream.sock.set_nonblocking(false).map_err(lost)?;
         self.stream = Stream::Tls(Box::new(stream));
         Ok(())
     }
