@@ -209,3 +209,83 @@ fn a_tls_handshake_trickled_a_byte_at_a_time_ends_at_sigterm() {
     });
     stuck_then_stopped(port, "imaps");
 }
+
+#[test]
+fn a_server_that_drops_every_session_once_ready_is_not_logged_in_to_every_second() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sessions = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&sessions);
+    // With NOTIFY: one connection, whose session ends when it is dropped.
+    let offering = "IMAP4rev1 AUTH=PLAIN SASL-IR NOTIFY";
+    let server = FakeImap::start_offering(
+        offering,
+        Arc::new(move |tag: &str, command: &str, out: &mut TcpStream| {
+            let verb = command.split(' ').next().unwrap_or("").to_ascii_uppercase();
+            match verb.as_str() {
+                "LIST" => {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    write!(out, "* LIST () \".\" \"INBOX\"\r\n{tag} OK done\r\n")
+                }
+                // Ready, then dropped.
+                "IDLE" => {
+                    out.write_all(b"+ idling\r\n")?;
+                    Err(std::io::Error::other("dropped"))
+                }
+                _ => write!(out, "{tag} OK done\r\n"),
+            }
+        }),
+    );
+    let args = server.idle_args();
+    let watch = Watch::start_command("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let start = Instant::now();
+    // Waits of 1, 2, 4 s (±25%): at most 4 sessions in the first 8 s, not 8.
+    while start.elapsed() < Duration::from_secs(8) {
+        watch.stderr_until("connecting again", Duration::from_secs(10));
+    }
+    let count = sessions.load(Ordering::SeqCst);
+    eprintln!("{count} sessions in {:?}", start.elapsed());
+    assert!(count <= 5, "{count} sessions in 8 s");
+}
+
+#[test]
+fn notify_offered_but_refused_falls_back_to_idle_without_reconnecting() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let sessions = Arc::new(AtomicUsize::new(0));
+    let counted = Arc::clone(&sessions);
+    let offering = "IMAP4rev1 AUTH=PLAIN SASL-IR NOTIFY";
+    let server = FakeImap::start_offering(
+        offering,
+        Arc::new(move |tag: &str, command: &str, out: &mut TcpStream| {
+            let verb = command.split(' ').next().unwrap_or("").to_ascii_uppercase();
+            match verb.as_str() {
+                "LIST" => {
+                    counted.fetch_add(1, Ordering::SeqCst);
+                    write!(out, "* LIST () \".\" \"INBOX\"\r\n{tag} OK done\r\n")
+                }
+                "NOTIFY" => write!(out, "{tag} BAD not today\r\n"),
+                "IDLE" => out.write_all(b"+ idling\r\n"),
+                "EXAMINE" => write!(
+                    out,
+                    "* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 2] ok\r\n{tag} OK done\r\n"
+                ),
+                _ => write!(out, "{tag} OK done\r\n"),
+            }
+        }),
+    );
+    let args = server.idle_args();
+    // Ready: watched with IDLE.
+    let watch = Watch::start_command("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    watch.stderr_until(
+        "refused it (not today); watching with IDLE instead",
+        Duration::from_secs(10),
+    );
+    watch.stderr_until("IDLE on", Duration::from_secs(10));
+    // No new session while it watches.
+    assert!(watch.lines_until_quiet(Duration::from_secs(3)).is_empty());
+    assert_eq!(
+        sessions.load(Ordering::SeqCst),
+        1,
+        "stderr: {}",
+        watch.stderr_text()
+    );
+}

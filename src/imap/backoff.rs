@@ -1,22 +1,32 @@
 //! How long to wait before connecting again: doubling from 1 s up to 5
 //! minutes, each wait spread by ±25% so that many clients dropped at once
-//! do not come back at once.
+//! do not come back at once; from 1 s again only after a session that
+//! stayed up a while (a server that drops every session right after it is
+//! ready must not get a login a second: each may be a password prompt, and
+//! providers lock accounts for less).
 
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub const FIRST: Duration = Duration::from_secs(1);
 pub const LAST: Duration = Duration::from_secs(300);
+/// How long a session must stay up for the waits to start from [`FIRST`] again.
+pub const STABLE: Duration = Duration::from_secs(60);
 
 #[derive(Debug)]
 pub struct Backoff {
     next: Duration,
+    /// When the last session became ready, if it did.
+    up_since: Option<Instant>,
 }
 
 impl Default for Backoff {
     fn default() -> Self {
-        Backoff { next: FIRST }
+        Backoff {
+            next: FIRST,
+            up_since: None,
+        }
     }
 }
 
@@ -27,16 +37,24 @@ pub fn jitter() -> f64 {
 }
 
 impl Backoff {
-    /// The next wait, for a `jitter` in [0, 1).
-    pub fn next(&mut self, jitter: f64) -> Duration {
+    /// The next wait after a session ended at `now`, for a `jitter` in [0, 1).
+    pub fn next(&mut self, jitter: f64, now: Instant) -> Duration {
+        if self
+            .up_since
+            .take()
+            .is_some_and(|up| now.saturating_duration_since(up) >= STABLE)
+        {
+            self.next = FIRST;
+        }
         let base = self.next;
         self.next = (self.next * 2).min(LAST);
         base.mul_f64(0.75 + jitter.clamp(0.0, 1.0) * 0.5)
     }
 
-    /// After a connection that worked: start from 1 s again.
-    pub fn reset(&mut self) {
-        self.next = FIRST;
+    /// A session is ready at `now`: if it stays up [`STABLE`], the next
+    /// wait starts from 1 s again.
+    pub fn up(&mut self, now: Instant) {
+        self.up_since = Some(now);
     }
 }
 
@@ -46,6 +64,7 @@ mod tests {
 
     #[test]
     fn waits_double_up_to_five_minutes_spread_by_a_quarter() {
+        let start = Instant::now();
         let mut backoff = Backoff::default();
         // (jitter, expected wait in ms)
         let steps = [
@@ -62,10 +81,25 @@ mod tests {
             (0.0, 225_000),
         ];
         for (jitter, expected) in steps {
-            assert_eq!(backoff.next(jitter).as_millis(), expected);
+            assert_eq!(backoff.next(jitter, start).as_millis(), expected);
         }
-        backoff.reset();
-        assert_eq!(backoff.next(0.5), FIRST);
+        // A session up for a minute: from 1 s again.
+        backoff.up(start);
+        assert_eq!(backoff.next(0.5, start + STABLE), FIRST);
+    }
+
+    #[test]
+    fn a_session_dropped_soon_after_it_was_ready_keeps_the_waits_growing() {
+        let start = Instant::now();
+        let mut backoff = Backoff::default();
+        // (seconds up before the drop, expected wait in s); jitter 0.5 = no spread
+        let steps = [(1, 1), (1, 2), (59, 4), (60, 1), (0, 2), (600, 1)];
+        let mut now = start;
+        for (up, expected) in steps {
+            backoff.up(now);
+            now += Duration::from_secs(up);
+            assert_eq!(backoff.next(0.5, now).as_secs(), expected, "up {up} s");
+        }
     }
 
     #[test]

@@ -26,6 +26,8 @@ struct Context<'a> {
     options: &'a Options,
     tls: Option<Arc<ClientConfig>>,
     reports: &'a Sender<Report>,
+    /// The server offers NOTIFY but refused it once: IDLE from then on.
+    notify_refused: std::cell::Cell<bool>,
 }
 
 impl Context<'_> {
@@ -85,6 +87,7 @@ pub(super) fn supervise(account: &Account, options: &Options, reports: &Sender<R
         options,
         tls,
         reports,
+        notify_refused: Default::default(),
     };
     let mut backoff = Backoff::default();
     loop {
@@ -102,7 +105,7 @@ pub(super) fn supervise(account: &Account, options: &Options, reports: &Sender<R
                 )));
             }
             error => {
-                let wait = backoff.next(jitter());
+                let wait = backoff.next(jitter(), Instant::now());
                 context.report(Report::Disconnected(format!(
                     "{}: {error}; connecting again in {:.1} s",
                     account.label,
@@ -123,11 +126,22 @@ fn session(context: &Context, waker: &mut Waker, backoff: &mut Backoff) -> Resul
     let (listing, delimiter) = list(&mut link, waker, context.options)?;
     let names: Vec<String> = listing.iter().map(|(name, _)| name.clone()).collect();
     context.report(Report::Listing(listing, delimiter.clone()));
-    if context.options.use_notify && link.has_capability("NOTIFY") {
-        notify_session(context, link, waker, backoff, delimiter)
-    } else {
-        idle_session(context, link, waker, backoff, names, delimiter)
+    if context.options.use_notify && link.has_capability("NOTIFY") && !context.notify_refused.get() {
+        match set_notify(context, &mut link, waker) {
+            Ok(()) => return notify_session(context, link, waker, backoff, delimiter),
+            // Offered and refused: IDLE instead, now and after reconnects,
+            // rather than a new login every few seconds.
+            Err(ImapError::Refused { message, .. }) => {
+                context.notify_refused.set(true);
+                context.report(Report::Warning(format!(
+                    "{}: the server offers NOTIFY but refused it ({message}); watching with IDLE instead",
+                    context.account.label
+                )));
+            }
+            Err(err) => return Err(err),
+        }
     }
+    idle_session(context, link, waker, backoff, names, delimiter)
 }
 
 /// Mailboxes with their status, as the server listed them.
@@ -307,11 +321,10 @@ fn notify_session(
     backoff: &mut Backoff,
     delimiter: Option<String>,
 ) -> Result<Never, ImapError> {
-    set_notify(context, &mut link, waker)?;
     context.report(Report::Ready {
         how: "NOTIFY on one connection".into(),
     });
-    backoff.reset();
+    backoff.up(Instant::now());
     loop {
         let tag = begin_idle(&mut link, waker)?;
         let renew_at = Instant::now() + context.options.idle_renewal;
@@ -417,6 +430,7 @@ fn idle_session(
                     options: &options,
                     tls,
                     reports: &reports,
+                    notify_refused: Default::default(),
                 };
                 idle_link(&context, &mailbox, &stop, &news);
             });
@@ -448,7 +462,7 @@ fn idle_session(
             polled.len()
         ),
     });
-    backoff.reset();
+    backoff.up(Instant::now());
     poll_loop(context, &mut link, waker, &news_rx, idling, polled, delimiter)
 }
 
@@ -527,7 +541,7 @@ fn idle_link(context: &Context, mailbox: &str, stop: &Arc<Stop>, news: &Sender<L
             }
             ImapError::ClockJumped => {}
             error => {
-                let wait = backoff.next(jitter());
+                let wait = backoff.next(jitter(), Instant::now());
                 context.report(Report::Disconnected(format!(
                     "{} ({mailbox}): {error}; connecting again in {:.1} s",
                     context.account.label,
