@@ -341,7 +341,7 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
     };
     let account = Account {
         label,
-        endpoint: Endpoint::new(host, port, tls, ca_files),
+        endpoint: Endpoint::new(host, port, tls, ca_files).trusting_from("gnutls-trustfiles"),
         user,
         password: Password::Asked(Arc::new(asker)),
         auth,

@@ -289,3 +289,129 @@ fn notify_offered_but_refused_falls_back_to_idle_without_reconnecting() {
         watch.stderr_text()
     );
 }
+
+/// A listener on 127.0.0.1 that greets every connection with `greeting` and
+/// then holds it open.
+fn greeter(greeting: &'static [u8]) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            std::thread::spawn(move || {
+                let _ = socket.write_all(greeting);
+                std::thread::sleep(Duration::from_secs(60));
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_port_that_is_not_imap_is_said_so_in_words() {
+    let port = greeter(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n");
+    let watch = Watch::spawn(
+        "idle",
+        &[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--user",
+            "u",
+            "--pass-cmd",
+            "echo pw",
+            "--tls",
+            "none",
+        ],
+    );
+    let said = watch.stderr_until("is this an IMAP port?", Duration::from_secs(10));
+    assert!(!said.last().unwrap().contains("Some("), "{said:?}");
+}
+
+#[test]
+fn a_ca_certificate_served_as_the_server_s_own_is_refused_in_words() {
+    // `openssl req -x509` marks its certificate CA:TRUE; Python serves it.
+    let dir = tempfile::tempdir().unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    let made = std::process::Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+        ])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", String::from_utf8_lossy(&made.stderr));
+    let server = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(
+            "import socket, ssl, sys\n\
+             context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)\n\
+             context.load_cert_chain(sys.argv[1], sys.argv[2])\n\
+             listener = socket.create_server(('127.0.0.1', 0))\n\
+             print(listener.getsockname()[1], flush=True)\n\
+             listener.settimeout(30)\n\
+             while True:\n\
+             \x20   try:\n\
+             \x20       connection, _ = listener.accept()\n\
+             \x20       context.wrap_socket(connection, server_side=True)\n\
+             \x20   except Exception:\n\
+             \x20       pass\n",
+        )
+        .arg(&cert)
+        .arg(&key)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Killed(std::process::Child);
+    impl Drop for Killed {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Killed(server);
+    let mut port = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(server.0.stdout.take().unwrap()),
+        &mut port,
+    )
+    .unwrap();
+    let watch = Watch::spawn(
+        "idle",
+        &[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port.trim(),
+            "--user",
+            "u",
+            "--pass-cmd",
+            "echo pw",
+            "--tls",
+            "imaps",
+        ],
+    );
+    let said = watch.stderr_until("TLS with", Duration::from_secs(10));
+    let line = said.last().unwrap();
+    eprintln!("{line}");
+    assert!(line.contains("certificate"), "{line}");
+    assert!(!line.contains("OtherError") && !line.contains("Other("), "{line}");
+}

@@ -230,7 +230,8 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
     Ok(Found {
         account: Account {
             label: account.name.clone(),
-            endpoint: Endpoint::new(host, port, tls, ca_files),
+            endpoint: Endpoint::new(host, port, tls, ca_files)
+                .trusting_from("CertificateFile in ~/.mbsyncrc"),
             user,
             password,
             auth,
@@ -367,7 +368,8 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
     Ok(Found {
         account: Account {
             label: name.to_string(),
-            endpoint: Endpoint::new(host, port, tls, ca_files),
+            endpoint: Endpoint::new(host, port, tls, ca_files)
+                .trusting_from("sslcacertfile in ~/.offlineimaprc"),
             user,
             password,
             auth,

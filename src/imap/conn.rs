@@ -100,6 +100,10 @@ pub struct Endpoint {
     /// Silence after which the kernel probes the peer (TCP keep-alive);
     /// a dead peer is found after 4 unanswered probes, a sixth of this apart.
     pub keepalive: Duration,
+    /// Where the user names certificates to trust, in the face they use
+    /// (`--ca-file`, mbsync's `CertificateFile`, `gnutls-trustfiles`): what a
+    /// TLS error tells them to change.
+    pub trust_setting: &'static str,
 }
 
 /// The default keep-alive: a dead peer is found within about 100 s.
@@ -114,7 +118,14 @@ impl Endpoint {
             tls,
             ca_files,
             keepalive: DEFAULT_KEEPALIVE,
+            trust_setting: "--ca-file",
         }
+    }
+
+    /// The same, with certificates named in `setting` (for messages).
+    pub fn trusting_from(mut self, setting: &'static str) -> Endpoint {
+        self.trust_setting = setting;
+        self
     }
 
     pub fn server(&self) -> String {
@@ -148,9 +159,10 @@ impl Endpoint {
             }
         }
         if roots.is_empty() {
-            return Err(fail(
-                "no trusted certificates: install ca-certificates, or give --ca-file".into(),
-            ));
+            return Err(fail(format!(
+                "no trusted certificates: install ca-certificates, or name one in {}",
+                self.trust_setting
+            )));
         }
         let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
@@ -370,11 +382,41 @@ fn socket_address(address: &std::net::SocketAddr) -> (libc::sockaddr_storage, li
     (storage, length as libc::socklen_t)
 }
 
-/// Says whether an I/O error from a TLS stream is TLS refusing the peer.
-fn tls_failure(err: &io::Error) -> Option<String> {
+/// Says whether an I/O error from a TLS stream is TLS refusing the peer,
+/// and why, in words; `trust_setting` is where certificates are trusted.
+fn tls_failure(err: &io::Error, trust_setting: &str) -> Option<String> {
     err.get_ref()
         .and_then(|inner| inner.downcast_ref::<rustls::Error>())
-        .map(|tls| tls.to_string())
+        .map(|error| tls_words(error, trust_setting))
+}
+
+/// Why TLS refused the server, in words a user acts on (rustls's own text
+/// for a certificate error is its debug form, such as
+/// `Other(OtherError(CaUsedAsEndEntity))`).
+fn tls_words(error: &rustls::Error, trust_setting: &str) -> String {
+    use rustls::CertificateError as Certificate;
+    let rustls::Error::InvalidCertificate(certificate) = error else {
+        return error.to_string();
+    };
+    match certificate {
+        Certificate::UnknownIssuer => format!(
+            "its certificate is signed by an authority this machine does not trust \
+             (a certificate of your own: name its CA's file in {trust_setting})"
+        ),
+        Certificate::Expired | Certificate::ExpiredContext { .. } => "its certificate has expired".into(),
+        Certificate::NotValidYet | Certificate::NotValidYetContext { .. } => {
+            "its certificate is not valid yet (is this machine's clock right?)".into()
+        }
+        Certificate::NotValidForName | Certificate::NotValidForNameContext { .. } => {
+            "its certificate is for another host name".into()
+        }
+        Certificate::Revoked => "its certificate has been revoked".into(),
+        Certificate::BadSignature | Certificate::BadEncoding => "its certificate is damaged".into(),
+        Certificate::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
+            "its certificate is a CA certificate (as `openssl req -x509` makes), which TLS does not take as a server's own".into()
+        }
+        _ => "its certificate is not accepted".into(),
+    }
 }
 
 /// A mailbox name as the server sent it, its quoted-string escapes (`\"`,
@@ -529,7 +571,7 @@ impl Connection {
                     }
                 }
                 Err(err) => {
-                    return Err(match tls_failure(&err) {
+                    return Err(match tls_failure(&err, endpoint.trust_setting) {
                         Some(message) => fail(message),
                         None => lost(err),
                     })
@@ -563,9 +605,15 @@ impl Connection {
                 server: self.server.clone(),
                 message: outcome.information.unwrap_or_default().into_owned(),
             }),
-            other => Err(ImapError::Protocol {
+            None => Err(ImapError::lost(
+                &self.server,
+                format!("no greeting within {} s", RESPONSE_TIMEOUT.as_secs()),
+            )),
+            Some(_) => Err(ImapError::Protocol {
                 server: self.server.clone(),
-                message: format!("unexpected greeting {other:?}"),
+                message:
+                    "its greeting is not an IMAP greeting (* OK, * PREAUTH or * BYE); is this an IMAP port?"
+                        .into(),
             }),
         }
     }
@@ -926,7 +974,7 @@ impl Connection {
                 Ok(true)
             }
             Err(err) if err.kind() == io::ErrorKind::Interrupted => Ok(true),
-            Err(err) => Err(match tls_failure(&err) {
+            Err(err) => Err(match tls_failure(&err, "the certificates you trust") {
                 Some(message) => ImapError::Tls {
                     server: self.server.clone(),
                     message,

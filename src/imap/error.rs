@@ -67,10 +67,7 @@ impl fmt::Display for ImapError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ImapError::Connect { server, source } => write!(f, "cannot connect to {server}: {source}"),
-            ImapError::Tls { server, message } => write!(
-                f,
-                "TLS with {server} failed: {message} (a certificate of your own: give its CA file with --ca-file)"
-            ),
+            ImapError::Tls { server, message } => write!(f, "TLS with {server} failed: {message}"),
             ImapError::NoStartTls { server } => write!(
                 f,
                 "{server} does not offer STARTTLS; use --tls imaps if it speaks TLS on another port"
