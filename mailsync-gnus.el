@@ -1265,18 +1265,25 @@ The test nnimap's own wait makes."
   "Output came on FETCH's connection: once its answers are all in, read them.
 Runs in the connection's process filter: the reading waits for a timer."
   (when (and (memq fetch mailsync--fetches)
+             (mailsync--fetch-timer fetch)
              (buffer-live-p (mailsync--fetch-buffer fetch))
              (mailsync--fetch-answered-p fetch))
-    (mailsync--fetch-end fetch)
+    (mailsync--fetch-stop-waiting fetch)
     (run-with-timer 0 nil #'mailsync--fetch-finish fetch)))
 
-(defun mailsync--fetch-end (fetch)
-  "FETCH waits no more: its filter and its timer go."
-  (setq mailsync--fetches (delq fetch mailsync--fetches))
+(defun mailsync--fetch-stop-waiting (fetch)
+  "FETCH waits for its answers no more: its filter and its timer go.
+It stays under way, in `mailsync--fetches', until its answers are read."
   (when (timerp (mailsync--fetch-timer fetch))
     (cancel-timer (mailsync--fetch-timer fetch)))
+  (setf (mailsync--fetch-timer fetch) nil)
   (when (process-live-p (mailsync--fetch-process fetch))
     (remove-function (process-filter (mailsync--fetch-process fetch)) 'mailsync-fetch)))
+
+(defun mailsync--fetch-end (fetch)
+  "FETCH is over: it waits no more and is no longer under way."
+  (mailsync--fetch-stop-waiting fetch)
+  (setq mailsync--fetches (delq fetch mailsync--fetches)))
 
 (defun mailsync--fetch-give-up (fetch)
   "No answer to FETCH in time: say so, and let the next change ask again."
@@ -1300,9 +1307,12 @@ emptied the buffer), or the connection is gone."
 (defun mailsync--fetch-finish (fetch)
   "Read FETCH's answers into Gnus and update the groups' lines."
   (cond
+   ;; Forgotten meanwhile (`mailsync-stop').
+   ((not (memq fetch mailsync--fetches)))
    ((or mailsync--checking (mailsync--inside-nnimap-wait-p))
     (run-with-timer 0.05 nil #'mailsync--fetch-finish fetch))
-   ((mailsync--fetch-crossed-p fetch)
+   ((progn (mailsync--fetch-end fetch)
+           (mailsync--fetch-crossed-p fetch))
     (mailsync--log "%s: Gnus used the connection meanwhile; asking again"
                    (gnus-method-to-server (mailsync--fetch-method fetch)))
     (mailsync--requeue (append (mailsync--fetch-groups fetch) (mailsync--fetch-waiting fetch))))

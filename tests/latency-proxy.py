@@ -9,7 +9,8 @@ output once it listens), forwards every connection to 127.0.0.1:TARGET-PORT,
 and holds each chunk of data, either way, for RTT-MS / 2 before passing it on,
 in order. Connections are numbered from 1 in the order they are accepted; LOG
 gets one line "N COMMAND" for each line client N sends (its IMAP commands,
-with their tags), flushed at once. Ends when killed, or after LIFETIME-S
+with their tags), and "N< LINE" for each line the server sends it (cut at 200
+bytes), flushed at once. Ends when killed, or after LIFETIME-S
 (default 900) seconds, so that a test that dies leaves nothing running.
 """
 
@@ -74,9 +75,12 @@ async def main():
         def logged(line):
             log.write(b"%d %s\n" % (number, line))
 
+        def answered(line):
+            log.write(b"%d< %s\n" % (number, line[:200]))
+
         await asyncio.gather(
             pump(client_reader, server_writer, delay, logged),
-            pump(server_reader, client_writer, delay),
+            pump(server_reader, client_writer, delay, answered),
         )
 
     server = await asyncio.start_server(serve, "127.0.0.1", 0)
