@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
-use common::fake_imap::{FakeImap, Script};
+use common::fake_imap::{self, FakeImap, Script};
 
 /// The most the module may add to Emacs's peak memory under any of these servers.
 const GROWTH_LIMIT_MIB: f64 = 150.0;
@@ -145,75 +145,25 @@ fn in_emacs_on(port: u16, stream: &str, expected: Option<&str>) {
     }
 }
 
-/// Answers LIST with `stream`, written without end; every other command OK.
-fn streaming_on_list(stream: fn(&mut TcpStream) -> std::io::Result<()>) -> Arc<Script> {
-    Arc::new(move |tag: &str, command: &str, out: &mut TcpStream| {
-        if command.to_ascii_uppercase().starts_with("LIST") {
-            stream(out)
-        } else {
-            write!(out, "{tag} OK done\r\n")
-        }
-    })
-}
-
 #[test]
 fn a_list_without_end_leaves_emacs_alive_and_stoppable() {
-    let script = streaming_on_list(|out| {
-        let mut n = 0u64;
-        loop {
-            n += 1;
-            write!(out, "* LIST () \".\" \"inf{n}\"\r\n")?;
-        }
-    });
-    in_emacs(
-        common::fake_imap::CAPABILITIES,
-        script,
-        "went past 250000 responses",
-    );
+    let script = fake_imap::streaming_on_list(fake_imap::endless_list);
+    in_emacs(fake_imap::CAPABILITIES, script, "went past 250000 responses");
 }
 
 #[test]
 fn an_endless_line_and_a_terabyte_literal_leave_emacs_alive_and_stoppable() {
-    let line = streaming_on_list(|out| {
-        out.write_all(b"* LIST () \".\" \"")?;
-        loop {
-            out.write_all(&[b'x'; 64 * 1024])?;
-        }
-    });
-    in_emacs(common::fake_imap::CAPABILITIES, line, "a line longer than 1 MiB");
-    let literal = streaming_on_list(|out| {
-        out.write_all(b"* LIST () \".\" {999999999999}\r\n")?;
-        loop {
-            out.write_all(&[b'x'; 64 * 1024])?;
-        }
-    });
-    in_emacs(common::fake_imap::CAPABILITIES, literal, "announced a literal");
+    let line = fake_imap::streaming_on_list(fake_imap::endless_line);
+    in_emacs(fake_imap::CAPABILITIES, line, "a line longer than 1 MiB");
+    let literal = fake_imap::streaming_on_list(fake_imap::terabyte_literal);
+    in_emacs(fake_imap::CAPABILITIES, literal, "announced a literal");
 }
 
 #[test]
 fn a_flood_of_statuses_never_listed_reaches_no_hook() {
-    let script: Arc<Script> = Arc::new(|tag: &str, command: &str, out: &mut TcpStream| {
-        let verb = command.split(' ').next().unwrap_or("").to_ascii_uppercase();
-        match verb.as_str() {
-            "LIST" => write!(out, "* LIST () \".\" \"INBOX\"\r\n{tag} OK done\r\n"),
-            "STATUS" => write!(
-                out,
-                "* STATUS \"INBOX\" (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 7 UNSEEN 1)\r\n{tag} OK done\r\n"
-            ),
-            "IDLE" => {
-                out.write_all(b"+ idling\r\n")?;
-                let mut n = 0u64;
-                loop {
-                    n += 1;
-                    write!(out, "* STATUS \"never{n}\" (MESSAGES 1 UIDNEXT 2 UNSEEN 1)\r\n")?;
-                }
-            }
-            _ => write!(out, "{tag} OK done\r\n"),
-        }
-    });
     in_emacs(
-        "IMAP4rev1 AUTH=PLAIN SASL-IR NOTIFY",
-        script,
+        fake_imap::WITH_NOTIFY,
+        fake_imap::status_flood(None),
         "which it did not list",
     );
 }

@@ -115,3 +115,75 @@ fn serve(mut socket: TcpStream, capabilities: &str, script: &Script, stop: &Atom
         }
     }
 }
+
+/// The verb of a command line (`LIST "" "*"` → `LIST`).
+pub fn verb(command: &str) -> String {
+    command.split(' ').next().unwrap_or("").to_ascii_uppercase()
+}
+
+/// A script that answers LIST with `stream` (written until the client
+/// goes) and every other command with OK.
+pub fn streaming_on_list(stream: fn(&mut TcpStream) -> std::io::Result<()>) -> Arc<Script> {
+    Arc::new(move |tag: &str, command: &str, out: &mut TcpStream| {
+        if verb(command) == "LIST" {
+            stream(out)
+        } else {
+            write!(out, "{tag} OK done\r\n")
+        }
+    })
+}
+
+/// `* LIST` lines without end, and no tagged answer.
+pub fn endless_list(out: &mut TcpStream) -> std::io::Result<()> {
+    let mut n = 0u64;
+    loop {
+        n += 1;
+        write!(out, "* LIST () \".\" \"inf{n}\"\r\n")?;
+    }
+}
+
+/// A line that never ends.
+pub fn endless_line(out: &mut TcpStream) -> std::io::Result<()> {
+    out.write_all(b"* LIST () \".\" \"")?;
+    endless_bytes(out)
+}
+
+/// A literal announced at 999,999,999,999 bytes, then bytes without end.
+pub fn terabyte_literal(out: &mut TcpStream) -> std::io::Result<()> {
+    out.write_all(b"* LIST () \".\" {999999999999}\r\n")?;
+    endless_bytes(out)
+}
+
+fn endless_bytes(out: &mut TcpStream) -> std::io::Result<()> {
+    let chunk = [b'x'; 64 * 1024];
+    loop {
+        out.write_all(&chunk)?;
+    }
+}
+
+/// What a server with NOTIFY offers.
+pub const WITH_NOTIFY: &str = "IMAP4rev1 AUTH=PLAIN SASL-IR NOTIFY";
+
+/// A NOTIFY server with one mailbox, INBOX, that answers IDLE with
+/// `statuses` STATUS lines (None: without end) for mailboxes it never listed.
+pub fn status_flood(statuses: Option<u64>) -> Arc<Script> {
+    Arc::new(
+        move |tag: &str, command: &str, out: &mut TcpStream| match verb(command).as_str() {
+            "LIST" => write!(out, "* LIST () \".\" \"INBOX\"\r\n{tag} OK done\r\n"),
+            "STATUS" => write!(
+                out,
+                "* STATUS \"INBOX\" (MESSAGES 1 UIDNEXT 2 UIDVALIDITY 7 UNSEEN 1)\r\n{tag} OK done\r\n"
+            ),
+            "IDLE" => {
+                out.write_all(b"+ idling\r\n")?;
+                let mut n = 0u64;
+                while statuses.is_none_or(|limit| n < limit) {
+                    write!(out, "* STATUS \"never{n}\" (MESSAGES 1 UIDNEXT 2 UNSEEN 1)\r\n")?;
+                    n += 1;
+                }
+                Ok(())
+            }
+            _ => write!(out, "{tag} OK done\r\n"),
+        },
+    )
+}
