@@ -768,14 +768,15 @@ Entwürfe is `.Entw&APw-rfe' on disk, 日本語 `.&ZeVnLIqe-', R&D `.R&-D'."
     (unless (eql status 0)
       (error "Doveadm %S failed" args))))
 
-(defun mailsync-test--save-on-server (server mailbox)
-  "Save a message into MAILBOX of the test Dovecot in SERVER, as a delivery does."
+(defun mailsync-test--save-on-server (server mailbox &optional subject)
+  "Save a message into MAILBOX of the test Dovecot in SERVER, as a delivery does.
+SUBJECT is its subject, MAILBOX by default."
   (let ((message (make-temp-file "mailsync-message")))
     (unwind-protect
         (progn
           (with-temp-file message
             (insert (format "From: test@example.org\nSubject: %s\nMessage-ID: <%d.%d@test>\n\nbody\n"
-                            mailbox (emacs-pid) (cl-incf mailsync-test--counter))))
+                            (or subject mailbox) (emacs-pid) (cl-incf mailsync-test--counter))))
           (let ((status (call-process "doveadm" message nil nil
                                       "-c" (expand-file-name "dovecot.conf" server)
                                       "save" "-u" "test" "-m" mailbox)))
@@ -1087,18 +1088,7 @@ Return (PROCESS . PROXY-PORT)."
   "Save COUNT messages into MAILBOX of the test Dovecot in SERVER.
 SUBJECT, when given, is every message's subject."
   (dotimes (_ count)
-    (if subject
-        (let ((message (make-temp-file "mailsync-message")))
-          (unwind-protect
-              (progn
-                (with-temp-file message
-                  (insert (format "From: test@example.org\nSubject: %s\nMessage-ID: <%d.%d@test>\n\nbody\n"
-                                  subject (emacs-pid) (cl-incf mailsync-test--counter))))
-                (should (eql 0 (call-process "doveadm" message nil nil
-                                             "-c" (expand-file-name "dovecot.conf" server)
-                                             "save" "-u" "test" "-m" mailbox))))
-            (delete-file message)))
-      (mailsync-test--save-on-server server mailbox))))
+    (mailsync-test--save-on-server server mailbox subject)))
 
 (defun mailsync-test--messages-on-server (server mailbox query)
   "How many messages of MAILBOX on the test Dovecot in SERVER match QUERY."
