@@ -226,7 +226,6 @@ LOG is bound to the proxy's log; GROUPS (mailbox names) are subscribed."
              (mailsync-maildirs nil)
              (mailsync-check-on-start t)
              (wire (bench-wire log))
-             (start (float-time))
              ready)
         (setq bench-busy 0.0 bench-longest 0.0)
         (clrhash bench-longest-by)
@@ -252,7 +251,6 @@ LOG is bound to the proxy's log; GROUPS (mailbox names) are subscribed."
                       (* 1000 bench-longest) (* 1000 bench-busy) (* 1000 (- (float-time) ready))
                       (- (bench-wire log) wire))
               lines)
-        (ignore start)
         (message "bench: longest hold by entry point: %S"
                  (let (pairs) (maphash (lambda (k v) (push (cons k (* 1000 v)) pairs)) bench-longest-by) pairs))
         (mailsync-stop)
