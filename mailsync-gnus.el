@@ -931,7 +931,7 @@ count stands at it (no check).")
 
 (defvar mailsync--examine-size 10
   "How many nnimap groups one bulk EXAMINE asks about.
-As many as Emacs read the answers of within `mailsync-check-slice', lately.")
+As many as Emacs read the answers of within half `mailsync-check-slice', lately.")
 
 (cl-defstruct (mailsync--fetch (:constructor mailsync--fetch-create)
                                (:copier nil))
@@ -1350,10 +1350,12 @@ emptied the buffer), or the connection is gone."
        (lambda () (dolist (group groups) (gnus-group-update-group group t))))
       (let ((took (- (float-time) start)))
         (mailsync--count :check-time took)
-        ;; As many groups next time as fit in a slice.
+        ;; As many groups next time as fill half a slice (the other half is
+        ;; room for a garbage collection), growing at most twofold.
         (setq mailsync--examine-size
-              (max 5 (min 200 (floor (* (length groups) mailsync-check-slice)
-                                     (max took 0.001))))))
+              (max 5 (min 200 (* 2 (length groups))
+                          (floor (* (length groups) mailsync-check-slice 0.5)
+                                 (max took 0.001))))))
       (mailsync--after-check groups t))
     (mailsync--requeue (mailsync--fetch-waiting fetch)))))
 
