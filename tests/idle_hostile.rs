@@ -161,31 +161,40 @@ fn a_tls_handshake_trickled_a_byte_at_a_time_ends_at_sigterm() {
     stuck_then_stopped(port, "imaps");
 }
 
-#[test]
-fn a_server_that_drops_every_session_once_ready_is_not_logged_in_to_every_second() {
+/// A NOTIFY server with one mailbox, INBOX, that counts its sessions (one
+/// LIST each) and answers the other commands with `answer` (None: OK).
+fn counting_sessions(
+    answer: fn(&str, &str, &mut TcpStream) -> Option<std::io::Result<()>>,
+) -> (FakeImap, Arc<std::sync::atomic::AtomicUsize>) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     let sessions = Arc::new(AtomicUsize::new(0));
     let counted = Arc::clone(&sessions);
-    // With NOTIFY: one connection, whose session ends when it is dropped.
-    let offering = "IMAP4rev1 AUTH=PLAIN SASL-IR NOTIFY";
     let server = FakeImap::start_offering(
-        offering,
+        fake_imap::WITH_NOTIFY,
         Arc::new(move |tag: &str, command: &str, out: &mut TcpStream| {
-            let verb = command.split(' ').next().unwrap_or("").to_ascii_uppercase();
-            match verb.as_str() {
-                "LIST" => {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    write!(out, "* LIST () \".\" \"INBOX\"\r\n{tag} OK done\r\n")
-                }
-                // Ready, then dropped.
-                "IDLE" => {
-                    out.write_all(b"+ idling\r\n")?;
-                    Err(std::io::Error::other("dropped"))
-                }
-                _ => write!(out, "{tag} OK done\r\n"),
+            let verb = fake_imap::verb(command);
+            if verb == "LIST" {
+                counted.fetch_add(1, Ordering::SeqCst);
+                return write!(out, "* LIST () \".\" \"INBOX\"\r\n{tag} OK done\r\n");
             }
+            answer(&verb, tag, out).unwrap_or_else(|| write!(out, "{tag} OK done\r\n"))
         }),
     );
+    (server, sessions)
+}
+
+#[test]
+fn a_server_that_drops_every_session_once_ready_is_not_logged_in_to_every_second() {
+    use std::sync::atomic::Ordering;
+    // With NOTIFY: one connection, whose session ends when it is dropped.
+    let (server, sessions) = counting_sessions(|verb, _tag, out| match verb {
+        // Ready, then dropped.
+        "IDLE" => Some(
+            out.write_all(b"+ idling\r\n")
+                .and_then(|()| Err(std::io::Error::other("dropped"))),
+        ),
+        _ => None,
+    });
     let args = server.idle_args();
     let watch = Watch::start_command("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
     let start = Instant::now();
@@ -201,29 +210,16 @@ fn a_server_that_drops_every_session_once_ready_is_not_logged_in_to_every_second
 
 #[test]
 fn notify_offered_but_refused_falls_back_to_idle_without_reconnecting() {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let sessions = Arc::new(AtomicUsize::new(0));
-    let counted = Arc::clone(&sessions);
-    let offering = "IMAP4rev1 AUTH=PLAIN SASL-IR NOTIFY";
-    let server = FakeImap::start_offering(
-        offering,
-        Arc::new(move |tag: &str, command: &str, out: &mut TcpStream| {
-            let verb = command.split(' ').next().unwrap_or("").to_ascii_uppercase();
-            match verb.as_str() {
-                "LIST" => {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    write!(out, "* LIST () \".\" \"INBOX\"\r\n{tag} OK done\r\n")
-                }
-                "NOTIFY" => write!(out, "{tag} BAD not today\r\n"),
-                "IDLE" => out.write_all(b"+ idling\r\n"),
-                "EXAMINE" => write!(
-                    out,
-                    "* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 2] ok\r\n{tag} OK done\r\n"
-                ),
-                _ => write!(out, "{tag} OK done\r\n"),
-            }
-        }),
-    );
+    use std::sync::atomic::Ordering;
+    let (server, sessions) = counting_sessions(|verb, tag, out| match verb {
+        "NOTIFY" => Some(write!(out, "{tag} BAD not today\r\n")),
+        "IDLE" => Some(out.write_all(b"+ idling\r\n")),
+        "EXAMINE" => Some(write!(
+            out,
+            "* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 2] ok\r\n{tag} OK done\r\n"
+        )),
+        _ => None,
+    });
     let args = server.idle_args();
     // Ready: watched with IDLE.
     let watch = Watch::start_command("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
