@@ -68,7 +68,10 @@ case "$command" in
 esac
 
 command -v dovecot >/dev/null || { echo "dovecot is missing: apt-get install dovecot-imapd" >&2; exit 1; }
-port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+port=$(free_port)
 if [ "$(id -u)" -eq 0 ] && [ ! -e "$given" ]; then
   # Dovecot's own processes (nobody, dovenull) must reach its files, which
   # the caller's private temp dirs do not let them: it gets a directory of
@@ -94,7 +97,7 @@ ssl_conf="ssl = no"
 imaps_port=0
 if [ "${TLS:-}" = 1 ]; then
   command -v openssl >/dev/null || { echo "openssl is missing: apt-get install openssl" >&2; exit 1; }
-  imaps_port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  imaps_port=$(free_port)
   if [ ! -f "$dir/ca.pem" ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=mailsync test CA" \
       -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
@@ -189,6 +192,24 @@ service stats {
 }
 ${EXTRA_CONF:-}
 CONF
-dovecot -c "$dir/dovecot.conf" </dev/null >/dev/null 2>>"$dir/dovecot.log"
-wait_for_port "$port" || exit 1
-echo "$port"
+# The ports were free when picked; another test's server may have taken one
+# since (Dovecot then fails to bind and says so in its log): pick again.
+for attempt in 1 2 3; do
+  if dovecot -c "$dir/dovecot.conf" </dev/null >/dev/null 2>>"$dir/dovecot.log"; then
+    wait_for_port "$port" || exit 1
+    echo "$port"
+    exit 0
+  fi
+  fresh=$(free_port)
+  sed -i "s/^\( *port = \)$port\$/\1$fresh/" "$dir/dovecot.conf"
+  port=$fresh
+  if [ "$imaps_port" != 0 ]; then
+    fresh=$(free_port)
+    sed -i "s/^\( *port = \)$imaps_port\$/\1$fresh/" "$dir/dovecot.conf"
+    imaps_port=$fresh
+    echo "$imaps_port" > "$dir/imaps-port"
+  fi
+done
+echo "dovecot did not start; its log:" >&2
+cat "$dir/dovecot.log" >&2
+exit 1
