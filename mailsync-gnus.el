@@ -822,28 +822,47 @@ syncs the mail stores when they change."
 
 (defun mailsync--run-filter (process output)
   "Log each whole line of OUTPUT from `mailsync run' PROCESS.
-Its own time stamp is left out: the log has one."
+Its own time stamp and prefix are left out (the log has both), and so is
+the command-line hint after an error."
   (let ((text (concat (or (process-get process 'partial) "") output)))
     (while (string-match "\n" text)
       (let ((line (substring text 0 (match-beginning 0))))
         (setq text (substring text (match-end 0)))
-        (setq line (replace-regexp-in-string "\\`[0-9-]+ [0-9:.]+ " "" line))
-        (setq mailsync--run-last-line line)
-        (mailsync--log "mailsync run: %s" line)))
+        (setq line (replace-regexp-in-string
+                    "\\`\\(?:[0-9-]+ [0-9:.]+ \\)?\\(?:mailsync run: \\)?" "" line))
+        (unless (string-prefix-p "Try 'mailsync " line)
+          (setq mailsync--run-last-line line)
+          (mailsync--log "mailsync run: %s" line))))
     (process-put process 'partial text)))
 
+(defconst mailsync--run-final-statuses '(2 3)
+  "Exit statuses of `mailsync run' that starting it again cannot mend.
+2: its configuration is wrong; 3: another `mailsync run' runs it.")
+
 (defun mailsync--run-sentinel (process event)
-  "Start `mailsync run' again when PROCESS ended with EVENT while wanted."
+  "Start `mailsync run' again when PROCESS ended with EVENT while wanted.
+When it ended with one of `mailsync--run-final-statuses', say why once
+instead."
   (when (and (eq process mailsync--run) (not (process-live-p process)))
     (let ((ran (- (float-time) (or (process-get process 'started) 0))))
-      ;; A run that lasted a minute was healthy: start over at 1 s.
-      (when (> ran 60)
-        (setq mailsync--run-backoff 1))
-      (mailsync--error "The mailsync run process %s; starting it again in %d s"
-                       (string-trim event) mailsync--run-backoff)
-      (setq mailsync--run-timer
-            (run-with-timer mailsync--run-backoff nil #'mailsync--run-restart))
-      (setq mailsync--run-backoff (min (* 2 mailsync--run-backoff) mailsync--run-max-backoff)))))
+      (cond
+       ((and (eq (process-status process) 'exit)
+             (memq (process-exit-status process) mailsync--run-final-statuses))
+        (setq mailsync--run nil)
+        (let ((why (or mailsync--run-last-line (string-trim event))))
+          (mailsync--error "The mailsync run process stopped for good: %s" why)
+          (display-warning 'mailsync
+                           (format "The mailsync run process stopped, and is not started again: %s" why)
+                           :error)))
+       (t
+        ;; A run that lasted a minute was healthy: start over at 1 s.
+        (when (> ran 60)
+          (setq mailsync--run-backoff 1))
+        (mailsync--error "The mailsync run process %s; starting it again in %d s"
+                         (string-trim event) mailsync--run-backoff)
+        (setq mailsync--run-timer
+              (run-with-timer mailsync--run-backoff nil #'mailsync--run-restart))
+        (setq mailsync--run-backoff (min (* 2 mailsync--run-backoff) mailsync--run-max-backoff)))))))
 
 (defun mailsync--run-restart ()
   "Start `mailsync run' again, as its sentinel asked."

@@ -87,41 +87,14 @@ pub fn default_offlineimap_config() -> Option<PathBuf> {
 
 /// The `sep` of the local repository of `account` in an offlineimaprc, if set.
 pub fn offlineimap_local_sep(config_text: &str, account: &str) -> Option<String> {
-    let sections = parse_ini(config_text);
+    let sections = crate::ini::parse(config_text);
     let repository = sections
-        .get(&format!("account {account}"))?
+        .get(&crate::ini::fold(&format!("account {account}")))?
         .get("localrepository")?;
     sections
-        .get(&format!("repository {repository}"))?
+        .get(&crate::ini::fold(&format!("repository {repository}")))?
         .get("sep")
         .cloned()
-}
-
-/// Sections (lower-cased, spaces folded) to keys (lower-cased) to values.
-pub(crate) fn parse_ini(text: &str) -> HashMap<String, HashMap<String, String>> {
-    let mut sections: HashMap<String, HashMap<String, String>> = HashMap::new();
-    let mut current = String::new();
-    for line in text.lines() {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with(';') {
-            continue;
-        }
-        if let Some(name) = line.strip_prefix('[').and_then(|rest| rest.strip_suffix(']')) {
-            current = name
-                .split_whitespace()
-                .collect::<Vec<_>>()
-                .join(" ")
-                .to_lowercase();
-            continue;
-        }
-        if let Some((key, value)) = line.split_once(['=', ':']) {
-            sections
-                .entry(current.clone())
-                .or_default()
-                .insert(key.trim().to_lowercase(), value.trim().to_string());
-        }
-    }
-    sections
 }
 
 /// `offlineimap -o -u quiet [-c CONFIG] -a ACCOUNT [-f F1,F2]`.
@@ -185,6 +158,26 @@ pub fn mbsync_command(
     }
     command.push(bytes_to_os(target));
     command
+}
+
+/// Whether `command` can be run: each argument within Linux's limit for
+/// one (`MAX_ARG_STRLEN`, 32 pages), and all of them with the environment
+/// within the system's (`ARG_MAX`), a page kept spare. A folder list too
+/// long for that is synced as the whole account instead.
+pub fn fits_one_exec(command: &[OsString]) -> bool {
+    const ONE_ARGUMENT: usize = 32 * 4096;
+    // Each string costs its bytes, its NUL and a pointer.
+    let cost = |bytes: usize| bytes + 1 + std::mem::size_of::<usize>();
+    // SAFETY: sysconf has no pointer arguments.
+    let limit = match unsafe { libc::sysconf(libc::_SC_ARG_MAX) } {
+        limit if limit > 0 => limit as usize,
+        _ => 128 * 1024,
+    };
+    let environment: usize = std::env::vars_os()
+        .map(|(key, value)| cost(key.len() + 1 + value.len()))
+        .sum();
+    command.iter().all(|argument| argument.len() < ONE_ARGUMENT)
+        && command.iter().map(|argument| cost(argument.len())).sum::<usize>() + environment + 4096 <= limit
 }
 
 fn bytes_to_os(bytes: Vec<u8>) -> OsString {
@@ -324,5 +317,28 @@ mod tests {
         assert_eq!(map.get(b"sent".as_slice()).unwrap(), b"[Gmail]/Sent Mail");
         fs::write(&path, "no tab here\n").unwrap();
         assert!(read_name_map(&path).unwrap_err().to_string().contains(":1:"));
+    }
+
+    #[test]
+    fn a_folder_list_longer_than_one_argument_may_be_does_not_fit() {
+        let folders: Vec<Vec<u8>> = (0..20_000).map(|n| format!("folder{n}").into_bytes()).collect();
+        let few = mbsync_command(
+            Path::new("mbsync"),
+            None,
+            b"work",
+            Some(&folders[..10]),
+            &style("."),
+        );
+        assert!(fits_one_exec(&few));
+        let many = mbsync_command(Path::new("mbsync"), None, b"work", Some(&folders), &style("."));
+        assert!(!fits_one_exec(&many));
+        let spread: Vec<OsString> = (0..60_000)
+            .map(|n| OsString::from(format!("folder-{n:033}")))
+            .collect();
+        assert!(fits_one_exec(&spread[..1000]));
+        assert!(
+            !fits_one_exec(&spread),
+            "60,000 arguments of 40 bytes: 2.9 MB with their pointers"
+        );
     }
 }

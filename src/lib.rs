@@ -16,6 +16,7 @@ mod emacs_module;
 pub mod engine;
 pub mod groups;
 pub mod imap;
+pub mod ini;
 pub mod lock;
 pub mod mswatch;
 pub mod naming;

@@ -41,6 +41,11 @@ pub enum LockError {
     },
     /// A signal asked the wait to end.
     Interrupted(i32),
+    /// Another `mailsync run` runs this configuration.
+    Held {
+        config: PathBuf,
+        pid: Option<u32>,
+    },
 }
 
 impl std::fmt::Display for LockError {
@@ -60,6 +65,14 @@ impl std::fmt::Display for LockError {
             ),
             LockError::Interrupted(signal) => {
                 write!(f, "interrupted by signal {signal} while waiting for the lock")
+            }
+            LockError::Held { config, pid } => {
+                let by = pid.map(|pid| format!(" by pid {pid}")).unwrap_or_default();
+                write!(
+                    f,
+                    "{} is already run{by}; stop that mailsync run first (one run per configuration)",
+                    config.display()
+                )
             }
         }
     }
@@ -136,6 +149,91 @@ fn lock_name(backend: &str, account: &[u8]) -> String {
     format!("mailsync-{}-{backend}-{account}.lock", uid())
 }
 
+/// Opens (or makes) the lock file `path`, refusing a link or another user's file.
+fn open_lock_file(path: &Path) -> Result<File, LockError> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|err| match err.raw_os_error() {
+            Some(libc::ELOOP) => LockError::Unsafe(path.to_path_buf(), "it is a symbolic link".into()),
+            _ => LockError::Io(path.to_path_buf(), err),
+        })?;
+    let meta = file
+        .metadata()
+        .map_err(|err| LockError::Io(path.to_path_buf(), err))?;
+    if meta.uid() != uid() || !meta.is_file() {
+        return Err(LockError::Unsafe(
+            path.to_path_buf(),
+            format!("owned by uid {}, not by you; remove it", meta.uid()),
+        ));
+    }
+    if meta.permissions().mode() & 0o022 != 0 {
+        let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
+    }
+    Ok(file)
+}
+
+/// Takes the lock now or says it is held.
+fn try_lock(file: &File, path: &Path) -> Result<bool, LockError> {
+    // SAFETY: the descriptor is open for the life of `file`.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::EWOULDBLOCK) => Ok(false),
+        _ => Err(LockError::Io(path.to_path_buf(), err)),
+    }
+}
+
+/// Held while one `mailsync run` runs one configuration; released when
+/// dropped or when the process ends (it is not inherited by syncs).
+#[derive(Debug)]
+pub struct RunLock {
+    _file: File,
+}
+
+/// Takes the lock of the configuration file `config` (by its real path),
+/// writing this process's id into it, or says which process holds it.
+pub fn lock_run(config: &Path) -> Result<RunLock, LockError> {
+    use std::io::{Read, Seek, Write};
+    let real = fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
+    // The path's hash (FNV-1a, the same in every build) keeps the name short
+    // and unique; its last part keeps it readable.
+    let hash = real
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
+            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let base = real
+        .file_name()
+        .map(|name| name.as_encoded_bytes())
+        .unwrap_or(b"config");
+    let label = [base, format!("-{hash:016x}").as_bytes()].concat();
+    let path = lock_dir()?.join(lock_name("run", &label));
+    let mut file = open_lock_file(&path)?;
+    if !try_lock(&file, &path)? {
+        let mut text = String::new();
+        let _ = file.read_to_string(&mut text);
+        return Err(LockError::Held {
+            config: config.to_path_buf(),
+            pid: text.trim().parse().ok(),
+        });
+    }
+    let io = |err| LockError::Io(path.clone(), err);
+    file.set_len(0).map_err(io)?;
+    file.rewind().map_err(io)?;
+    writeln!(file, "{}", std::process::id()).map_err(io)?;
+    Ok(RunLock { _file: file })
+}
+
 /// Waits up to `timeout` for the lock of `account`; `interrupted` is asked
 /// between tries and ends the wait with the signal it returns.
 pub fn lock_account(
@@ -145,36 +243,11 @@ pub fn lock_account(
     interrupted: &dyn Fn() -> Option<i32>,
 ) -> Result<AccountLock, LockError> {
     let path = lock_dir()?.join(lock_name(backend, account));
-    let file = OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|err| match err.raw_os_error() {
-            Some(libc::ELOOP) => LockError::Unsafe(path.clone(), "it is a symbolic link".into()),
-            _ => LockError::Io(path.clone(), err),
-        })?;
-    let meta = file.metadata().map_err(|err| LockError::Io(path.clone(), err))?;
-    if meta.uid() != uid() || !meta.is_file() {
-        return Err(LockError::Unsafe(
-            path,
-            format!("owned by uid {}, not by you; remove it", meta.uid()),
-        ));
-    }
-    if meta.permissions().mode() & 0o022 != 0 {
-        let _ = file.set_permissions(fs::Permissions::from_mode(0o600));
-    }
+    let file = open_lock_file(&path)?;
     let deadline = Instant::now() + timeout;
     loop {
-        // SAFETY: the descriptor is open for the life of `file`.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } == 0 {
+        if try_lock(&file, &path)? {
             return Ok(AccountLock { file });
-        }
-        let err = io::Error::last_os_error();
-        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
-            return Err(LockError::Io(path, err));
         }
         if let Some(signal) = interrupted() {
             return Err(LockError::Interrupted(signal));
@@ -245,5 +318,28 @@ mod tests {
     fn account_names_cannot_escape_the_lock_directory() {
         let name = lock_name("offlineimap", b"../../etc/passwd\xff");
         assert!(!name.contains('/'), "{name}");
+    }
+
+    #[test]
+    fn a_second_run_of_one_configuration_is_told_who_runs_it() {
+        let dir = std::env::temp_dir().join(format!("mailsync-run-lock-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let config = dir.join("mswatchrc");
+        fs::write(&config, "").unwrap();
+        let first = lock_run(&config).unwrap();
+        // Another path to the same file is the same configuration.
+        let err = lock_run(&dir.join(".").join("mswatchrc")).unwrap_err();
+        let pid = std::process::id();
+        assert!(
+            matches!(err, LockError::Held { pid: Some(p), .. } if p == pid),
+            "{err}"
+        );
+        assert!(
+            err.to_string().contains(&format!("is already run by pid {pid}")),
+            "{err}"
+        );
+        drop(first);
+        assert!(lock_run(&config).is_ok());
+        fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -363,3 +363,120 @@ fn a_ca_certificate_served_as_the_server_s_own_is_refused_in_words() {
     assert!(line.contains("certificate"), "{line}");
     assert!(!line.contains("OtherError") && !line.contains("Other("), "{line}");
 }
+
+#[test]
+fn a_password_command_that_hangs_is_killed_with_what_it_started_at_sigterm() {
+    let server = FakeImap::start(fake_imap::streaming_on_list(fake_imap::endless_list));
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    let args = server.idle_args_with(&format!("sleep 1000 & echo $! > '{}'; wait", pid_file.display()));
+    let mut watch = Watch::spawn("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut sleeper = None;
+    common::wait_until("the password command started", Duration::from_secs(10), || {
+        sleeper = std::fs::read_to_string(&pid_file)
+            .ok()
+            .and_then(|text| text.trim().parse::<u32>().ok());
+        sleeper.is_some()
+    });
+    let sleeper = sleeper.unwrap();
+    let asked = Instant::now();
+    kill(watch.child.id(), "-TERM");
+    watch.wait(Duration::from_secs(10));
+    let took = asked.elapsed();
+    eprintln!("SIGTERM took {took:?}");
+    assert!(took < Duration::from_secs(1), "SIGTERM took {took:?}");
+    common::wait_until("the command's sleep killed", Duration::from_secs(5), || {
+        !common::is_running(sleeper)
+    });
+}
+
+#[test]
+fn a_password_command_printing_endless_nuls_is_cut_off_and_said_in_words() {
+    let server = FakeImap::start(fake_imap::streaming_on_list(fake_imap::endless_list));
+    let args = server.idle_args_with("cat /dev/zero");
+    let mut watch = Watch::spawn("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let said = watch.stderr_until("without a line break", Duration::from_secs(10));
+    let line = said.last().unwrap();
+    assert_eq!(
+        line,
+        "mailsync idle: no password for u@127.0.0.1: the password command printed more than 64 KiB without a line break, so it was stopped"
+    );
+    // Not tried again: the account stops.
+    assert_eq!(watch.wait(Duration::from_secs(10)), 1);
+}
+
+#[test]
+fn a_closed_standard_input_ends_it_while_the_server_is_unreachable() {
+    // Nothing listens on the port (bound, then closed): every connect is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut watch = Watch::spawn(
+        "idle",
+        &[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port.to_string(),
+            "--user",
+            "u",
+            "--pass-cmd",
+            "echo pw",
+            "--tls",
+            "none",
+        ],
+    );
+    watch.stderr_until("connecting again", Duration::from_secs(10));
+    // mswatch goes away while mailsync waits to try again.
+    drop(watch.stdin.take());
+    let closed = Instant::now();
+    assert_eq!(watch.wait(Duration::from_secs(10)), 0);
+    let took = closed.elapsed();
+    eprintln!("exit {took:?} after standard input closed");
+    assert!(took < Duration::from_secs(1), "took {took:?}");
+}
+
+#[test]
+fn empty_names_and_names_holding_a_nul_are_refused_in_words_and_never_printed() {
+    // A NOTIFY server listing INBOX, "" and "x\0y" (a literal), which then
+    // says all three changed, INBOX last.
+    let server = FakeImap::start_offering(
+        fake_imap::WITH_NOTIFY,
+        Arc::new(|tag: &str, command: &str, out: &mut TcpStream| {
+            let status = "(MESSAGES 1 UIDNEXT 2 UIDVALIDITY 7 UNSEEN 1)";
+            match fake_imap::verb(command).as_str() {
+                "LIST" => {
+                    out.write_all(b"* LIST () \".\" \"INBOX\"\r\n* LIST () \".\" \"\"\r\n")?;
+                    out.write_all(b"* LIST () \".\" {3}\r\nx\0y\r\n")?;
+                    write!(out, "{tag} OK done\r\n")
+                }
+                "STATUS" if command.contains("INBOX") => {
+                    write!(out, "* STATUS \"INBOX\" {status}\r\n{tag} OK done\r\n")
+                }
+                "IDLE" => {
+                    let changed = "(MESSAGES 2 UIDNEXT 3 UIDVALIDITY 7 UNSEEN 2)";
+                    out.write_all(b"+ idling\r\n")?;
+                    write!(out, "* STATUS \"\" {changed}\r\n")?;
+                    out.write_all(b"* STATUS {3}\r\nx\0y ")?;
+                    write!(out, "{changed}\r\n* STATUS \"INBOX\" {changed}\r\n")
+                }
+                _ => write!(out, "{tag} OK done\r\n"),
+            }
+        }),
+    );
+    let args = server.idle_args();
+    let watch = Watch::start_command("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(watch.next(), "INBOX");
+    assert!(watch.lines_until_quiet(Duration::from_secs(1)).is_empty());
+    let stderr = watch.stderr_text();
+    for name in [r#""""#, r#""x\0y""#] {
+        assert!(
+            stderr.contains(&format!(
+                "mailbox {name} is not watched: no folder can be named by an empty name or one holding a NUL"
+            )),
+            "{name}: {stderr}"
+        );
+    }
+}

@@ -983,6 +983,23 @@ token is refused stops with one warning; the first goes on."
       (with-temp-buffer (insert-file-contents file) (buffer-string))
     ""))
 
+(defun mailsync-test--write-run-config (tmp program)
+  "Write TMP's mswatchrc: stores a and b watched by PROGRAM, syncs logged.
+The sync program appends its arguments to TMP's syncs.log."
+  (let ((script (expand-file-name "sync.sh" tmp)))
+    (dolist (folder '("a/INBOX" "b/INBOX"))
+      (dolist (sub '("cur" "new" "tmp"))
+        (make-directory (expand-file-name sub (expand-file-name folder tmp)) t)))
+    (mailsync-test--write-file script (format "#!/bin/sh\necho \"$*\" >> '%ssyncs.log'\n" tmp))
+    (mailsync-test--write-file
+     (expand-file-name "mswatchrc" tmp)
+     (concat "base_delay 0\ninter_delay 0\n"
+             (format "sync /bin/sh %s\nmailbox_prefix acct :\n" script)
+             (format "store a {\n watch %s watch --maildir %sa --layout verbatim --delay 0\n}\n"
+                     program tmp)
+             (format "store b {\n watch %s watch --maildir %sb --layout verbatim --delay 0\n}\n"
+                     program tmp)))))
+
 (ert-deftest mailsync-test-run-config-runs-mailsync-run-and-starts-it-again ()
   "With `mailsync-run-config', `mailsync-mode' runs `mailsync run' as a child.
 Its lines go to `*mailsync-log*'; a delivery into a watched store runs
@@ -990,7 +1007,6 @@ the sync program; killed, it is started again; the mode stops it."
   (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-run" t)))
          (mailsync-test--mail tmp)
          (log (expand-file-name "syncs.log" tmp))
-         (script (expand-file-name "sync.sh" tmp))
          (config (expand-file-name "mswatchrc" tmp))
          (program (expand-file-name "target/release/mailsync" mailsync-test--root))
          (mailsync-program program)
@@ -1001,18 +1017,7 @@ the sync program; killed, it is started again; the mode stops it."
          (gnus-select-method '(nnnil "")))
     (unwind-protect
         (progn
-          (dolist (folder '("a/INBOX" "b/INBOX"))
-            (dolist (sub '("cur" "new" "tmp"))
-              (make-directory (expand-file-name sub (expand-file-name folder tmp)) t)))
-          (mailsync-test--write-file script (format "#!/bin/sh\necho \"$*\" >> '%s'\n" log))
-          (mailsync-test--write-file
-           config
-           (concat "base_delay 0\ninter_delay 0\n"
-                   (format "sync /bin/sh %s\nmailbox_prefix acct :\n" script)
-                   (format "store a {\n watch %s watch --maildir %sa --layout verbatim --delay 0\n}\n"
-                           program tmp)
-                   (format "store b {\n watch %s watch --maildir %sb --layout verbatim --delay 0\n}\n"
-                           program tmp)))
+          (mailsync-test--write-run-config tmp program)
           (mailsync-mode 1)
           (should (process-live-p mailsync--run))
           (should (mailsync-test--wait-until
@@ -1046,6 +1051,49 @@ the sync program; killed, it is started again; the mode stops it."
             (should-not mailsync--run)))
       (mailsync-mode -1)
       (setq mailsync--run-restarts 0)
+      (delete-directory tmp t))))
+
+(ert-deftest mailsync-test-run-config-run-elsewhere-is-said-once-and-not-retried ()
+  "A configuration that another `mailsync run' runs is not run twice.
+The child of `mailsync-mode' exits 3; Emacs warns once, naming the
+other run's pid, and does not start it again."
+  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-run" t)))
+         (config (expand-file-name "mswatchrc" tmp))
+         (program (expand-file-name "target/release/mailsync" mailsync-test--root))
+         (mailsync-program program)
+         (mailsync-run-config config)
+         (mailsync-maildirs nil)
+         (mailsync-imap-servers nil)
+         (gnus-secondary-select-methods nil)
+         (gnus-select-method '(nnnil ""))
+         (other nil))
+    (unwind-protect
+        (progn
+          (mailsync-test--write-run-config tmp program)
+          ;; The other run, as from a terminal or a systemd unit: its first
+          ;; sync shows it holds the configuration.
+          (setq other (make-process :name "other-run" :command (list program "run" "--config" config)
+                                    :connection-type 'pipe :noquery t :buffer nil))
+          (should (mailsync-test--wait-until
+                   (lambda () (string-match-p "^acct$" (mailsync-test--file-text
+                                                       (expand-file-name "syncs.log" tmp))))
+                   10.0))
+          (when (get-buffer "*Warnings*")
+            (kill-buffer "*Warnings*"))
+          (mailsync-mode 1)
+          (should (mailsync-test--wait-until (lambda () (null mailsync--run)) 10.0))
+          (with-current-buffer "*Warnings*"
+            (let ((text (buffer-string))
+                  (said (format "is already run by pid %d" (process-id other))))
+              (should (string-match-p (regexp-quote said) text))
+              (should (= 1 (cl-count-if (lambda (line) (string-search said line))
+                                        (split-string text "\n"))))
+              (should-not (string-match-p "Try 'mailsync" text))))
+          (should (= mailsync--run-restarts 0))
+          (should-not mailsync--run-timer)
+          (should (process-live-p other)))
+      (mailsync-mode -1)
+      (when other (delete-process other))
       (delete-directory tmp t))))
 
 ;;;; nnimap checks: no round trip when the server said enough, never SELECT or EXPUNGE

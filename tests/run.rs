@@ -61,10 +61,15 @@ impl Orchestrator {
 
     /// SIGTERM, then the exit code.
     fn terminate(&mut self) -> i32 {
+        self.signal_and_wait("-TERM")
+    }
+
+    /// `signal` (as kill takes it), then the exit code.
+    fn signal_and_wait(&mut self, signal: &str) -> i32 {
         if let Some(status) = self.child.try_wait().unwrap() {
-            panic!("it had ended ({status}) before SIGTERM:\n{}", self.said());
+            panic!("it had ended ({status}) before {signal}:\n{}", self.said());
         }
-        kill(self.child.id(), "-TERM");
+        kill(self.child.id(), signal);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
@@ -72,7 +77,7 @@ impl Orchestrator {
             }
             assert!(
                 Instant::now() < deadline,
-                "did not end on SIGTERM:\n{}",
+                "did not end on {signal}:\n{}",
                 self.said()
             );
             thread::sleep(Duration::from_millis(50));
@@ -309,7 +314,8 @@ fn the_same_mswatchrc_with_offlineimap_gives_the_same_end_state_with_one_sync_pe
 
 /// A sync program that fails while `DIR/fail` exists (a stand-in: a real
 /// mbsync cannot be made to fail and recover on cue), sleeps while
-/// `DIR/slow` exists (answering SIGTERM by saying so), and logs each run
+/// `DIR/slow` exists (saying `waiting` once SIGTERM is answered, and
+/// `terminated` when it comes), and logs each run
 /// with its time and arguments.
 fn scripted_sync(dir: &Path) -> PathBuf {
     let script = dir.join("sync.sh");
@@ -318,7 +324,7 @@ fn scripted_sync(dir: &Path) -> PathBuf {
         format!(
             "#!/bin/sh\nd='{dir}'\necho \"$(date +%s.%N) $*\" >> \"$d/syncs.log\"\n\
              if [ -e \"$d/slow\" ]; then trap 'echo terminated >> \"$d/syncs.log\"; exit 143' TERM; \
-             sleep 5 & wait $!; fi\n\
+             echo waiting >> \"$d/syncs.log\"; sleep 5 & wait $!; fi\n\
              [ -e \"$d/fail\" ] && exit 1\nexit 0\n",
             dir = dir.display()
         ),
@@ -450,11 +456,10 @@ fn failures_back_off_a_killed_watcher_comes_back_and_sigterm_waits_for_the_sync(
     fs::write(dir.join("slow"), "").unwrap();
     deliver(&b.join("INBOX"));
     run.wait_until("a slow sync", limit, || {
-        sync_times(dir)
+        syncs(&dir.join("syncs.log"))
             .last()
-            .is_some_and(|(_, args)| args == "acct:INBOX")
+            .is_some_and(|line| line == "waiting")
     });
-    thread::sleep(Duration::from_millis(300));
     assert_eq!(run.terminate(), 0, "{}", run.said());
     assert!(
         syncs(&dir.join("syncs.log")).last().unwrap() == "terminated",
@@ -465,6 +470,67 @@ fn failures_back_off_a_killed_watcher_comes_back_and_sigterm_waits_for_the_sync(
         .output()
         .unwrap();
     assert!(left.stdout.is_empty(), "the child watcher ended");
+}
+
+#[test]
+fn one_run_per_configuration_and_sighup_ends_it_as_sigterm_does() {
+    let _clock = clock_guard();
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    make_maildir(&a.join("INBOX"));
+    make_maildir(&b.join("INBOX"));
+    let mailsync = env!("CARGO_BIN_EXE_mailsync");
+    let sync = scripted_sync(dir);
+    let mut run = start_run(
+        dir,
+        &format!(
+            "base_delay 0\ninter_delay 0\nsync /bin/sh {sync}\nmailbox_prefix acct :\n\
+             store a {{\n watch {mailsync} watch --maildir {a} --layout verbatim --delay 0\n}}\n\
+             store b {{\n watch {mailsync} watch --maildir {b} --layout verbatim --delay 0\n}}\n",
+            sync = sync.display(),
+            a = a.display(),
+            b = b.display()
+        ),
+    );
+    // A second run of the same file (by another path to it) says who runs it.
+    let config = dir.join(".").join("mswatchrc");
+    let second = Command::new(mailsync)
+        .args(["run", "--config", config.to_str().unwrap()])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&second.stderr);
+    assert_eq!(second.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains(&format!("is already run by pid {}", run.child.id())),
+        "{said}"
+    );
+    // A dry run may watch beside it.
+    let mut dry = Orchestrator::start(
+        Path::new(mailsync),
+        &["run", "--dry", "--config", config.to_str().unwrap()],
+        dir.join("dry.log"),
+    );
+    dry.wait_until("the dry run's start-up", Duration::from_secs(20), || {
+        dry.said().contains("would sync")
+    });
+    assert_eq!(dry.terminate(), 0, "{}", dry.said());
+
+    // SIGHUP during a sync: the sync gets SIGTERM and is waited for.
+    fs::write(dir.join("slow"), "").unwrap();
+    deliver(&a.join("INBOX"));
+    run.wait_until("a slow sync", Duration::from_secs(20), || {
+        syncs(&dir.join("syncs.log"))
+            .last()
+            .is_some_and(|line| line == "waiting")
+    });
+    assert_eq!(run.signal_and_wait("-HUP"), 0, "{}", run.said());
+    assert_eq!(
+        syncs(&dir.join("syncs.log")).last().unwrap(),
+        "terminated",
+        "the sync got SIGTERM"
+    );
 }
 
 #[test]

@@ -351,3 +351,42 @@ fn which(program: &str) -> Result<PathBuf, ()> {
         .find(|path| path.is_file())
         .ok_or(())
 }
+
+#[test]
+fn a_folder_list_longer_than_one_argument_syncs_the_whole_account() {
+    // 6,000 folders of 25 bytes: 150 KB joined, over Linux's 128 KiB for
+    // one argument (mbsync's CHANNEL:BOX,BOX… and OfflineIMAP's -f are one).
+    let specs: Vec<String> = (0..6000)
+        .map(|n| format!("work:lists.folder-number-{n:05}"))
+        .collect();
+    for backend in ["mbsync", "offlineimap"] {
+        let output = mailsync()
+            .args(["sync", "--dry-run", "--backend", backend])
+            .args(&specs)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{}", text(&output));
+        let printed = String::from_utf8_lossy(&output.stdout);
+        let expected = match backend {
+            "mbsync" => "mbsync work\n",
+            _ => "offlineimap -o -u quiet -a work\n",
+        };
+        assert_eq!(printed, expected, "{backend}");
+        assert!(
+            text(&output).contains(
+                "work: 6000 folders are more than one command line holds; syncing the whole account"
+            ),
+            "{}",
+            text(&output)
+        );
+    }
+    let few = mailsync()
+        .args(["sync", "--dry-run", "--backend", "mbsync"])
+        .args(&specs[..3])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8(few.stdout).unwrap(),
+        "mbsync work:lists/folder-number-00000,lists/folder-number-00001,lists/folder-number-00002\n"
+    );
+}

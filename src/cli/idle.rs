@@ -12,7 +12,7 @@ use clap::Args;
 use crossbeam_channel::unbounded;
 
 use mailsync::backend::{default_offlineimap_config, read_name_map};
-use mailsync::imap::config::{from_mbsync, from_offlineimap, Found};
+use mailsync::imap::config::{check_host, from_mbsync, from_offlineimap, Found};
 use mailsync::imap::{Account, Auth, Endpoint, ImapWatch, Options, Password, RemoteNames, Selection, Tls};
 use mailsync::naming::NameStyle;
 use mailsync::source::Sink;
@@ -135,6 +135,7 @@ fn account(args: &IdleArgs) -> Result<Found, String> {
         .host
         .clone()
         .ok_or("give --mbsync CHANNEL, --offlineimap ACCOUNT, or --host with --user and --pass-cmd")?;
+    check_host(&host).map_err(|why| format!("--host {why}"))?;
     let user = args.user.clone().ok_or("--host needs --user")?;
     let password = match (&args.pass_cmd, &args.pass_file) {
         (Some(command), _) => Password::Command(command.clone()),

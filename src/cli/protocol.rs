@@ -24,6 +24,9 @@ pub enum Event {
     Ready(Result<Vec<Folder>, SourceError>),
     Changed(Vec<Folder>),
     Warning(String),
+    Info(String),
+    /// Standard input reached its end: the reader is gone.
+    InputClosed,
     Quit,
     Rescan,
 }
@@ -59,7 +62,7 @@ impl Sink for ChannelSink {
     }
 
     fn info(&mut self, message: String) {
-        let _ = self.events.send(Event::Warning(message));
+        let _ = self.events.send(Event::Info(message));
     }
 
     fn stopped(&mut self, why: SourceError) {
@@ -124,12 +127,16 @@ pub fn serve(
     // has stopped reading or a check hangs.
     let pending = Arc::new(Pending::default());
     let mut status = Status::Success;
+    watch_stdin(events.clone());
+    // A reader gone before the watcher is ready still gets the outcome of
+    // the first try: the ready line, or the error that stopped it or that
+    // it retries after (then it quits instead of retrying for nobody).
+    let (mut ready, mut retrying, mut input_closed) = (false, false, false);
     while let Ok(event) = events_rx.recv() {
         match event {
+            Event::Ready(Ok(_)) if input_closed => break,
             Event::Ready(Ok(folders)) => {
-                // Only now: a reader gone before the watcher is ready still
-                // gets the ready line, or the error that stopped it.
-                watch_stdin(events.clone());
+                ready = true;
                 let at_start: Vec<Vec<u8>> = folders.iter().map(|folder| folder.name(&style)).collect();
                 let (pending, checker, style) = (Arc::clone(&pending), checker.clone(), style.clone());
                 let writer = thread::Builder::new()
@@ -145,7 +152,16 @@ pub fn serve(
                 break;
             }
             Event::Changed(folders) => pending.add(folders),
-            Event::Warning(message) => eprintln!("mailsync {command}: {message}"),
+            Event::Warning(message) => {
+                eprintln!("mailsync {command}: {message}");
+                if !ready && input_closed {
+                    break;
+                }
+                retrying |= !ready;
+            }
+            Event::Info(message) => eprintln!("mailsync {command}: {message}"),
+            Event::InputClosed if ready || retrying => break,
+            Event::InputClosed => input_closed = true,
             Event::Rescan => rescan(),
             Event::Quit => break,
         }
@@ -249,6 +265,6 @@ fn watch_stdin(events: Sender<Event>) {
                 Err(_) => break,
             }
         }
-        let _ = events.send(Event::Quit);
+        let _ = events.send(Event::InputClosed);
     });
 }

@@ -11,6 +11,8 @@ pub enum Status {
     Failed(i32),
     /// The command line was wrong; nothing was run.
     Usage,
+    /// Another `mailsync run` runs this configuration.
+    AlreadyRunning,
     /// A program was found but could not be run.
     CannotRun,
     /// A program was not found.
@@ -34,6 +36,7 @@ impl Status {
             Status::Success => 0,
             Status::Failed(code) => code,
             Status::Usage => 2,
+            Status::AlreadyRunning => 3,
             Status::CannotRun => 126,
             Status::NotFound => 127,
             Status::Signal(signal) => 128 + signal,

@@ -22,8 +22,8 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use mailsync::backend::{
-    default_offlineimap_config, mbsync_command, offlineimap_command, offlineimap_local_sep, read_name_map,
-    RemoteNames,
+    default_offlineimap_config, fits_one_exec, mbsync_command, offlineimap_command, offlineimap_local_sep,
+    read_name_map, RemoteNames,
 };
 use mailsync::lock::{lock_account, LockError};
 use mailsync::naming::NameStyle;
@@ -146,33 +146,38 @@ fn plan(args: &SyncArgs, accounts: Vec<AccountSync>, checker: Option<&Checker>) 
                 "INBOX",
                 local_separator(args, config_text.as_deref(), &account.account),
             );
-            let command = match args.backend {
+            let build = |folders: Option<&[Vec<u8>]>| match args.backend {
                 Backend::Offlineimap => {
                     let names = RemoteNames {
                         local: local.clone(),
                         remote: NameStyle::new("INBOX", args.remote_separator.as_str()),
                         map: map.clone(),
                     };
-                    offlineimap_command(
-                        &args.offlineimap,
-                        args.config.as_deref(),
-                        &account.account,
-                        account.folders.as_deref(),
-                        &names,
-                    )
-                    .map_err(|err| err.to_string())?
+                    offlineimap_command(&args.offlineimap, args.config.as_deref(), &account.account, folders, &names)
+                        .map_err(|err| err.to_string())
                 }
-                Backend::Mbsync => mbsync_command(
+                Backend::Mbsync => Ok(mbsync_command(
                     &args.mbsync,
                     args.config.as_deref(),
                     &account.account,
-                    account.folders.as_deref(),
+                    folders,
                     &local,
-                ),
+                )),
             };
+            let mut folders = account.folders;
+            let mut command = build(folders.as_deref())?;
+            if !fits_one_exec(&command) {
+                eprintln!(
+                    "mailsync sync: {}: {} folders are more than one command line holds; syncing the whole account",
+                    String::from_utf8_lossy(&account.account),
+                    folders.as_ref().map_or(0, Vec::len)
+                );
+                folders = None;
+                command = build(None)?;
+            }
             Ok(Plan {
                 account: account.account,
-                folders: account.folders,
+                folders,
                 command,
                 checker: checker.map(|checker| checker.with_local(local)),
             })

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 
 use super::{Account, Auth, Endpoint, Mechanism, Password, Secret, Tls};
-use crate::backend::parse_ini;
+use crate::ini;
 
 /// An account and how its local store names folders.
 #[derive(Debug)]
@@ -194,6 +194,7 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
         .get("host")
         .map(unquote)
         .ok_or_else(|| format!("mbsync account {} has no Host", account.name))?;
+    check_host(&host).map_err(|why| format!("mbsync account {}: Host {why}", account.name))?;
     let port = match account.get("port") {
         Some(port) => port
             .parse()
@@ -248,6 +249,18 @@ fn expand_home(path: &str) -> String {
     }
 }
 
+/// Why `host` cannot name a server, if it cannot: a configuration error,
+/// never retried as a network one.
+pub fn check_host(host: &str) -> Result<(), String> {
+    if host.is_empty() {
+        return Err("is empty".into());
+    }
+    match host.chars().find(|c| c.is_control() || c.is_whitespace()) {
+        Some(c) => Err(format!("{host:?} holds {c:?}, which no host name holds")),
+        None => Ok(()),
+    }
+}
+
 fn yes(value: &str) -> Option<bool> {
     match value.to_ascii_lowercase().as_str() {
         "yes" | "true" | "on" | "1" => Some(true),
@@ -256,27 +269,36 @@ fn yes(value: &str) -> Option<bool> {
     }
 }
 
+/// The remote repository's settings read here.
+const REMOTE_KEYS: [&str; 11] = [
+    "type",
+    "remotehost",
+    "remoteport",
+    "remoteuser",
+    "remotepass",
+    "remotepassfile",
+    "ssl",
+    "starttls",
+    "sslcacertfile",
+    "auth_mechanisms",
+    "oauth2_access_token",
+];
+
 /// The remote repository of OfflineIMAP account `name`.
 pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
-    let sections = parse_ini(text);
-    let lower = |text: &str| {
-        text.split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .to_lowercase()
-    };
+    let sections = ini::parse(text);
     let account = sections
-        .get(&lower(&format!("account {name}")))
+        .get(&ini::fold(&format!("account {name}")))
         .ok_or_else(|| format!("no [Account {name}] in the OfflineIMAP configuration"))?;
     let section = |key: &str| -> Result<&HashMap<String, String>, String> {
         let repository = account
             .get(key)
             .ok_or_else(|| format!("[Account {name}] has no {key}"))?;
         sections
-            .get(&lower(&format!("repository {repository}")))
+            .get(&ini::fold(&format!("repository {repository}")))
             .ok_or_else(|| format!("no [Repository {repository}] in the OfflineIMAP configuration"))
     };
-    let remote = section("remoterepository")?;
+    let written = section("remoterepository")?;
     let local_separator = section("localrepository")
         .ok()
         .and_then(|local| local.get("sep").cloned());
@@ -286,12 +308,13 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
         "remotehosteval",
         "remoteporteval",
     ] {
-        if remote.contains_key(python) {
+        if written.contains_key(python) {
             return Err(format!(
                 "[Account {name}] uses {python}, which needs OfflineIMAP's Python; give --host, --user and --pass-cmd instead"
             ));
         }
     }
+    let remote = ini::resolve(written, &REMOTE_KEYS).map_err(|why| format!("[Account {name}]: {why}"))?;
     let gmail = remote
         .get("type")
         .is_some_and(|kind| kind.eq_ignore_ascii_case("gmail"));
@@ -304,6 +327,7 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
             ))
         }
     };
+    check_host(&host).map_err(|why| format!("[Account {name}]: remotehost {why}"))?;
     let ssl = remote.get("ssl").and_then(|value| yes(value)).unwrap_or(true);
     let starttls = remote
         .get("starttls")
@@ -332,7 +356,7 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
         "oauth2_refresh_token",
         "oauth2_refresh_token_eval",
     ] {
-        if remote.contains_key(oauth) {
+        if written.contains_key(oauth) {
             return Err(format!(
                 "[Account {name}] uses {oauth}; give a token helper with --pass-cmd and --auth xoauth2 instead"
             ));
@@ -512,5 +536,34 @@ TLSType IMAPS
             found.account.auth,
             Auth::new(vec![Mechanism::Plain, Mechanism::Login])
         );
+    }
+
+    #[test]
+    fn offlineimap_references_are_read_and_a_broken_one_is_an_error() {
+        let text = "[DEFAULT]\ndomain = example.org\n[Account A]\nremoterepository = R\n\
+                    [Repository R]\ntype = IMAP\nremotehost = imap.%(domain)s\nremoteuser = me@%(domain)s\n\
+                    remotepassfile = ~/.pw\n";
+        let found = from_offlineimap(text, "A").unwrap();
+        assert_eq!(found.account.endpoint.host, "imap.example.org");
+        assert_eq!(found.account.user, "me@example.org");
+        let broken = text.replace("%(domain)s\nremoteuser", "%(remotehost_suffix)s\nremoteuser");
+        let error = from_offlineimap(&broken, "A").unwrap_err();
+        assert_eq!(
+            error,
+            "[Account A]: remotehost holds %(remotehost_suffix)s, which names no setting of its section or [DEFAULT]"
+        );
+    }
+
+    #[test]
+    fn a_host_holding_a_nul_or_a_space_is_a_configuration_error() {
+        let error =
+            from_mbsync(&MBSYNCRC.replace("Host 10.0.0.1", "Host 10.0.\u{0}0.1"), "inline").unwrap_err();
+        assert_eq!(
+            error,
+            "mbsync account inline: Host \"10.0.\\00.1\" holds '\\0', which no host name holds"
+        );
+        assert!(check_host("imap example.org").is_err());
+        assert_eq!(check_host(""), Err("is empty".into()));
+        assert_eq!(check_host("imap.example.org"), Ok(()));
     }
 }

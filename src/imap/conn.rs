@@ -51,6 +51,11 @@ pub mod limits {
     pub const RESPONSES_PER_COMMAND: usize = 250_000;
     /// Their bytes.
     pub const BYTES_PER_COMMAND: usize = 64 << 20;
+    /// What a password or token command may print (an OAuth2 access token
+    /// is a few KiB), and how long it may take (long enough to type a GPG
+    /// passphrase into a pinentry).
+    pub const HELPER_OUTPUT: usize = 64 << 10;
+    pub const HELPER_TIME: std::time::Duration = std::time::Duration::from_secs(120);
 }
 
 /// Who logs in, with what, and how.

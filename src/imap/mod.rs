@@ -13,13 +13,11 @@ mod backoff;
 pub mod config;
 mod conn;
 mod error;
+mod secret;
 mod session;
 mod status;
 
 use std::collections::HashMap;
-use std::fmt;
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -34,89 +32,9 @@ use crate::wake::Stop;
 pub use auth::{Auth, Mechanism};
 pub use conn::{Endpoint, Tls};
 pub use error::ImapError;
+pub use secret::{AskSecret, Password, Secret};
 pub use status::MailboxStatus;
 use status::Mailboxes;
-
-/// A password or token, never shown.
-#[derive(Clone)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(text: String) -> Secret {
-        Secret(text)
-    }
-
-    fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<hidden>")
-    }
-}
-
-/// Gives a password or token when asked, for a source that cannot be run
-/// from any thread: Emacs, whose auth-source runs on its own thread.
-pub trait AskSecret: Send + Sync + fmt::Debug {
-    /// The secret for the next login of `account`; `refused` says the last
-    /// one given was refused by the server (so a cached one will not do).
-    fn ask(&self, account: &str, refused: bool) -> Result<Secret, ImapError>;
-}
-
-/// Where the password (or OAuth2 access token) comes from; asked again
-/// for every login, so a changed password or a fresh token is used.
-#[derive(Clone, Debug)]
-pub enum Password {
-    /// A shell command whose first line of output is the password
-    /// (mbsync's `PassCmd`), or a token helper's command.
-    Command(String),
-    /// A file whose first line is the password.
-    File(PathBuf),
-    /// Written in the sync program's configuration.
-    Given(Secret),
-    /// Asked of whoever started the watch.
-    Asked(Arc<dyn AskSecret>),
-}
-
-impl Password {
-    /// The secret for a login; `refused` says the previous one was
-    /// refused; `token` that it is an OAuth2 token (for messages).
-    fn fetch(&self, account: &str, refused: bool, token: bool) -> Result<Secret, ImapError> {
-        let what = if token { "token" } else { "password" };
-        let fail = |message: String| ImapError::Password {
-            account: account.to_string(),
-            message,
-            token,
-        };
-        let text = match self {
-            Password::Given(secret) => return Ok(secret.clone()),
-            Password::Asked(asker) => return asker.ask(account, refused),
-            Password::File(path) => std::fs::read_to_string(path)
-                .map_err(|err| fail(format!("cannot read the {what} file {}: {err}", path.display())))?,
-            Password::Command(command) => {
-                let output = Command::new("/bin/sh")
-                    .arg("-c")
-                    .arg(command)
-                    .stdin(Stdio::null())
-                    .stderr(Stdio::inherit())
-                    .output()
-                    .map_err(|err| fail(format!("cannot run the {what} command: {err}")))?;
-                if !output.status.success() {
-                    return Err(fail(format!("the {what} command failed ({})", output.status)));
-                }
-                String::from_utf8(output.stdout)
-                    .map_err(|_| fail(format!("the {what} command printed bytes that are not UTF-8")))?
-            }
-        };
-        let first = text.lines().next().unwrap_or("");
-        if first.is_empty() {
-            return Err(fail(format!("the {what} is empty")));
-        }
-        Ok(Secret(first.to_string()))
-    }
-}
 
 /// One account on one server.
 #[derive(Clone, Debug)]
@@ -287,6 +205,8 @@ enum Report {
     /// A connection was lost or refused for now, and why; it is made again.
     Disconnected(String),
     Warning(String),
+    /// A listed mailbox no folder can stand for (an empty name, a NUL).
+    Unusable(String),
     /// The account stops (its login is refused, its certificate not trusted).
     Failed(ImapError),
 }
@@ -417,6 +337,7 @@ fn coordinate(
     let mut delimiter: Option<String> = None;
     let mut ready = false;
     let mut unlisted_said = false;
+    let mut unusable_said = std::collections::HashSet::new();
     loop {
         if stop.is_stopped() {
             return;
@@ -489,6 +410,14 @@ fn coordinate(
                 }
             }
             Ok(Report::Warning(message)) => sink.warning(message),
+            // Said once each (and of the first thousand only), not at every listing.
+            Ok(Report::Unusable(name)) => {
+                if unusable_said.len() < 1000 && unusable_said.insert(name.clone()) {
+                    sink.warning(format!(
+                        "mailbox {name:?} is not watched: no folder can be named by an empty name or one holding a NUL"
+                    ));
+                }
+            }
             Ok(Report::Failed(error)) => {
                 let message = error.to_string();
                 note(&|health| {
@@ -592,11 +521,5 @@ mod tests {
             let folder = names.folder(server, Some("."));
             assert_eq!(folder.name(&style), expected.as_bytes(), "{server}");
         }
-    }
-
-    #[test]
-    fn secrets_are_never_shown() {
-        let password = Password::Given(Secret::new("hunter2".into()));
-        assert!(!format!("{password:?}").contains("hunter2"));
     }
 }

@@ -41,7 +41,7 @@ impl Context<'_> {
     fn connect(&self, waker: &mut Waker) -> Result<Connection, ImapError> {
         let account = self.account;
         let token = account.auth.takes_token();
-        let secret = account.password.fetch(&account.label, false, token)?;
+        let secret = account.password.fetch(&account.label, false, token, waker)?;
         let mut link = Connection::open(&account.endpoint, self.tls.as_ref(), waker)?;
         let login = |link: &mut Connection, waker: &mut Waker, secret: &Secret| {
             let login = Login {
@@ -54,7 +54,7 @@ impl Context<'_> {
         };
         match login(&mut link, waker, &secret) {
             Err(ImapError::Auth { .. }) if token => {
-                let fresh = account.password.fetch(&account.label, true, token)?;
+                let fresh = account.password.fetch(&account.label, true, token, waker)?;
                 login(&mut link, waker, &fresh)?;
             }
             result => {
@@ -123,7 +123,7 @@ enum Never {}
 
 fn session(context: &Context, waker: &mut Waker, backoff: &mut Backoff) -> Result<Never, ImapError> {
     let mut link = context.connect(waker)?;
-    let (listing, delimiter) = list(&mut link, waker, context.options)?;
+    let (listing, delimiter) = list(context, &mut link, waker)?;
     let names: Vec<String> = listing.iter().map(|(name, _)| name.clone()).collect();
     context.report(Report::Listing(listing, delimiter.clone()));
     if context.options.use_notify && link.has_capability("NOTIFY") && !context.notify_refused.get() {
@@ -150,10 +150,11 @@ type Listing = Vec<(String, MailboxStatus)>;
 /// Every selectable mailbox the selection takes, with its status: one
 /// round trip with LIST-STATUS, else LIST then all STATUS commands at once.
 fn list(
+    context: &Context,
     link: &mut Connection,
     waker: &mut Waker,
-    options: &Options,
 ) -> Result<(Listing, Option<String>), ImapError> {
+    let options = context.options;
     let items = status_items(link.has_capability("CONDSTORE"));
     let list_status = link.has_capability("LIST-STATUS");
     let command = if list_status {
@@ -183,9 +184,13 @@ fn list(
     };
     let Listed {
         names,
+        refused,
         delimiter,
         mut statuses,
     } = listed(responses, options);
+    for name in refused {
+        context.report(Report::Unusable(name));
+    }
     if !list_status {
         statuses = self::statuses(link, waker, &names)?;
     }
@@ -196,6 +201,8 @@ fn list(
 /// server's delimiter, and the statuses LIST-STATUS put among them.
 struct Listed {
     names: Vec<String>,
+    /// Names no folder can have (empty, or holding a NUL), as sent.
+    refused: Vec<String>,
     delimiter: Option<String>,
     statuses: HashMap<String, MailboxStatus>,
 }
@@ -203,6 +210,7 @@ struct Listed {
 fn listed(responses: Vec<Response<'static>>, options: &Options) -> Listed {
     let mut listed = Listed {
         names: Vec::new(),
+        refused: Vec::new(),
         delimiter: None,
         statuses: HashMap::new(),
     };
@@ -214,7 +222,12 @@ fn listed(responses: Vec<Response<'static>>, options: &Options) -> Listed {
                 }
                 let unselectable = data.name_attributes.iter().any(is_unselectable);
                 let name = mailbox_name(&data.name);
-                if !unselectable && options.selection.contains(&name, data.delimiter.as_deref()) {
+                if unselectable || !options.selection.contains(&name, data.delimiter.as_deref()) {
+                    continue;
+                }
+                if name.is_empty() || name.contains('\0') {
+                    listed.refused.push(name);
+                } else {
                     listed.names.push(name);
                 }
             }
@@ -346,7 +359,7 @@ fn notify_session(
         if resync {
             // The listing tells the coordinator which mailboxes are new,
             // gone or changed.
-            let (listing, given) = list(&mut link, waker, context.options)?;
+            let (listing, given) = list(context, &mut link, waker)?;
             context.report(Report::Listing(listing, given));
         }
     }

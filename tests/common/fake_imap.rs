@@ -57,6 +57,11 @@ impl FakeImap {
 
     /// `mailsync idle`'s arguments for this server.
     pub fn idle_args(&self) -> Vec<String> {
+        self.idle_args_with("echo pw")
+    }
+
+    /// `mailsync idle`'s arguments for this server, the password printed by `pass_cmd`.
+    pub fn idle_args_with(&self, pass_cmd: &str) -> Vec<String> {
         [
             "--host",
             "127.0.0.1",
@@ -65,7 +70,7 @@ impl FakeImap {
             "--user",
             "u",
             "--pass-cmd",
-            "echo pw",
+            pass_cmd,
             "--tls",
             "none",
         ]

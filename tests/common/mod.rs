@@ -208,6 +208,29 @@ impl Drop for Watch {
 pub mod fake_imap;
 pub mod servers;
 
+/// Waits for `done`, failing the test with `what` after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether process `pid` runs (a zombie, killed and not yet reaped, does not).
+pub fn is_running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat
+                .rsplit(')')
+                .next()
+                .unwrap_or("")
+                .trim_start()
+                .starts_with('Z')
+        })
+        .unwrap_or(false)
+}
+
 /// Says that the calling test cannot run here, and why. The test then returns
 /// and libtest counts it as passed, so the skip is also written to the file
 /// named by `MAILSYNC_TEST_SKIPS` (tests/run-all.sh sets it), which counts it

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 use crossbeam_channel::{unbounded, Receiver, RecvTimeoutError, Sender};
-use signal_hook::consts::{SIGINT, SIGTERM, SIGUSR1};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use mailsync::mswatch::config::Config;
@@ -37,8 +37,9 @@ use watchers::{Report, Watcher};
     about = "Run an mswatch configuration without mswatch: watch both stores, sync what changed",
     after_help = "Reads ~/.mswatchrc (or --config) as mswatch 1.2 does; times may be fractional.\n\
         Watchers that are `mailsync watch …` or `mailsync idle …` run inside this process.\n\
-        SIGUSR1 prints what waits for a sync; SIGINT and SIGTERM end it (a running sync\n\
-        gets SIGTERM and is waited for).\n\n\
+        SIGUSR1 prints what waits for a sync; SIGINT, SIGTERM and SIGHUP end it (a running\n\
+        sync gets SIGTERM and is waited for). One run per configuration: a second exits\n\
+        with status 3.\n\n\
         Examples:\n  \
         mailsync run                            # ~/.mswatchrc\n  \
         mailsync run --config ~/.mswatchrc-work --check-local --server nnimap+work"
@@ -128,6 +129,8 @@ pub fn run(args: RunArgs) -> Status {
 /// One `mailsync run`: its stores, its schedule and the sync under way.
 struct Run {
     config: Config,
+    /// Held while this process runs the configuration (not by a dry run).
+    _lock: Option<mailsync::lock::RunLock>,
     dry: bool,
     quiet: bool,
     events: Sender<Event>,
@@ -165,6 +168,14 @@ impl Run {
             .map_err(|err| format!("cannot read {}: {err}", path.display()))
             .and_then(|text| Config::parse(&text).map_err(|err| format!("{}: {err}", path.display())))
             .map_err(|message| CliError::usage(message).report("run"))?;
+        // A dry run syncs nothing: it may watch beside the real one.
+        let lock = match (!args.dry).then(|| mailsync::lock::lock_run(&path)).transpose() {
+            Ok(lock) => lock,
+            Err(err @ mailsync::lock::LockError::Held { .. }) => {
+                return Err(CliError::new(Status::AlreadyRunning, err).report("run"))
+            }
+            Err(err) => return Err(CliError::new(Status::Failed(1), err).report("run")),
+        };
         let failed = |message: String| CliError::new(Status::Failed(1), message).report("run");
         let (events, events_rx) = unbounded();
         forward_signals(&events).map_err(|err| failed(format!("cannot handle signals: {err}")))?;
@@ -221,6 +232,7 @@ impl Run {
             settle: [settle(0), settle(1)],
         };
         Ok(Run {
+            _lock: lock,
             dry: args.dry,
             quiet: args.quiet,
             events,
@@ -430,7 +442,19 @@ impl Run {
             self.schedule.ended(now, true);
             return;
         }
-        let arguments = arguments(&target, &self.config);
+        let mut arguments = arguments(&target, &self.config);
+        let mut target = target;
+        let command: Vec<OsString> = self.config.sync.iter().map(OsString::from).collect();
+        if !mailsync::backend::fits_one_exec(&[command, arguments.clone()].concat()) {
+            if let Target::Mailboxes(list) = &target {
+                say(&format!(
+                    "{} mailboxes are more than one command line holds; syncing everything instead",
+                    list.len()
+                ));
+            }
+            target = Target::All;
+            arguments = self::arguments(&target, &self.config);
+        }
         let check = self.checker.as_ref().map(|checker| {
             let mailboxes = match &target {
                 Target::All => None,
@@ -520,7 +544,7 @@ fn explained(stores: &[Store], store: usize, mailbox: &[u8], snapshot: Option<Ve
 }
 
 fn forward_signals(events: &Sender<Event>) -> std::io::Result<()> {
-    let mut signals = Signals::new([SIGUSR1, SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGUSR1, SIGINT, SIGTERM, SIGHUP])?;
     let events = events.clone();
     thread::Builder::new().name("signals".into()).spawn(move || {
         for signal in signals.forever() {
