@@ -5,7 +5,8 @@
 # With TLS=1 it also listens with TLS from the start on the port in
 # DIR/imaps-port (and STARTTLS on the plain port), with a certificate for
 # 127.0.0.1 and localhost signed by the test CA in DIR/ca.pem (not trusted
-# by the system). With OAUTH2=1 it also takes XOAUTH2 and OAUTHBEARER, the
+# by the system); with TLS=self, a self-signed certificate made by
+# `openssl req -x509` (so marked CA:TRUE), also in DIR/ca.pem. With OAUTH2=1 it also takes XOAUTH2 and OAUTHBEARER, the
 # tokens checked by scripts/introspect.py (live tokens: "TOKEN USER" lines
 # in DIR/tokens). EXTRA_CONF is appended to the configuration.
 # The served maildir is DIR/mail: Maildir++ with SEPARATOR "." (default),
@@ -95,10 +96,16 @@ else
 fi
 ssl_conf="ssl = no"
 imaps_port=0
-if [ "${TLS:-}" = 1 ]; then
+if [ "${TLS:-}" = 1 ] || [ "${TLS:-}" = self ]; then
   command -v openssl >/dev/null || { echo "openssl is missing: apt-get install openssl" >&2; exit 1; }
   imaps_port=$(free_port)
-  if [ ! -f "$dir/ca.pem" ]; then
+  if [ ! -f "$dir/ca.pem" ] && [ "$TLS" = self ]; then
+    # Made the usual way: `openssl req -x509` marks it CA:TRUE.
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=localhost" \
+      -addext subjectAltName=DNS:localhost,IP:127.0.0.1 -keyout "$dir/server.key" -out "$dir/server.pem" 2>/dev/null
+    cp "$dir/server.pem" "$dir/ca.pem"
+    chmod 0644 "$dir/ca.pem" "$dir/server.pem"
+  elif [ ! -f "$dir/ca.pem" ]; then
     openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 -subj "/CN=mailsync test CA" \
       -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
       -keyout "$dir/ca.key" -out "$dir/ca.pem" 2>/dev/null

@@ -279,6 +279,69 @@ fn an_untrusted_certificate_is_a_clear_error_and_starttls_works() {
 }
 
 #[test]
+fn a_self_signed_certificate_named_as_trusted_is_trusted_from_the_flag_and_the_mbsyncrc() {
+    // Made as users make theirs (`openssl req -x509`: CA:TRUE), which mbsync,
+    // OfflineIMAP and GnuTLS take when named, as the server's own.
+    let dovecot = Dovecot::start_self_signed();
+    let watch = start_idle(&dovecot, &[]);
+    dovecot.deliver("INBOX", "over TLS with a self-signed certificate");
+    assert_eq!(watch.next(), "INBOX");
+
+    let dir = dovecot.dir.path();
+    let mbsyncrc = dir.join("mbsyncrc");
+    fs::write(
+        &mbsyncrc,
+        format!(
+            "IMAPAccount test\nHost localhost\nPort {port}\nUser test\nPassCmd \"cat {password}\"\n\
+             SSLType IMAPS\nCertificateFile {ca}\n\nIMAPStore test-remote\nAccount test\n\n\
+             MaildirStore test-local\nPath {dir}/local/\nInbox {dir}/local/INBOX\nSubFolders Verbatim\n\n\
+             Channel test\nFar :test-remote:\nNear :test-local:\nPatterns *\nCreate Near\n",
+            port = dovecot.imaps_port.unwrap(),
+            password = password_file(&dovecot, "secret").display(),
+            ca = dovecot.ca_file().display(),
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    // The real mbsync takes the same file.
+    fs::create_dir_all(dir.join("local")).unwrap();
+    let synced = std::process::Command::new("mbsync")
+        .args(["-c", mbsyncrc.to_str().unwrap(), "test"])
+        .output()
+        .unwrap();
+    assert!(
+        synced.status.success(),
+        "mbsync: {}",
+        String::from_utf8_lossy(&synced.stderr)
+    );
+    let from_rc = Watch::start_command(
+        "idle",
+        &[
+            "--mbsync",
+            "test",
+            "-c",
+            mbsyncrc.to_str().unwrap(),
+            "--delay",
+            "0",
+        ],
+    );
+    dovecot.deliver("INBOX", "seen through the mbsyncrc");
+    assert_eq!(from_rc.next(), "INBOX");
+
+    // Not named: refused, in words that say where to name it.
+    let mut args = idle_args(&dovecot, "secret", &[]);
+    let ca = args.iter().position(|arg| arg == "--ca-file").unwrap();
+    args.drain(ca..ca + 2);
+    let refused = mailsync().arg("idle").args(&args).output().unwrap();
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("its certificate is a CA certificate (as `openssl req -x509` makes): if it is the server's own, name its file in --ca-file to trust it"),
+        "{said}"
+    );
+}
+
+#[test]
 fn accounts_come_from_an_mbsyncrc_or_an_offlineimaprc() {
     let dovecot = tls_dovecot("");
     create(&dovecot, "x.y");

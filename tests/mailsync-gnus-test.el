@@ -883,6 +883,42 @@ connects, and while it reconnects after Dovecot restarts and a kick."
       (mailsync-test--dovecot "remove" server)
       (delete-directory tmp t))))
 
+(ert-deftest mailsync-test-nnimap-self-signed-certificate-in-gnutls-trustfiles ()
+  "A self-signed server certificate in `gnutls-trustfiles' is trusted, as Gnus trusts it.
+Made as users make theirs, by `openssl req -x509', which marks it CA:TRUE."
+  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-imap" t)))
+         (server (expand-file-name "dovecot" tmp))
+         (process-environment (cons "TLS=self" process-environment))
+         (_ (mailsync-test--dovecot "start" server))
+         (port (with-temp-buffer
+                 (insert-file-contents (expand-file-name "imaps-port" server))
+                 (string-to-number (buffer-string))))
+         (authinfo (expand-file-name "authinfo" tmp))
+         (auth-sources (list authinfo))
+         (auth-source-do-cache nil)
+         (gnutls-trustfiles (cons (expand-file-name "ca.pem" server) gnutls-trustfiles))
+         (nsm-trust-local-network t)
+         (network-security-level 'low)
+         (mailsync-maildirs nil)
+         (mailsync-imap-servers t))
+    (unwind-protect
+        (progn
+          (with-temp-file authinfo
+            (insert (format "machine 127.0.0.1 port %d login test password secret\n" port)))
+          (mailsync-test--doveadm server "mailbox" "create" "-u" "test" "work")
+          (mailsync-test--with-gnus-running tmp
+              `(nnimap "remote" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
+                       (nnimap-stream ssl))
+              '("nnimap+remote:INBOX" "nnimap+remote:work")
+            (mailsync-start)
+            (should (mailsync-test--wait-until #'mailsync--ready-p 10.0))
+            (should (plist-get (mailsync-test--imap-stats) :connected))
+            (mailsync-test--save-on-server server "work")
+            (should (mailsync-test--wait-until
+                     (lambda () (equal (gnus-group-unread "nnimap+remote:work") 1)) 5.0))))
+      (mailsync-test--dovecot "remove" server)
+      (delete-directory tmp t))))
+
 (defun mailsync-test--write-file (file text)
   "Make FILE hold TEXT."
   (with-temp-file file (insert text)))

@@ -27,6 +27,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 
 use super::auth::{challenge_reason, Auth, Mechanism};
 use super::error::ImapError;
+use super::trust::NamedOrSigned;
 use crate::wake::{Waker, Woken};
 
 /// The longest wait for any response the server owes, and for a write.
@@ -150,8 +151,9 @@ impl Endpoint {
         for cert in rustls_native_certs::load_native_certs().certs {
             let _ = roots.add(cert);
         }
+        let mut named = Vec::new();
         for file in &self.ca_files {
-            let certs: Vec<CertificateDer> = CertificateDer::pem_file_iter(file)
+            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(file)
                 .and_then(|iter| iter.collect::<Result<_, _>>())
                 .map_err(|err| fail(format!("cannot read CA file {}: {err}", file.display())))?;
             if certs.is_empty() {
@@ -159,8 +161,9 @@ impl Endpoint {
             }
             for cert in certs {
                 roots
-                    .add(cert)
+                    .add(cert.clone())
                     .map_err(|err| fail(format!("CA file {}: {err}", file.display())))?;
+                named.push(cert);
             }
         }
         if roots.is_empty() {
@@ -169,10 +172,12 @@ impl Endpoint {
                 self.trust_setting
             )));
         }
+        let verifier = NamedOrSigned::new(roots, named).map_err(fail)?;
         let config = ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
             .with_safe_default_protocol_versions()
             .map_err(|err| fail(err.to_string()))?
-            .with_root_certificates(roots)
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
             .with_no_client_auth();
         Ok(Some(Arc::new(config)))
     }
@@ -417,9 +422,10 @@ fn tls_words(error: &rustls::Error, trust_setting: &str) -> String {
         }
         Certificate::Revoked => "its certificate has been revoked".into(),
         Certificate::BadSignature | Certificate::BadEncoding => "its certificate is damaged".into(),
-        Certificate::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => {
-            "its certificate is a CA certificate (as `openssl req -x509` makes), which TLS does not take as a server's own".into()
-        }
+        Certificate::Other(other) if format!("{other:?}").contains("CaUsedAsEndEntity") => format!(
+            "its certificate is a CA certificate (as `openssl req -x509` makes): if it is the server's own, \
+             name its file in {trust_setting} to trust it"
+        ),
         _ => "its certificate is not accepted".into(),
     }
 }

@@ -16,6 +16,7 @@ mod error;
 mod secret;
 mod session;
 mod status;
+mod trust;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

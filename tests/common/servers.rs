@@ -35,6 +35,13 @@ impl Dovecot {
         )
     }
 
+    /// With TLS and STARTTLS, serving a self-signed certificate made by
+    /// `openssl req -x509` (so marked CA:TRUE), which [`Dovecot::ca_file`]
+    /// holds too.
+    pub fn start_self_signed() -> Dovecot {
+        Dovecot::launch(".", &[("TLS", "self")])
+    }
+
     /// With TLS, and XOAUTH2 and OAUTHBEARER checked by the test's own
     /// introspection server (scripts/introspect.py): no token is live
     /// until [`Dovecot::mint`].
