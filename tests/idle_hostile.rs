@@ -95,21 +95,6 @@ fn a_flood_of_statuses_for_mailboxes_never_listed_is_ignored_and_said_once() {
     );
 }
 
-/// A listener that takes no connection: its queue (one) is filled by the
-/// test, so the kernel drops the next SYNs, as a firewall that drops IMAP
-/// does. The returned streams hold the queue full.
-fn black_hole() -> (std::net::TcpListener, Vec<std::net::TcpStream>) {
-    use std::os::fd::AsRawFd;
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    // SAFETY: listen on a listening socket only changes its backlog.
-    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
-    let address = listener.local_addr().unwrap();
-    let fillers = (0..3)
-        .filter_map(|_| std::net::TcpStream::connect_timeout(&address, Duration::from_millis(300)).ok())
-        .collect();
-    (listener, fillers)
-}
-
 /// Starts `mailsync idle` on `port` with `tls`, lets it get stuck for a
 /// moment, and asserts that SIGTERM ends it within a second.
 fn stuck_then_stopped(port: u16, tls: &str) {
@@ -140,25 +125,13 @@ fn stuck_then_stopped(port: u16, tls: &str) {
 
 #[test]
 fn a_black_holed_connect_ends_at_sigterm() {
-    let (listener, _fillers) = black_hole();
+    let (listener, _fillers) = fake_imap::black_hole();
     stuck_then_stopped(listener.local_addr().unwrap().port(), "none");
 }
 
 #[test]
 fn a_tls_handshake_trickled_a_byte_at_a_time_ends_at_sigterm() {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        if let Ok((mut socket, _)) = listener.accept() {
-            // A TLS record header announcing 16 KiB, then a byte every 200 ms.
-            if socket.write_all(&[0x16, 0x03, 0x03, 0x40, 0x00]).is_ok() {
-                while socket.write_all(&[0]).is_ok() {
-                    std::thread::sleep(Duration::from_millis(200));
-                }
-            }
-        }
-    });
-    stuck_then_stopped(port, "imaps");
+    stuck_then_stopped(fake_imap::trickling_tls(), "imaps");
 }
 
 /// A NOTIFY server with one mailbox, INBOX, that counts its sessions (one

@@ -15,9 +15,13 @@
 //! - `mailsync idle` ([`imap`]): against a raw IDLE client on the same
 //!   Dovecot; start-up, connections and memory at 1 to 1,000 mailboxes;
 //!   wake-ups while idle.
+//! - A hostile server ([`hostile`]): `mailsync idle` and the module in
+//!   Emacs against the stand-in servers; memory and CPU over a window, and
+//!   how long SIGTERM and `mailsync-stop` take.
 
 #[path = "../common/mod.rs"]
 mod common;
+mod hostile;
 mod imap;
 mod run;
 
@@ -883,5 +887,12 @@ fn main() {
     if only.is_empty() || only == "run" {
         let _took = Took::new("run");
         run::tables(setting("MAILSYNC_BENCH_RUN_DELIVERIES", 2) as usize, idle);
+    }
+    if only.is_empty() || only == "hostile" {
+        let _took = Took::new("hostile");
+        hostile::table(
+            Duration::from_secs(setting("MAILSYNC_BENCH_HOSTILE", 30)),
+            samples,
+        );
     }
 }

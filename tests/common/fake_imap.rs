@@ -192,3 +192,38 @@ pub fn status_flood(statuses: Option<u64>) -> Arc<Script> {
         },
     )
 }
+
+/// A listener that takes no connection: its queue (one) is filled here, so
+/// the kernel drops the next SYNs, as a firewall that drops IMAP does. The
+/// streams returned hold the queue full.
+pub fn black_hole() -> (TcpListener, Vec<TcpStream>) {
+    use std::os::fd::AsRawFd;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    // SAFETY: listen on a listening socket only changes its backlog.
+    assert_eq!(unsafe { libc::listen(listener.as_raw_fd(), 0) }, 0);
+    let address = listener.local_addr().unwrap();
+    let fillers = (0..3)
+        .filter_map(|_| TcpStream::connect_timeout(&address, Duration::from_millis(300)).ok())
+        .collect();
+    (listener, fillers)
+}
+
+/// A port whose every connection gets a TLS record header announcing
+/// 16 KiB, then a byte every 200 ms: a TLS handshake that never ends.
+pub fn trickling_tls() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    thread::spawn(move || {
+        for socket in listener.incoming() {
+            let Ok(mut socket) = socket else { return };
+            thread::spawn(move || {
+                if socket.write_all(&[0x16, 0x03, 0x03, 0x40, 0x00]).is_ok() {
+                    while socket.write_all(&[0]).is_ok() {
+                        thread::sleep(Duration::from_millis(200));
+                    }
+                }
+            });
+        }
+    });
+    port
+}

@@ -206,6 +206,7 @@ impl Drop for Watch {
 }
 
 pub mod fake_imap;
+pub mod hostile_emacs;
 pub mod servers;
 
 /// Waits for `done`, failing the test with `what` after `limit`.
