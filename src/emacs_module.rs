@@ -105,7 +105,7 @@ struct EmacsSink {
 }
 
 impl Sink for EmacsSink {
-    fn ready(&mut self, started: std::result::Result<Vec<Folder>, crate::source::SourceError>) {
+    fn ready(&mut self, started: std::result::Result<Vec<Folder>, crate::sink::SourceError>) {
         if let Ok(mut slot) = self.mailbox.started.lock() {
             *slot = Some(started.map_err(|err| err.to_string()));
         }

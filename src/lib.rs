@@ -9,7 +9,6 @@
 //! schedule).
 
 pub mod backend;
-pub mod classify;
 pub mod coalesce;
 pub mod detect;
 mod emacs_module;
@@ -21,6 +20,5 @@ pub mod lock;
 pub mod mswatch;
 pub mod naming;
 pub mod quote;
-pub mod source;
-pub mod specs;
-pub mod wake;
+pub mod sink;
+pub mod stop;

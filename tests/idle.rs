@@ -295,7 +295,7 @@ fn a_self_signed_certificate_named_as_trusted_is_trusted_from_the_flag_and_the_m
             "IMAPAccount test\nHost localhost\nPort {port}\nUser test\nPassCmd \"cat {password}\"\n\
              SSLType IMAPS\nCertificateFile {ca}\n\nIMAPStore test-remote\nAccount test\n\n\
              MaildirStore test-local\nPath {dir}/local/\nInbox {dir}/local/INBOX\nSubFolders Verbatim\n\n\
-             Channel test\nFar :test-remote:\nNear :test-local:\nPatterns *\nCreate Near\n",
+             Channel test\nFar :test-remote:\nNear :test-local:\nPatterns *\nCreate Near\nSyncState *\n",
             port = dovecot.imaps_port.unwrap(),
             password = password_file(&dovecot, "secret").display(),
             ca = dovecot.ca_file().display(),

@@ -17,7 +17,7 @@ use mailsync::groups::{utf7_by_default, GroupMap};
 use mailsync::naming::NameStyle;
 use mailsync::quote::{is_lisp_symbol, lisp_call, shell_line};
 
-use super::status::Status;
+use super::exit::Status;
 
 /// Options shared by `sync` and `watch` for the Gnus checks.
 #[derive(Args, Debug, Clone)]

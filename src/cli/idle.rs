@@ -15,11 +15,11 @@ use mailsync::backend::{default_offlineimap_config, read_name_map};
 use mailsync::imap::config::{check_host, from_mbsync, from_offlineimap, Found};
 use mailsync::imap::{Account, Auth, Endpoint, ImapWatch, Options, Password, RemoteNames, Selection, Tls};
 use mailsync::naming::NameStyle;
-use mailsync::source::Sink;
+use mailsync::sink::Sink;
 
 use super::check::{CheckArgs, Checker};
+use super::exit::{CliError, Status};
 use super::protocol::{serve, ChannelSink};
-use super::status::{CliError, Status};
 
 #[derive(Args, Debug)]
 #[command(

@@ -6,14 +6,14 @@ use std::path::Path;
 use clap::{Parser, Subcommand};
 
 mod check;
+mod exit;
 mod idle;
 mod protocol;
 mod run;
-mod status;
 mod sync;
 mod watch;
 
-use status::Status;
+use exit::Status;
 
 /// Realtime mail for Gnus: an mswatch watcher and sync program.
 #[derive(Parser, Debug)]

@@ -13,10 +13,10 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use mailsync::naming::{Folder, NameStyle};
-use mailsync::source::{Sink, SourceError};
+use mailsync::sink::{Sink, SourceError};
 
 use super::check::Checker;
-use super::status::{CliError, Status};
+use super::exit::{CliError, Status};
 
 /// What reaches the protocol's main thread.
 pub enum Event {
@@ -134,7 +134,11 @@ pub fn serve(
     let (mut ready, mut retrying, mut input_closed) = (false, false, false);
     while let Ok(event) = events_rx.recv() {
         match event {
-            Event::Ready(Ok(_)) if input_closed => break,
+            Event::Ready(Ok(_)) if input_closed => {
+                let mut out = io::stdout().lock();
+                let _ = writeln!(out).and_then(|()| out.flush());
+                break;
+            }
             Event::Ready(Ok(folders)) => {
                 ready = true;
                 let at_start: Vec<Vec<u8>> = folders.iter().map(|folder| folder.name(&style)).collect();

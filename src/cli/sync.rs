@@ -26,12 +26,12 @@ use mailsync::backend::{
     read_name_map, RemoteNames,
 };
 use mailsync::lock::{lock_account, LockError};
+use mailsync::mswatch::sync_args::{parse_specs, AccountSync};
 use mailsync::naming::NameStyle;
 use mailsync::quote::shell_line;
-use mailsync::specs::{parse_specs, AccountSync};
 
 use super::check::{CheckArgs, Checker};
-use super::status::{CliError, Outcome, Status};
+use super::exit::{CliError, Outcome, Status};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum Backend {

@@ -18,11 +18,11 @@ use crossbeam_channel::unbounded;
 use mailsync::detect::detect_layout;
 use mailsync::engine::{Engine, Options};
 use mailsync::naming::{Layout, NameStyle};
-use mailsync::source::Sink;
+use mailsync::sink::Sink;
 
 use super::check::{CheckArgs, Checker};
+use super::exit::{CliError, Status};
 use super::protocol::{serve, ChannelSink};
-use super::status::{CliError, Status};
 
 #[derive(Args, Debug)]
 #[command(

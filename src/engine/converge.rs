@@ -14,7 +14,7 @@ use super::plan::{plan, Findings};
 use super::shards::{Added, BudgetNews, Shards};
 use super::state::{give_back_free_memory, Report, State};
 use super::tree::{Dirs, Identity, Watched};
-use crate::classify::{Classifier, WatchedDir};
+use crate::engine::classify::{Classifier, WatchedDir};
 use crate::naming::Folder;
 
 /// Watch requests gathered during a traversal, sent a batch at a time so

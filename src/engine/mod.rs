@@ -26,6 +26,7 @@
 //! - the root removed or moved away is noticed; the engine says so, checks
 //!   twice a second for it to come back, then watches and reports it all.
 
+mod classify;
 mod converge;
 mod error;
 mod plan;
@@ -44,11 +45,11 @@ use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Sender};
 
-use crate::classify::Classifier;
 use crate::coalesce::Coalescer;
 use crate::detect::detect_layout;
+use crate::engine::classify::Classifier;
 use crate::naming::Layout;
-pub use crate::source::{Sink, SourceError};
+pub use crate::sink::{Sink, SourceError};
 
 pub use error::Error;
 use retired::Retired;

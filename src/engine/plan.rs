@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::rc::Rc;
 
 use super::tree::Identity;
-use crate::classify::WatchedDir;
+use crate::engine::classify::WatchedDir;
 use crate::naming::{classify_dir, DirRole, Folder, Layout};
 
 /// A directory to watch.

@@ -18,8 +18,8 @@ use super::shards::{Added, FsEvent, Shards, WatchBudget};
 use super::stats::Stats;
 use super::tree::Dirs;
 use super::{Control, Sink, EVENT_BATCH, MAX_EVENTS_PER_ROUND, ROOT_POLL};
-use crate::classify::{self, Classifier, Effect, FsChange, Tree, WatchedDir};
 use crate::coalesce::Coalescer;
+use crate::engine::classify::{self, Classifier, Effect, FsChange, Tree, WatchedDir};
 use crate::naming::{classify_dir, DirRole, Folder, Layout};
 
 /// Which folders a traversal reports.

@@ -13,7 +13,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::classify::{Role, Tree, WatchedDir};
+use crate::engine::classify::{Role, Tree, WatchedDir};
 use crate::naming::{Folder, MailDir};
 
 /// A directory's identity on disk.

@@ -28,7 +28,7 @@ use rustls::{ClientConfig, ClientConnection, RootCertStore, StreamOwned};
 use super::auth::{challenge_reason, Auth, Mechanism};
 use super::error::ImapError;
 use super::trust::NamedOrSigned;
-use crate::wake::{Waker, Woken};
+use crate::stop::{Waker, Woken};
 
 /// The longest wait for any response the server owes, and for a write.
 pub const RESPONSE_TIMEOUT: Duration = Duration::from_secs(30);

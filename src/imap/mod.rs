@@ -27,9 +27,9 @@ use crossbeam_channel::{bounded, Receiver, RecvTimeoutError};
 
 use crate::coalesce::Coalescer;
 use crate::naming::{Folder, NameStyle};
-use crate::source::Sink;
+use crate::sink::Sink;
 
-use crate::wake::Stop;
+use crate::stop::Stop;
 pub use auth::{Auth, Mechanism};
 pub use conn::{Endpoint, Tls};
 pub use error::ImapError;

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use super::conn::limits;
 use super::error::ImapError;
-use crate::wake::{Waker, Woken};
+use crate::stop::{Waker, Woken};
 
 /// A password or token, never shown.
 #[derive(Clone)]
@@ -237,7 +237,7 @@ fn kill_group(child: &mut Child) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::wake::Stop;
+    use crate::stop::Stop;
 
     fn run(command: &str) -> Result<String, String> {
         let mut waker = Waker::new(Stop::new().unwrap()).unwrap();

@@ -18,7 +18,7 @@ use super::conn::{bye, mailbox_name, quoted, Connection, Login, RESPONSE_TIMEOUT
 use super::error::ImapError;
 use super::status::{status_items, MailboxStatus};
 use super::{Account, Options, Report, Secret};
-use crate::wake::{Stop, Waker};
+use crate::stop::{Stop, Waker};
 
 /// What a session needs besides its connection.
 struct Context<'a> {
@@ -538,7 +538,7 @@ fn idle_link(context: &Context, mailbox: &str, stop: &Arc<Stop>, news: &Sender<L
     let mut backoff = Backoff::default();
     let mut told = false;
     loop {
-        let error = match idle_on(context, mailbox, &mut waker, &mut told, news) {
+        let error = match idle_on(context, mailbox, &mut waker, &mut told, news, &mut backoff) {
             Ok(never) => match never {},
             Err(error) => error,
         };
@@ -574,6 +574,7 @@ fn idle_on(
     waker: &mut Waker,
     told: &mut bool,
     news: &Sender<LinkNews>,
+    backoff: &mut Backoff,
 ) -> Result<Never, ImapError> {
     let quoted_name = quoted(mailbox).ok_or_else(|| ImapError::Refused {
         command: "EXAMINE".into(),
@@ -589,6 +590,7 @@ fn idle_on(
         Ok(())
     };
     examine(&mut link, waker)?;
+    backoff.up(Instant::now());
     if !*told {
         *told = true;
         let _ = news.send(LinkNews::Idling);

@@ -26,10 +26,10 @@ use signal_hook::iterator::Signals;
 use mailsync::mswatch::config::Config;
 use mailsync::mswatch::schedule::{Schedule, Target, Timing, Why};
 use mailsync::naming::NameStyle;
-use mailsync::wake::{Stop, Waker, Woken};
+use mailsync::stop::{Stop, Waker, Woken};
 
 use super::check::{CheckArgs, Checker};
-use super::status::{CliError, Status};
+use super::exit::{CliError, Status};
 use watchers::{Report, Watcher};
 
 #[derive(Args, Debug)]

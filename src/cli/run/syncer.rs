@@ -11,7 +11,7 @@ use crossbeam_channel::Sender;
 
 use super::Event;
 use crate::cli::check::Checker;
-use crate::cli::status::Status;
+use crate::cli::exit::Status;
 
 /// A sync program running.
 pub struct Running {

@@ -18,7 +18,7 @@ use crossbeam_channel::Sender;
 use mailsync::engine::Engine;
 use mailsync::imap::ImapWatch;
 use mailsync::naming::{Folder, NameStyle};
-use mailsync::source::{Sink, SourceError};
+use mailsync::sink::{Sink, SourceError};
 
 use super::Event;
 use crate::cli::{idle, watch, WatcherCommand};

@@ -59,19 +59,6 @@ impl WatchedDir {
     }
 }
 
-impl WatchedDir {
-    /// This role as [`Tree::watched`] gives it.
-    pub fn as_role(&self) -> Role<'_> {
-        match self {
-            WatchedDir::Folder => Role::Folder,
-            WatchedDir::Mail { folder_dir, which } => Role::Mail {
-                folder_dir,
-                which: *which,
-            },
-        }
-    }
-}
-
 /// A watched directory's role, borrowed from the engine's tree.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Role<'a> {
@@ -354,7 +341,13 @@ overflow
 
     impl Tree for FakeTree {
         fn watched<'a>(&'a self, dir: &'a Path) -> Option<Role<'a>> {
-            self.0.get(dir).map(WatchedDir::as_role)
+            self.0.get(dir).map(|watched| match watched {
+                WatchedDir::Folder => Role::Folder,
+                WatchedDir::Mail { folder_dir, which } => Role::Mail {
+                    folder_dir,
+                    which: *which,
+                },
+            })
         }
     }
 
