@@ -122,6 +122,8 @@ PLIST keys:
   :separator  between levels in group names (default \".\").
   :utf7       non-nil when folder names on disk are IMAP modified UTF-7
               (Dovecot's default); defaults to t for nnimap servers.
+  :report-flags  non-nil to check a folder also when its messages only
+              changed flags (a rename in cur/, a move from new/ to cur/).
 
 When nil, the directories of the nnmaildir servers in `gnus-select-method'
 and `gnus-secondary-select-methods' are watched."
@@ -133,7 +135,8 @@ and `gnus-secondary-select-methods' are watched."
                                                          (const nnmaildir)))
                                         (:inbox string)
                                         (:separator string)
-                                        (:utf7 boolean))))))
+                                        (:utf7 boolean)
+                                        (:report-flags boolean))))))
 
 (defcustom mailsync-imap-servers nil
   "Gnus nnimap servers to watch over the network, without a local sync.
@@ -152,8 +155,27 @@ the module's threads; a changed mailbox checks its group."
 (defcustom mailsync-delay 0.2
   "Coalescing window in seconds.
 Changes to one folder within this window give one check.  A folder that
-keeps changing is still checked at least every ten windows."
+keeps changing is still checked at least every `mailsync-max-delay'."
   :type 'number)
+
+(defcustom mailsync-max-delay nil
+  "Seconds at most before a folder that keeps changing is checked.
+nil: ten times `mailsync-delay'."
+  :type '(choice (const :tag "Ten times mailsync-delay" nil) number))
+
+(defcustom mailsync-imap-max-connections nil
+  "Connections at most to one server of `mailsync-imap-servers' without NOTIFY.
+Without NOTIFY each mailbox is watched by IDLE on a connection of its
+own, INBOX first, and the rest are polled on one more connection; Gmail
+allows 15 per account.  nil: mailsync's default (`mailsync idle
+--max-connections' documents it)."
+  :type '(choice (const :tag "Default" nil) (integer :tag "Connections")))
+
+(defcustom mailsync-imap-poll-interval nil
+  "Seconds between polls of the mailboxes that have no IDLE connection.
+For a server of `mailsync-imap-servers' without NOTIFY.  nil: mailsync's
+default (`mailsync idle --poll' documents it)."
+  :type '(choice (const :tag "Default" nil) (integer :tag "Seconds")))
 
 (defcustom mailsync-folder-changed-functions (list #'mailsync-gnus-check-folders)
   "Functions called with (DIRECTORY FOLDERS) when mail changes.
@@ -231,7 +253,7 @@ doubling up to 5 minutes), and stopped with the mode."
           (module-load file)
           (featurep 'mailsync-gnus-module)))))
 
-(defconst mailsync--module-version 6
+(defconst mailsync--module-version 7
   "The interface of the dynamic module this file talks to.
 The module's `mailsync--module-version' must return the same number.")
 
@@ -314,8 +336,11 @@ loaded already: Emacs cannot unload a module, so then restart Emacs."
   "One watched mail store, or IMAP account.
 DIRECTORY is the root as configured, TRUENAME the directory it names;
 for an IMAP account DIRECTORY is its Gnus server prefix (\"nnimap+work\")
-and TRUENAME nil.  READY is non-nil once every folder is watched."
-  directory truename plist handle process ready)
+and TRUENAME nil.  READY is non-nil once every folder is watched.
+GROUPS maps each folder name the module reported to its Gnus group, as
+the module names it."
+  directory truename plist handle process ready
+  (groups (make-hash-table :test #'equal)))
 
 (defvar mailsync--watches nil
   "The running watches, a list of `mailsync--watch'.")
@@ -332,19 +357,28 @@ GROUP -> (UIDVALIDITY UIDNEXT MESSAGES UNSEEN), from the module.")
   (setq mailsync--counters
         (plist-put mailsync--counters key (+ amount (plist-get mailsync--counters key)))))
 
+(defun mailsync--gnus-methods (backend)
+  "The select methods of the Gnus setup with BACKEND, as (PREFIX . METHOD).
+PREFIX is their groups' prefix: \"BACKEND+NAME\", or \"\" for the native
+method."
+  (let (found)
+    (dolist (method (cons (bound-and-true-p gnus-select-method)
+                          (bound-and-true-p gnus-secondary-select-methods)))
+      (when (and (consp method) (eq (car method) backend))
+        (push (cons (if (eq method (bound-and-true-p gnus-select-method))
+                        ""
+                      (format "%s+%s" backend (cadr method)))
+                    method)
+              found)))
+    (nreverse found)))
+
 (defun mailsync--gnus-roots ()
   "The nnmaildir servers of the Gnus setup, as `mailsync-maildirs' entries."
   (let (roots)
-    (dolist (method (cons (bound-and-true-p gnus-select-method)
-                          (bound-and-true-p gnus-secondary-select-methods)))
-      (when (and (consp method) (eq (car method) 'nnmaildir))
-        (let ((directory (cadr (assq 'directory (cddr method))))
-              (native (eq method (bound-and-true-p gnus-select-method))))
-          (when directory
-            (push (list directory
-                        :server (if native "" (format "nnmaildir+%s" (cadr method)))
-                        :layout 'nnmaildir)
-                  roots)))))
+    (pcase-dolist (`(,prefix . ,method) (mailsync--gnus-methods 'nnmaildir))
+      (let ((directory (cadr (assq 'directory (cddr method)))))
+        (when directory
+          (push (list directory :server prefix :layout 'nnmaildir) roots))))
     (nreverse roots)))
 
 (defun mailsync--roots ()
@@ -360,17 +394,10 @@ Emacs decodes file names."
       name
     (decode-coding-string name (or file-name-coding-system 'utf-8-unix))))
 
-(defun mailsync--utf7-p (plist)
-  "Whether folder names on disk are IMAP modified UTF-7 for the store PLIST.
-As PLIST's :utf7 says, else yes for nnimap servers (Dovecot serves the store)."
-  (if (plist-member plist :utf7)
-      (plist-get plist :utf7)
-    (string-prefix-p "nnimap" (or (plist-get plist :server) ""))))
-
-(defun mailsync--group (plist folder)
-  "The Gnus group of FOLDER in the store described by PLIST."
-  (let ((server (or (plist-get plist :server) "")))
-    (if (string-empty-p server) folder (concat server ":" folder))))
+(defun mailsync--remember-groups (watch folders groups)
+  "Note in WATCH that FOLDERS have GROUPS, as the module named them."
+  (cl-mapc (lambda (folder group) (puthash folder group (mailsync--watch-groups watch)))
+           folders groups))
 
 (defun mailsync--wake (watch)
   "Handle a wake-up from the module for WATCH: drain and dispatch.
@@ -380,14 +407,16 @@ Its time, less the Gnus checks it runs, counts as mailsync's own."
          (result (mailsync--module-poll (mailsync--watch-handle watch)))
          (folders (mapcar #'mailsync--folder-name (nth 0 result))))
     (mailsync--count :wakeups 1)
+    (mailsync--remember-groups watch folders (mapcar #'mailsync--folder-name (nth 5 result)))
     (dolist (status (nth 4 result))
-      (puthash (mailsync--group (mailsync--watch-plist watch)
-                                (mailsync--folder-name (car status)))
-               (cdr status) mailsync--server-status))
+      (puthash (mailsync--folder-name (car status)) (cdr status) mailsync--server-status))
     (dolist (warning (nth 1 result))
       (mailsync--error "%s: %s" (mailsync--watch-directory watch) warning))
     (pcase (nth 2 result)
-      (`(ready . ,names) (mailsync--on-ready watch (mapcar #'mailsync--folder-name names)))
+      (`(ready ,names ,groups)
+       (mailsync--remember-groups watch (mapcar #'mailsync--folder-name names)
+                                  (mapcar #'mailsync--folder-name groups))
+       (mailsync--on-ready watch (mapcar #'mailsync--folder-name groups)))
       (`(failed ,message) (mailsync--on-failed watch message)))
     (when (nth 3 result)
       (mailsync--give-secret watch (eq (nth 3 result) 'refused)))
@@ -402,30 +431,34 @@ Its time, less the Gnus checks it runs, counts as mailsync's own."
     (mailsync--count :own-time (- (float-time) start
                                   (- (plist-get mailsync--counters :check-time) check-time)))))
 
-(defun mailsync--on-ready (watch folders)
-  "Every folder in WATCH's store is watched now: say so and check FOLDERS.
-FOLDERS names them all, when `mailsync-check-on-start' asked for them."
+(defun mailsync--on-ready (watch groups)
+  "Every folder in WATCH's store is watched now: say so and check GROUPS.
+GROUPS are those of every folder, when `mailsync-check-on-start' asked
+for them."
   (let ((directory (mailsync--watch-directory watch)))
     (setf (mailsync--watch-ready watch) t)
     (mailsync--log "watching %s: %d folders" directory
                    (or (plist-get (mailsync--module-stats (mailsync--watch-handle watch))
                                   :folders)
-                       (length folders)))
+                       (length groups)))
     (cond (mailsync-check-on-start
-           (mailsync--enqueue (mailsync--groups-of directory folders) 'start))
+           (mailsync--enqueue groups 'start))
           ((plist-get (mailsync--watch-plist watch) :imap)
            ;; No check, but each group's status is noted where Gnus's count
            ;; stands at it, so that the first change costs no round trip.
-           (mailsync--enqueue (mailsync--groups-of directory folders) 'note)))
+           (mailsync--enqueue groups 'note)))
     (run-hook-with-args 'mailsync-ready-functions directory)))
 
 (defun mailsync--on-failed (watch message)
-  "WATCH's store cannot be watched, for the reason MESSAGE: stop it and say so."
-  (let ((directory (mailsync--watch-directory watch)))
+  "WATCH's store cannot be watched, for the reason MESSAGE: stop it and say so.
+A watch that was ready stopped for good (a login the server now refuses):
+nothing connects again until `mailsync-start'."
+  (let ((directory (mailsync--watch-directory watch))
+        (what (if (mailsync--watch-ready watch) "Stopped watching" "Cannot watch")))
     (setq mailsync--watches (delq watch mailsync--watches))
     (mailsync--stop-watch watch)
-    (mailsync--error "Cannot watch %s: %s" directory message)
-    (display-warning 'mailsync (format "Cannot watch %s: %s" directory message) :error)))
+    (mailsync--error "%s %s: %s" what directory message)
+    (display-warning 'mailsync (format "%s %s: %s" what directory message) :error)))
 
 (defun mailsync--ready-p ()
   "Non-nil when every started store is watched."
@@ -504,28 +537,26 @@ Return the watch."
      (lambda (wake)
        (mailsync--module-start
         truename wake
-        (list :layout (and layout (format "%s" layout))
-              :inbox (plist-get plist :inbox)
-              :separator (plist-get plist :separator)
-              :utf7 (mailsync--utf7-p plist)
-              :folders-at-start mailsync-check-on-start
-              :delay-ms (max 0 (round (* 1000 mailsync-delay)))))))))
+        (append (list :layout (and layout (format "%s" layout))
+                      :inbox (plist-get plist :inbox)
+                      :separator (plist-get plist :separator)
+                      :server (plist-get plist :server)
+                      :report-flags (plist-get plist :report-flags)
+                      :folders-at-start mailsync-check-on-start)
+                ;; Absent, the module decides by :server.
+                (and (plist-member plist :utf7) (list :utf7 (plist-get plist :utf7)))
+                (mailsync--timing)))))))
+
+(defun mailsync--timing ()
+  "The module's coalescing options, from `mailsync-delay' and `mailsync-max-delay'."
+  (list :delay-ms (max 0 (round (* 1000 mailsync-delay)))
+        :max-delay-ms (and mailsync-max-delay (max 0 (round (* 1000 mailsync-max-delay))))))
 
 ;;;; IMAP accounts
 
 (defun mailsync--nnimap-servers ()
-  "The nnimap servers of the Gnus setup, as (PREFIX . METHOD).
-PREFIX is the group prefix: \"nnimap+NAME\", or \"\" for the native method."
-  (let (servers)
-    (dolist (method (cons (bound-and-true-p gnus-select-method)
-                          (bound-and-true-p gnus-secondary-select-methods)))
-      (when (and (consp method) (eq (car method) 'nnimap))
-        (push (cons (if (eq method (bound-and-true-p gnus-select-method))
-                        ""
-                      (format "nnimap+%s" (cadr method)))
-                    method)
-              servers)))
-    (nreverse servers)))
+  "The nnimap servers of the Gnus setup, as (PREFIX . METHOD)."
+  (mailsync--gnus-methods 'nnimap))
 
 (defun mailsync--imap-servers ()
   "The nnimap servers `mailsync-imap-servers' asks for, as (PREFIX . METHOD)."
@@ -617,11 +648,15 @@ Settings as nnimap takes them; the password from auth-source."
   (require 'gnutls)
   (pcase-let ((`(,address ,port ,tls ,_) (mailsync--imap-endpoint prefix method))
               (`(,user . ,secret) (mailsync--imap-credentials prefix method)))
-    (list :label (if (string-empty-p prefix) (format "nnimap:%s" (cadr method)) prefix)
+    (append
+     (list :label (if (string-empty-p prefix) (format "nnimap:%s" (cadr method)) prefix)
+          :server prefix
           :host address :port port :tls tls :user user :password secret
           :auth (mailsync--imap-auth prefix method)
           :ca-files (and (fboundp 'gnutls-trustfiles) (gnutls-trustfiles))
-          :delay-ms (max 0 (round (* 1000 mailsync-delay))))))
+          :max-connections mailsync-imap-max-connections
+          :poll-seconds mailsync-imap-poll-interval)
+     (mailsync--timing))))
 
 (defun mailsync--start-imap-watch (prefix method)
   "Start watching nnimap server METHOD, whose groups have PREFIX.
@@ -970,13 +1005,17 @@ the server's groups queued meanwhile, asked about once it is done."
   "Seconds a bulk EXAMINE waits for its answers before it is given up.")
 
 (defun mailsync--groups-of (directory folders)
-  "The Gnus groups of FOLDERS in the store at DIRECTORY."
-  (let* ((watch (cl-find directory mailsync--watches
-                         :key #'mailsync--watch-directory :test #'equal))
-         (plist (if watch
-                    (mailsync--watch-plist watch)
-                  (cdr (assoc directory (mailsync--roots))))))
-    (mapcar (lambda (folder) (mailsync--group plist folder)) folders)))
+  "The Gnus groups of FOLDERS in the store at DIRECTORY, as the module named them.
+A folder the module has not reported is left out, and logged."
+  (let ((watch (cl-find directory mailsync--watches
+                        :key #'mailsync--watch-directory :test #'equal))
+        groups)
+    (dolist (folder folders)
+      (let ((group (and watch (gethash folder (mailsync--watch-groups watch)))))
+        (if group
+            (push group groups)
+          (mailsync--log "%s: no group known for folder %S" directory folder))))
+    (nreverse groups)))
 
 (defun mailsync-gnus-check-folders (directory folders)
   "Check the Gnus groups of FOLDERS in the store at DIRECTORY.

@@ -53,6 +53,9 @@ case "$need" in
     [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)
     # make install's user unit, checked by systemd-analyze verify (tests/install.rs).
     want systemd-analyze systemd
+    # scripts/check-vendor.sh: notify's release from crates.io, and the patch applied to it.
+    want curl curl
+    want patch patch
     ;;
   demo)
     want emacs emacs-nox

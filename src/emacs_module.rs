@@ -18,7 +18,7 @@ use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use crossbeam_channel::{bounded, Receiver, RecvTimeoutError, Sender};
@@ -36,7 +36,7 @@ emacs::plugin_is_GPL_compatible!();
 
 /// The interface mailsync-gnus.el talks to: bump it whenever a
 /// `mailsync--module-*` function changes its arguments or results.
-pub const MODULE_VERSION: i64 = 6;
+pub const MODULE_VERSION: i64 = 7;
 
 emacs::define_errors! {
     mailsync_error "mailsync" (user_error)
@@ -90,9 +90,7 @@ impl Mailbox {
         if !self.wake_pending.swap(true, Ordering::AcqRel) {
             // A failed write means the pipe process was deleted: Emacs is
             // stopping this watch, and the queue is dropped with it.
-            if let Ok(mut pipe) = self.wake.lock() {
-                let _ = pipe.write_all(b"!");
-            }
+            let _ = lock(&self.wake).write_all(b"!");
         }
     }
 }
@@ -106,35 +104,35 @@ struct EmacsSink {
 
 impl Sink for EmacsSink {
     fn ready(&mut self, started: std::result::Result<Vec<Folder>, crate::sink::SourceError>) {
-        if let Ok(mut slot) = self.mailbox.started.lock() {
-            *slot = Some(started.map_err(|err| err.to_string()));
-        }
+        *lock(&self.mailbox.started) = Some(started.map_err(|err| err.to_string()));
         self.mailbox.wake();
     }
 
     fn changed(&mut self, folders: Vec<Folder>) {
-        if let Ok(mut queued) = self.mailbox.folders.lock() {
-            queued.extend(folders);
-        }
+        lock(&self.mailbox.folders).extend(folders);
         self.mailbox.wake();
     }
 
     fn server_status(&mut self, statuses: Vec<(Folder, MailboxStatus)>) {
         // No wake-up of its own: `ready` or `changed` follows at once.
-        if let Ok(mut kept) = self.mailbox.statuses.lock() {
-            kept.extend(statuses);
-        }
+        lock(&self.mailbox.statuses).extend(statuses);
     }
 
     fn warning(&mut self, message: String) {
-        if let Ok(mut queued) = self.mailbox.warnings.lock() {
-            queued.push(message);
-        }
+        lock(&self.mailbox.warnings).push(message);
         self.mailbox.wake();
     }
 
     fn wants_folders_at_start(&self) -> bool {
         self.folders_at_start
+    }
+
+    /// Stopped for good after it was ready (a login the server now refuses):
+    /// told as a failed start is, so Lisp stops the watch and warns, as
+    /// `mailsync idle` exits.
+    fn stopped(&mut self, why: crate::sink::SourceError) {
+        *lock(&self.mailbox.started) = Some(Err(why.to_string()));
+        self.mailbox.wake();
     }
 }
 
@@ -162,7 +160,7 @@ impl std::fmt::Debug for EmacsSecret {
 impl AskSecret for EmacsSecret {
     fn ask(&self, account: &str, refused: bool) -> std::result::Result<Secret, ImapError> {
         if !refused {
-            if let Some(first) = self.first.lock().ok().and_then(|mut first| first.take()) {
+            if let Some(first) = lock(&self.first).take() {
                 return Ok(first);
             }
         }
@@ -199,7 +197,7 @@ pub struct Watch {
     mailbox: Arc<Mailbox>,
     /// Where an IMAP account's password goes when it asks for one.
     secrets: Option<Sender<Option<String>>>,
-    /// Folder → the name Gnus gives it (without the server prefix).
+    /// Folder → the name Gnus shows (the folder part) and its group.
     names: GroupMap,
 }
 
@@ -229,8 +227,10 @@ fn string_option(env: &Env, plist: Value, key: &str) -> Result<Option<String>> {
 /// `mailsync--module-poll'.
 /// OPTIONS is a plist: :layout (a string, maildir++, verbatim or
 /// nnmaildir; nil to detect it), :inbox and :separator (how folder names
-/// are spelled; nil for INBOX and \".\"), :utf7 (names on disk are IMAP
-/// modified UTF-7, to decode), :delay-ms (the coalescing window),
+/// are spelled; nil for INBOX and \".\"), :server (the Gnus server prefix
+/// of the store's groups; nil or \"\" for the native method), :utf7 (names
+/// on disk are IMAP modified UTF-7, to decode; when absent, yes for an
+/// nnimap :server), :delay-ms (the coalescing window),
 /// :max-delay-ms (its bound; nil for 10 windows), :report-flags,
 /// :folders-at-start (`mailsync--module-poll' names every folder found
 /// once the store is watched; without it, none).
@@ -244,7 +244,15 @@ fn module_start(env: &Env, root: String, wake: Value, options: Value) -> Result<
         string_option(env, options, ":inbox")?.unwrap_or_else(|| "INBOX".into()),
         string_option(env, options, ":separator")?.unwrap_or_else(|| ".".into()),
     );
-    let utf7 = option(env, options, ":utf7")?.is_not_nil();
+    let server = string_option(env, options, ":server")?.unwrap_or_default();
+    let utf7 = if env
+        .call("plist-member", (options, env.intern(":utf7")?))?
+        .is_not_nil()
+    {
+        option(env, options, ":utf7")?.is_not_nil()
+    } else {
+        crate::groups::utf7_by_default(&server)
+    };
     let delay: Option<i64> = option(env, options, ":delay-ms")?.into_rust()?;
     let max_delay: Option<i64> = option(env, options, ":max-delay-ms")?.into_rust()?;
     let engine_options = Options {
@@ -260,7 +268,7 @@ fn module_start(env: &Env, root: String, wake: Value, options: Value) -> Result<
         source: Some(Source::Maildir(engine)),
         mailbox,
         secrets: None,
-        names: GroupMap::new(style.clone(), style, "", None, utf7),
+        names: GroupMap::new(style.clone(), style, &server, None, utf7),
     })
 }
 
@@ -280,11 +288,13 @@ fn sink(env: &Env, wake: Value, folders_at_start: bool) -> Result<(Arc<Mailbox>,
 /// `mailsync--module-poll' tells when every mailbox is watched, and
 /// reports mailboxes by their server names (UTF-7 decoded, as nnimap
 /// names its groups). WAKE is as for `mailsync--module-start'.
-/// ACCOUNT is a plist: :label (how messages name it), :host, :port,
+/// ACCOUNT is a plist: :label (how messages name it), :server (the Gnus
+/// server prefix of its groups, \"nnimap+NAME\"; \"\" for the native
+/// method), :host, :port,
 /// :tls ("imaps", "starttls" or "none"), :user, :password (or an OAuth2
 /// access token), :auth (nil, or the mechanisms allowed: \"xoauth2\",
 /// \"oauthbearer\", \"plain\", \"login\"), :ca-files (PEM files to trust
-/// besides the system's), :delay-ms, :report-flags, :max-connections,
+/// besides the system's), :delay-ms, :max-delay-ms, :report-flags, :max-connections,
 /// :poll-seconds.
 /// Each later login asks for the password again: `mailsync--module-poll'
 /// says so, and `mailsync--module-give-secret' answers.
@@ -314,18 +324,41 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
         files = env.call("cdr", [files])?;
     }
     let label = string_option(env, account, ":label")?.unwrap_or_else(|| format!("{user}@{host}"));
+    let server = string_option(env, account, ":server")?.unwrap_or_default();
     let delay: Option<i64> = option(env, account, ":delay-ms")?.into_rust()?;
+    let max_delay: Option<i64> = option(env, account, ":max-delay-ms")?.into_rust()?;
     let max_connections: Option<i64> = option(env, account, ":max-connections")?.into_rust()?;
     let poll: Option<i64> = option(env, account, ":poll-seconds")?.into_rust()?;
+    let range = imap::MAX_CONNECTIONS_RANGE;
+    let max_connections = match max_connections.map(|n| usize::try_from(n).ok().filter(|n| range.contains(n)))
+    {
+        None => imap::MAX_CONNECTIONS,
+        Some(Some(n)) => n,
+        Some(None) => {
+            let message = format!(
+                "mailsync-imap-max-connections is {}: give {} to {}",
+                max_connections.unwrap_or_default(),
+                range.start(),
+                range.end()
+            );
+            return env.signal(mailsync_error, (message,));
+        }
+    };
+    let poll = match poll {
+        None => imap::POLL_SECONDS,
+        Some(seconds) if seconds >= 1 => seconds as u64,
+        Some(seconds) => {
+            let message = format!("mailsync-imap-poll-interval is {seconds}: give 1 or more seconds");
+            return env.signal(mailsync_error, (message,));
+        }
+    };
     let defaults = imap::Options::default();
     let options = imap::Options {
         delay: delay.map_or(defaults.delay, millis),
+        max_delay: max_delay.map(millis),
         report_flags: option(env, account, ":report-flags")?.is_not_nil(),
-        max_connections: max_connections.map_or(defaults.max_connections, |n| n.clamp(2, 1000) as usize),
-        poll: poll.map_or(
-            defaults.poll,
-            |seconds| Duration::from_secs(seconds.max(1) as u64),
-        ),
+        max_connections,
+        poll: Duration::from_secs(poll),
         ..defaults
     };
     let auth = match string_option(env, account, ":auth")? {
@@ -353,7 +386,7 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
         source: Some(Source::Imap(watch)),
         mailbox,
         secrets: Some(secrets),
-        names: GroupMap::new(style.clone(), style, "", None, true),
+        names: GroupMap::new(style.clone(), style, &server, None, true),
     })
 }
 
@@ -374,42 +407,41 @@ fn list<'e>(env: &'e Env, items: Vec<Value<'e>>) -> Result<Value<'e>> {
     Ok(list)
 }
 
-/// Take what happened since the last call: a list (FOLDERS WARNINGS START SECRET STATUSES).
+/// Take what happened since the last call: a list (FOLDERS WARNINGS START
+/// SECRET STATUSES GROUPS).
 ///
 /// FOLDERS is a list of folder names, each once, oldest change first;
-/// WARNINGS a list of messages from the watching thread. START is nil,
-/// or once: (ready NAME...) when all watches were set, NAME being every
-/// folder found (of an IMAP account, or of a store started with
-/// :folders-at-start; none otherwise), or (failed MESSAGE) when the store
-/// cannot be watched (the watch has stopped then). SECRET is nil, or `wanted' when an IMAP account's
-/// login waits for its password (`mailsync--module-give-secret'), or
-/// `refused' when it waits because the last one was refused. STATUSES,
+/// GROUPS their Gnus groups, in the same order. WARNINGS a list of
+/// messages from the watching thread. START is nil, or once: (ready
+/// FOLDERS GROUPS) when all watches were set, FOLDERS being every folder
+/// found (of an IMAP account, or of a store started with
+/// :folders-at-start; none otherwise) and GROUPS theirs, or (failed
+/// MESSAGE) when the store cannot be watched, or stopped for good (the
+/// watch has stopped then). SECRET is nil, or `wanted' when an IMAP
+/// account's login waits for its password (`mailsync--module-give-secret'),
+/// or `refused' when it waits because the last one was refused. STATUSES,
 /// for an IMAP account, says what the server last said of the mailboxes
-/// in START's names or in FOLDERS: a list of (NAME UIDVALIDITY UIDNEXT
-/// MESSAGES UNSEEN), each number nil when the server gave none.
+/// of START or FOLDERS: a list of (GROUP UIDVALIDITY UIDNEXT MESSAGES
+/// UNSEEN), each number nil when the server gave none.
 #[defun]
 fn module_poll<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
     watch.mailbox.wake_pending.store(false, Ordering::Release);
-    let start = match watch.mailbox.started.lock().map_err(|_| poisoned())?.take() {
+    let start = match lock(&watch.mailbox.started).take() {
         None => ().into_lisp(env)?,
         Some(Ok(folders)) => {
-            let names = folders
-                .iter()
-                .map(|folder| name_into_lisp(env, watch.names.folder_name(folder)))
-                .collect::<Result<Vec<_>>>()?;
-            env.cons(env.intern("ready")?, list(env, names)?)?
+            let (names, groups) = names_and_groups(env, watch, folders)?;
+            env.list((env.intern("ready")?, names, groups))?
         }
         Some(Err(message)) => env.list((env.intern("failed")?, message))?,
     };
-    let folders = std::mem::take(&mut *watch.mailbox.folders.lock().map_err(|_| poisoned())?);
-    let warnings = std::mem::take(&mut *watch.mailbox.warnings.lock().map_err(|_| poisoned())?);
+    let folders = std::mem::take(&mut *lock(&watch.mailbox.folders));
+    let warnings = std::mem::take(&mut *lock(&watch.mailbox.warnings));
     let mut seen = HashSet::new();
-    let mut names = Vec::new();
-    for folder in folders {
-        if seen.insert(folder.clone()) {
-            names.push(name_into_lisp(env, watch.names.folder_name(&folder))?);
-        }
-    }
+    let folders: Vec<Folder> = folders
+        .into_iter()
+        .filter(|folder| seen.insert(folder.clone()))
+        .collect();
+    let (names, groups) = names_and_groups(env, watch, folders)?;
     let warnings = warnings
         .into_iter()
         .map(|message| message.into_lisp(env))
@@ -419,12 +451,12 @@ fn module_poll<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
         SECRET_REFUSED => env.intern("refused")?,
         _ => ().into_lisp(env)?,
     };
-    let statuses = std::mem::take(&mut *watch.mailbox.statuses.lock().map_err(|_| poisoned())?)
+    let statuses = std::mem::take(&mut *lock(&watch.mailbox.statuses))
         .into_iter()
         .map(|(folder, status)| {
             let number = |value: Option<u32>| value.map(i64::from);
             env.list((
-                name_into_lisp(env, watch.names.folder_name(&folder))?,
+                name_into_lisp(env, watch.names.group_of(&folder))?,
                 number(status.uid_validity),
                 number(status.uid_next),
                 number(status.messages),
@@ -433,12 +465,24 @@ fn module_poll<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
         })
         .collect::<Result<Vec<_>>>()?;
     env.list((
-        list(env, names)?,
+        names,
         list(env, warnings)?,
         start,
         secret,
         list(env, statuses)?,
+        groups,
     ))
+}
+
+/// The names Gnus shows for `folders`, and their groups, as two lists.
+fn names_and_groups<'e>(env: &'e Env, watch: &Watch, folders: Vec<Folder>) -> Result<(Value<'e>, Value<'e>)> {
+    let mut names = Vec::with_capacity(folders.len());
+    let mut groups = Vec::with_capacity(folders.len());
+    for folder in &folders {
+        names.push(name_into_lisp(env, watch.names.folder_name(folder))?);
+        groups.push(name_into_lisp(env, watch.names.group_of(folder))?);
+    }
+    Ok((list(env, names)?, list(env, groups)?))
 }
 
 /// Give WATCH's IMAP account the password (or token) SECRET it asked for;
@@ -452,8 +496,10 @@ fn module_give_secret(watch: &Watch, secret: Option<String>) -> Result<()> {
     Ok(())
 }
 
-fn poisoned() -> emacs::Error {
-    emacs::Error::msg("mailsync: a watcher thread failed")
+/// A queue's lock, even when a thread panicked holding it: each queue is
+/// whole between two of its operations, so what it holds is still good.
+fn lock<T: ?Sized>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Stop WATCH: its thread is joined and its descriptors closed.
@@ -540,12 +586,15 @@ fn imap_stats<'e>(env: &'e Env, account: &ImapWatch) -> Result<Value<'e>> {
     list(env, plist)
 }
 
-/// Rescan WATCH's whole store and report every folder once.
-/// This is what happens by itself when the kernel's event queue overflows.
+/// Rescan WATCH's whole store and report every folder once (for an IMAP
+/// account, every mailbox). This is what happens by itself when the
+/// kernel's event queue overflows.
 #[defun]
 fn module_rescan(watch: &Watch) -> Result<()> {
-    if let Some(Source::Maildir(engine)) = watch.source.as_ref() {
-        engine.rescan();
+    match watch.source.as_ref() {
+        Some(Source::Maildir(engine)) => engine.rescan(),
+        Some(Source::Imap(account)) => account.rescan(),
+        None => {}
     }
     Ok(())
 }

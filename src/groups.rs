@@ -55,16 +55,17 @@ impl GroupMap {
     /// The Gnus group of the local folder `name`: the template with its
     /// first `%s` replaced by the folder part.
     pub fn group(&self, name: &[u8]) -> Vec<u8> {
-        let folder = self.group_part(name);
+        self.group_of(&self.local.parse_dotted(name))
+    }
+
+    /// The Gnus group of `folder`.
+    pub fn group_of(&self, folder: &Folder) -> Vec<u8> {
+        let folder = self.folder_name(folder);
         let template = self.template.as_bytes();
         match template.windows(2).position(|pair| pair == b"%s") {
             Some(at) => [&template[..at], &folder, &template[at + 2..]].concat(),
             None => [template, &folder].concat(),
         }
-    }
-
-    fn group_part(&self, name: &[u8]) -> Vec<u8> {
-        self.folder_name(&self.local.parse_dotted(name))
     }
 }
 

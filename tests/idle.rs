@@ -279,6 +279,22 @@ fn an_untrusted_certificate_is_a_clear_error_and_starttls_works() {
 }
 
 #[test]
+fn sigusr1_prints_every_mailbox_once() {
+    let dovecot = tls_dovecot("");
+    create(&dovecot, "a");
+    create(&dovecot, "b.c");
+    let watch = start_idle(&dovecot, &["--separator", "/"]);
+    kill(watch.child.id(), "-USR1");
+    let every = BTreeSet::from(["INBOX".to_string(), "a".to_string(), "b/c".to_string()]);
+    assert_eq!(
+        watch.lines_set(FIRST_LINE),
+        every,
+        "stderr: {}",
+        watch.stderr_text()
+    );
+}
+
+#[test]
 fn a_self_signed_certificate_named_as_trusted_is_trusted_from_the_flag_and_the_mbsyncrc() {
     // Made as users make theirs (`openssl req -x509`: CA:TRUE), which mbsync,
     // OfflineIMAP and GnuTLS take when named, as the server's own.

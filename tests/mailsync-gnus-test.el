@@ -389,8 +389,9 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
 
 ;; The list of every folder found at start-up is as long as the store: only
 ;; the start-up check (`mailsync-check-on-start') asks for it.
-(defun mailsync-test--ready-names (dir process options)
-  "Start the module on DIR waking PROCESS with OPTIONS; return its ready list."
+(defun mailsync-test--ready-names (dir process options &optional groups)
+  "Start the module on DIR waking PROCESS with OPTIONS; return its ready list.
+With GROUPS, the list of their groups."
   (let ((handle (mailsync--module-start dir process options))
         start)
     (unwind-protect
@@ -399,8 +400,31 @@ Return non-nil when it ran more threads than THREADS-BEFORE."
                    (lambda () (setq start (nth 2 (mailsync--module-poll handle))))
                    5.0))
           (should (eq (car start) 'ready))
-          (sort (cdr start) #'string<))
+          (sort (if groups (nth 2 start) (nth 1 start)) #'string<))
       (mailsync--module-stop handle))))
+
+(ert-deftest mailsync-test-the-module-names-the-groups ()
+  "Group names come from the module: :server's prefix, UTF-7 decoded for nnimap.
+A store read by an nnimap server has names in modified UTF-7 on disk
+unless its :utf7 says otherwise."
+  (mailsync--require-module)
+  (let ((dir (make-temp-file "mailsync-ready" t))
+        (process (make-pipe-process :name "mailsync-ready-test" :noquery t))
+        (options '(:layout "maildir++" :folders-at-start t)))
+    (unwind-protect
+        (progn
+          (dolist (sub '("cur" "new" "tmp" ".Entw&APw-rfe/cur" ".Entw&APw-rfe/new" ".Entw&APw-rfe/tmp"))
+            (make-directory (expand-file-name sub dir) t))
+          (should (equal (mailsync-test--ready-names dir process (append '(:server "nnimap+local") options) t)
+                         '("nnimap+local:Entwürfe" "nnimap+local:INBOX")))
+          (should (equal (mailsync-test--ready-names dir process (append '(:server "nnimap+local" :utf7 nil) options) t)
+                         '("nnimap+local:Entw&APw-rfe" "nnimap+local:INBOX")))
+          (should (equal (mailsync-test--ready-names dir process (append '(:server "nnmaildir+m") options) t)
+                         '("nnmaildir+m:Entw&APw-rfe" "nnmaildir+m:INBOX")))
+          (should (equal (mailsync-test--ready-names dir process options t)
+                         '("Entw&APw-rfe" "INBOX"))))
+      (delete-process process)
+      (delete-directory dir t))))
 
 (ert-deftest mailsync-test-folders-at-start-only-when-asked ()
   "The module names the folders found at start-up only with :folders-at-start."
@@ -916,6 +940,90 @@ Made as users make theirs, by `openssl req -x509', which marks it CA:TRUE."
             (mailsync-test--save-on-server server "work")
             (should (mailsync-test--wait-until
                      (lambda () (equal (gnus-group-unread "nnimap+remote:work") 1)) 5.0))))
+      (mailsync-test--dovecot "remove" server)
+      (delete-directory tmp t))))
+
+(ert-deftest mailsync-test-nnimap-login-refused-after-start-stops-with-a-warning ()
+  "A login the server refuses after the account was watched stops it for good.
+As `mailsync idle' exits: one warning, the watch gone, no reconnecting
+with a password the server refuses (which could lock the account)."
+  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-imap" t)))
+         (server (expand-file-name "dovecot" tmp))
+         (port (string-to-number (mailsync-test--dovecot "start" server)))
+         (authinfo (expand-file-name "authinfo" tmp))
+         (auth-sources (list authinfo))
+         (auth-source-do-cache nil)
+         (mailsync-maildirs nil)
+         (mailsync-imap-servers t))
+    (unwind-protect
+        (progn
+          (with-temp-file authinfo
+            (insert (format "machine 127.0.0.1 port %d login test password secret\n" port)))
+          (mailsync-test--with-gnus-running tmp
+              `(nnimap "remote" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
+                       (nnimap-stream plain))
+              '("nnimap+remote:INBOX")
+            (mailsync-start)
+            (should (mailsync-test--wait-until #'mailsync--ready-p 10.0))
+            (when (get-buffer "*Warnings*")
+              (kill-buffer "*Warnings*"))
+            ;; auth-source now holds a password the server refuses (as after
+            ;; a password change); the connection is dropped.
+            (with-temp-file authinfo
+              (insert (format "machine 127.0.0.1 port %d login test password wrong\n" port)))
+            (mailsync-test--doveadm server "kick" "test")
+            (should (mailsync-test--wait-until
+                     (lambda () (not (cl-find "nnimap+remote" mailsync--watches
+                                              :key #'mailsync--watch-directory :test #'equal)))
+                     15.0))
+            (with-current-buffer "*Warnings*"
+              (should (string-match-p "Stopped watching nnimap\\+remote: .*refused the login"
+                                      (buffer-string))))
+            (mailsync-status)
+            (with-current-buffer "*mailsync-status*"
+              (should-not (string-match-p "connecting again" (buffer-string))))))
+      (mailsync-test--dovecot "remove" server)
+      (delete-directory tmp t))))
+
+(ert-deftest mailsync-test-nnimap-connections-and-poll-interval-reach-the-module ()
+  "`mailsync-imap-max-connections' and `mailsync-imap-poll-interval' are used.
+Against a Dovecot without NOTIFY and three mailboxes, two connections
+give IDLE on one and STATUS polling of the two others; an impossible
+value is refused in words that name the variable."
+  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-imap" t)))
+         (server (expand-file-name "dovecot" tmp))
+         (process-environment
+          (cons (concat "EXTRA_CONF=imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE "
+                        "SORT THREAD=REFERENCES MULTIAPPEND UNSELECT CHILDREN NAMESPACE UIDPLUS "
+                        "LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH SEARCHRES WITHIN "
+                        "LIST-STATUS BINARY MOVE LITERAL+")
+                process-environment))
+         (port (string-to-number (mailsync-test--dovecot "start" server)))
+         (authinfo (expand-file-name "authinfo" tmp))
+         (auth-sources (list authinfo))
+         (auth-source-do-cache nil)
+         (mailsync-maildirs nil)
+         (mailsync-imap-servers t)
+         (mailsync-imap-max-connections 2)
+         (mailsync-imap-poll-interval 7))
+    (unwind-protect
+        (progn
+          (with-temp-file authinfo
+            (insert (format "machine 127.0.0.1 port %d login test password secret\n" port)))
+          (mailsync-test--doveadm server "mailbox" "create" "-u" "test" "a")
+          (mailsync-test--doveadm server "mailbox" "create" "-u" "test" "b")
+          (mailsync-test--with-gnus-running tmp
+              `(nnimap "remote" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
+                       (nnimap-stream plain))
+              '("nnimap+remote:INBOX" "nnimap+remote:a" "nnimap+remote:b")
+            (mailsync-start)
+            (should (mailsync-test--wait-until #'mailsync--ready-p 10.0))
+            (should (equal (plist-get (mailsync-test--imap-stats) :how)
+                           "IDLE on 1 connections, STATUS every 7 s for 2"))
+            (mailsync-stop)
+            (let ((mailsync-imap-max-connections 1))
+              (should (equal (cadr (should-error (mailsync-start) :type 'user-error))
+                             "Cannot watch nnimap+remote: mailsync-imap-max-connections is 1: give 2 to 1000")))))
       (mailsync-test--dovecot "remove" server)
       (delete-directory tmp t))))
 

@@ -5,21 +5,21 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use crossbeam_channel::unbounded;
 
 use mailsync::backend::{default_offlineimap_config, read_name_map};
 use mailsync::imap::config::{check_host, from_mbsync, from_offlineimap, Found};
-use mailsync::imap::{Account, Auth, Endpoint, ImapWatch, Options, Password, RemoteNames, Selection, Tls};
+use mailsync::imap::{
+    self, Account, Auth, Endpoint, ImapWatch, Options, Password, RemoteNames, Selection, Tls,
+};
 use mailsync::naming::NameStyle;
 use mailsync::sink::Sink;
 
-use super::check::{CheckArgs, Checker};
+use super::check::CheckArgs;
 use super::exit::{CliError, Status};
-use super::protocol::{serve, ChannelSink};
+use super::protocol::run_source;
 
 #[derive(Args, Debug)]
 #[command(
@@ -94,10 +94,11 @@ pub struct IdleArgs {
     #[arg(long, value_name = "FILE")]
     name_map: Option<PathBuf>,
     /// Connections at most without NOTIFY (IDLE ones and one for STATUS polling)
-    #[arg(long, value_name = "N", default_value_t = 8, value_parser = clap::value_parser!(u16).range(2..))]
+    #[arg(long, value_name = "N", default_value_t = imap::MAX_CONNECTIONS as u16,
+          value_parser = clap::value_parser!(u16).range(*imap::MAX_CONNECTIONS_RANGE.start() as i64..=*imap::MAX_CONNECTIONS_RANGE.end() as i64))]
     max_connections: u16,
     /// Seconds between STATUS polls of mailboxes without an IDLE connection
-    #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "SECS", default_value_t = imap::POLL_SECONDS, value_parser = clap::value_parser!(u64).range(1..))]
     poll: u64,
     /// Use IDLE even where the server offers NOTIFY
     #[arg(long)]
@@ -233,21 +234,5 @@ pub fn checks(args: &IdleArgs) -> bool {
 }
 
 pub fn run(args: IdleArgs) -> Status {
-    let (events, events_rx) = unbounded();
-    let (watch, style) = match start(&args, &|_| {
-        Box::new(ChannelSink::new(events.clone(), checks(&args)))
-    }) {
-        Ok(started) => started,
-        Err(err) => return err.report("idle"),
-    };
-    let checker = match Checker::from_args(&args.check, args.check.group_map(style.clone()), true) {
-        Ok(checker) => checker.map(Arc::new),
-        Err(message) => {
-            watch.stop();
-            return CliError::usage(message).report("idle");
-        }
-    };
-    let status = serve("idle", (events, events_rx), style, checker, &|| ());
-    watch.stop();
-    std::process::exit(status.code())
+    run_source("idle", &args.check, |sink| start(&args, sink))
 }

@@ -8,14 +8,14 @@ use std::io::{self, Read, Write};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{unbounded, Receiver, Sender};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use mailsync::naming::{Folder, NameStyle};
 use mailsync::sink::{Sink, SourceError};
 
-use super::check::Checker;
+use super::check::{CheckArgs, Checker};
 use super::exit::{CliError, Status};
 
 /// What reaches the protocol's main thread.
@@ -27,6 +27,8 @@ pub enum Event {
     Info(String),
     /// Standard input reached its end: the reader is gone.
     InputClosed,
+    /// Standard output is closed: the reader is gone.
+    OutputClosed,
     Quit,
     Rescan,
 }
@@ -107,12 +109,64 @@ impl Pending {
     }
 }
 
+/// A running source of `serve`'s reports: a maildir's engine or an IMAP
+/// account's watch.
+pub trait Source {
+    /// Reports everything once (SIGUSR1).
+    fn rescan(&self);
+    fn stop(self);
+}
+
+impl Source for mailsync::engine::Engine {
+    fn rescan(&self) {
+        mailsync::engine::Engine::rescan(self)
+    }
+
+    fn stop(self) {
+        mailsync::engine::Engine::stop(self)
+    }
+}
+
+impl Source for mailsync::imap::ImapWatch {
+    fn rescan(&self) {
+        mailsync::imap::ImapWatch::rescan(self)
+    }
+
+    fn stop(self) {
+        mailsync::imap::ImapWatch::stop(self)
+    }
+}
+
+/// `mailsync watch` and `mailsync idle`: starts the source `start` makes
+/// (given the sink for its reports), speaks the protocol for it, stops it.
+/// Returns the exit status; `main` ends the process, the writer thread too
+/// (it may be blocked on a reader that stopped reading).
+pub fn run_source<S: Source>(
+    command: &'static str,
+    check: &CheckArgs,
+    start: impl FnOnce(&dyn Fn(NameStyle) -> Box<dyn Sink>) -> Result<(S, NameStyle), CliError>,
+) -> Status {
+    let (events, events_rx) = unbounded();
+    let checks = check.asks_for_checks();
+    let (source, style) = match start(&|_| Box::new(ChannelSink::new(events.clone(), checks))) {
+        Ok(started) => started,
+        Err(err) => return err.report(command),
+    };
+    let checker = match Checker::from_args(check, check.group_map(style.clone()), true) {
+        Ok(checker) => checker.map(Arc::new),
+        Err(message) => {
+            source.stop();
+            return CliError::usage(message).report(command);
+        }
+    };
+    let status = serve(command, (events, events_rx), style, checker, &|| source.rescan());
+    source.stop();
+    status
+}
+
 /// Speaks the protocol for a running source until standard input closes,
 /// a signal comes or the source stops for good; `rescan` is SIGUSR1's.
-/// The caller then stops the source and ends the process with
-/// `std::process::exit` (the writer may be blocked on a reader that stopped
-/// reading: it is not waited for).
-pub fn serve(
+fn serve(
     command: &'static str,
     (events, events_rx): (Sender<Event>, Receiver<Event>),
     style: NameStyle,
@@ -143,9 +197,11 @@ pub fn serve(
                 ready = true;
                 let at_start: Vec<Vec<u8>> = folders.iter().map(|folder| folder.name(&style)).collect();
                 let (pending, checker, style) = (Arc::clone(&pending), checker.clone(), style.clone());
-                let writer = thread::Builder::new()
-                    .name("writer".into())
-                    .spawn(move || write_reports(command, &pending, checker.as_deref(), &style, at_start));
+                let gone = events.clone();
+                let writer = thread::Builder::new().name("writer".into()).spawn(move || {
+                    write_reports(command, &pending, checker.as_deref(), &style, at_start);
+                    let _ = gone.send(Event::OutputClosed);
+                });
                 if let Err(err) = writer {
                     return CliError::new(Status::Failed(1), format!("cannot start: {err}")).report(command);
                 }
@@ -166,6 +222,10 @@ pub fn serve(
             Event::Info(message) => eprintln!("mailsync {command}: {message}"),
             Event::InputClosed if ready || retrying => break,
             Event::InputClosed => input_closed = true,
+            Event::OutputClosed => {
+                status = Status::Failed(1);
+                break;
+            }
             Event::Rescan => rescan(),
             Event::Quit => break,
         }
@@ -177,7 +237,7 @@ pub fn serve(
 }
 
 /// The writer thread: the start-up check, the ready line, then each batch
-/// of folders checked and printed. Exits the process when the reader is gone.
+/// of folders checked and printed. Returns when the reader is gone.
 fn write_reports(
     command: &str,
     pending: &Pending,
@@ -191,7 +251,7 @@ fn write_reports(
     let stdout = io::stdout();
     let mut out = stdout.lock();
     if writeln!(out).and_then(|()| out.flush()).is_err() {
-        std::process::exit(Status::Failed(1).code());
+        return;
     }
     loop {
         let folders = pending.take();
@@ -204,7 +264,7 @@ fn write_reports(
         }
         if print_folders(command, &mut out, &folders, style).is_err() {
             // mswatch is gone: nobody is left to tell.
-            std::process::exit(Status::Failed(1).code());
+            return;
         }
     }
 }

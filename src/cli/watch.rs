@@ -9,20 +9,18 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
-use crossbeam_channel::unbounded;
 
 use mailsync::detect::detect_layout;
 use mailsync::engine::{Engine, Options};
 use mailsync::naming::{Layout, NameStyle};
 use mailsync::sink::Sink;
 
-use super::check::{CheckArgs, Checker};
+use super::check::CheckArgs;
 use super::exit::{CliError, Status};
-use super::protocol::{serve, ChannelSink};
+use super::protocol::run_source;
 
 #[derive(Args, Debug)]
 #[command(
@@ -113,19 +111,5 @@ pub fn checks(args: &WatchArgs) -> bool {
 }
 
 pub fn run(args: WatchArgs) -> Status {
-    let (events, events_rx) = unbounded();
-    let (engine, style) = match start(&args, &|_| {
-        Box::new(ChannelSink::new(events.clone(), checks(&args)))
-    }) {
-        Ok(started) => started,
-        Err(err) => return err.report("watch"),
-    };
-    let group_map = args.check.group_map(style.clone());
-    let checker = match Checker::from_args(&args.check, group_map, true) {
-        Ok(checker) => checker.map(Arc::new),
-        Err(message) => return CliError::usage(message).report("watch"),
-    };
-    let status = serve("watch", (events, events_rx), style, checker, &|| engine.rescan());
-    engine.stop();
-    std::process::exit(status.code())
+    run_source("watch", &args.check, |sink| start(&args, sink))
 }

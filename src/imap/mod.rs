@@ -174,6 +174,13 @@ pub struct Options {
     pub use_notify: bool,
 }
 
+/// Connections per account without NOTIFY: the default, and what may be
+/// asked (an IDLE connection and the poller's at least).
+pub const MAX_CONNECTIONS: usize = 8;
+pub const MAX_CONNECTIONS_RANGE: std::ops::RangeInclusive<usize> = 2..=1000;
+/// Seconds between STATUS polls of mailboxes without an IDLE connection.
+pub const POLL_SECONDS: u64 = 60;
+
 impl Default for Options {
     fn default() -> Self {
         Options {
@@ -181,8 +188,8 @@ impl Default for Options {
             max_delay: None,
             report_flags: false,
             selection: Selection::default(),
-            max_connections: 8,
-            poll: Duration::from_secs(60),
+            max_connections: MAX_CONNECTIONS,
+            poll: Duration::from_secs(POLL_SECONDS),
             idle_renewal: Duration::from_secs(25 * 60),
             use_notify: true,
         }
@@ -208,6 +215,8 @@ enum Report {
     Warning(String),
     /// A listed mailbox no folder can stand for (an empty name, a NUL).
     Unusable(String),
+    /// Report every watched mailbox once.
+    RescanAll,
     /// The account stops (its login is refused, its certificate not trusted).
     Failed(ImapError),
 }
@@ -228,6 +237,9 @@ pub struct Health {
 /// A running watch over one IMAP account. Dropping it stops its threads.
 pub struct ImapWatch {
     stop: Arc<Stop>,
+    /// To the coordinator, for [`ImapWatch::rescan`]; dropped first on stop
+    /// (the coordinator ends when every sender is gone).
+    reports: Option<crossbeam_channel::Sender<Report>>,
     threads: Vec<JoinHandle<()>>,
     health: Arc<Mutex<Health>>,
     /// How many messages each mailbox holds, as the server last said.
@@ -260,6 +272,7 @@ impl ImapWatch {
                 .name("mailsync-imap".into())
                 .spawn(move || coordinate(reports_rx, sink, names, &options, &stop, &shared))?
         };
+        let rescans = reports.clone();
         let supervisor = {
             let stop = Arc::clone(&stop);
             thread::Builder::new()
@@ -268,6 +281,7 @@ impl ImapWatch {
         };
         Ok(ImapWatch {
             stop,
+            reports: Some(rescans),
             threads: vec![supervisor, coordinator],
             health,
             counts,
@@ -292,7 +306,18 @@ impl ImapWatch {
         self.stop_threads();
     }
 
+    /// Reports every watched mailbox once, as after a reconnect that found
+    /// everything changed (SIGUSR1 in `mailsync idle`, `mailsync--module-rescan`).
+    pub fn rescan(&self) {
+        if let Some(reports) = &self.reports {
+            // A full queue means the server is flooding: the rescan would
+            // wait behind it; asked again, it is taken later.
+            let _ = reports.try_send(Report::RescanAll);
+        }
+    }
+
     fn stop_threads(&mut self) {
+        self.reports = None;
         self.stop.stop();
         for thread in self.threads.drain(..) {
             let _ = thread.join();
@@ -411,6 +436,10 @@ fn coordinate(
                 }
             }
             Ok(Report::Warning(message)) => sink.warning(message),
+            Ok(Report::RescanAll) => {
+                let every: Vec<String> = mailboxes.names().cloned().collect();
+                every.into_iter().for_each(&mut touch);
+            }
             // Said once each (and of the first thousand only), not at every listing.
             Ok(Report::Unusable(name)) => {
                 if unusable_said.len() < 1000 && unusable_said.insert(name.clone()) {
