@@ -522,10 +522,10 @@ Return the watch."
     (condition-case err
         (setf (mailsync--watch-handle watch)
               (funcall start (mailsync--watch-process watch)))
+      (mailsync-error (delete-process (mailsync--watch-process watch))
+                      (user-error "Cannot watch %s: %s" directory (cadr err)))
       (error (delete-process (mailsync--watch-process watch))
-             (if (eq (car err) 'mailsync-error)
-                 (user-error "Cannot watch %s: %s" directory (cadr err))
-               (signal (car err) (cdr err)))))
+             (signal (car err) (cdr err))))
     watch))
 
 (defun mailsync--start-watch (directory truename plist)

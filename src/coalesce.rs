@@ -58,6 +58,11 @@ pub struct Coalescer<K> {
 impl<K: Hash + Eq + Clone> Coalescer<K> {
     /// `delay` is the quiet time a key needs before it is due; `max_delay`
     /// bounds how long a key that keeps changing can wait.
+    /// A coalescer whose bound is `max_delay`, or ten windows when `None`.
+    pub fn with_bound(delay: Duration, max_delay: Option<Duration>) -> Self {
+        Coalescer::new(delay, max_delay.unwrap_or(delay * 10))
+    }
+
     pub fn new(delay: Duration, max_delay: Duration) -> Self {
         Coalescer {
             delay,

@@ -8,8 +8,10 @@
 //! runs in Emacs while nothing happens. The pipe's filter calls
 //! `mailsync--module-poll`, which drains the queue on Emacs's thread.
 //!
-//! Errors reach Lisp as the signal `mailsync-error`, a kind of `user-error`
-//! that the module itself defines, never as panics. `mailsync--module-version`
+//! Errors reach Lisp as signals the module defines, never as panics:
+//! `mailsync-setting-error` (an option the module cannot take) and
+//! `mailsync-store-error` (the store or account cannot be watched), both
+//! kinds of `mailsync-error`, itself a kind of `user-error`. `mailsync--module-version`
 //! tells mailsync-gnus.el which interface this build has, so a stale module
 //! left by an old build says "rebuild, then restart Emacs" instead of failing
 //! with an arity error.
@@ -38,8 +40,11 @@ emacs::plugin_is_GPL_compatible!();
 /// `mailsync--module-*` function changes its arguments or results.
 pub const MODULE_VERSION: i64 = 7;
 
+// The module's errors: `mailsync-error` (a `user-error`) and its kinds.
 emacs::define_errors! {
     mailsync_error "mailsync" (user_error)
+    mailsync_setting_error "mailsync: a setting is wrong" (mailsync_error)
+    mailsync_store_error "mailsync: the store cannot be watched" (mailsync_error)
 }
 
 #[emacs::module(
@@ -239,7 +244,7 @@ fn module_start(env: &Env, root: String, wake: Value, options: Value) -> Result<
     let layout = string_option(env, options, ":layout")?
         .map(|name| name.parse::<Layout>())
         .transpose()
-        .or_signal(env, mailsync_error)?;
+        .or_signal(env, mailsync_setting_error)?;
     let style = NameStyle::new(
         string_option(env, options, ":inbox")?.unwrap_or_else(|| "INBOX".into()),
         string_option(env, options, ":separator")?.unwrap_or_else(|| ".".into()),
@@ -263,7 +268,8 @@ fn module_start(env: &Env, root: String, wake: Value, options: Value) -> Result<
     };
     let folders_at_start = option(env, options, ":folders-at-start")?.is_not_nil();
     let (mailbox, sink) = sink(env, wake, folders_at_start)?;
-    let engine = Engine::start(&PathBuf::from(root), engine_options, sink).or_signal(env, mailsync_error)?;
+    let engine =
+        Engine::start(&PathBuf::from(root), engine_options, sink).or_signal(env, mailsync_store_error)?;
     Ok(Watch {
         source: Some(Source::Maildir(engine)),
         mailbox,
@@ -303,17 +309,17 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
     let required = |key: &str| -> Result<String> {
         match string_option(env, account, key)? {
             Some(value) => Ok(value),
-            None => env.signal(mailsync_error, (format!("the account has no {key}"),)),
+            None => env.signal(mailsync_setting_error, (format!("the account has no {key}"),)),
         }
     };
     let host = required(":host")?;
     let user = required(":user")?;
     let password = required(":password")?;
-    let tls: Tls = required(":tls")?.parse().or_signal(env, mailsync_error)?;
+    let tls: Tls = required(":tls")?.parse().or_signal(env, mailsync_setting_error)?;
     let port: Option<i64> = option(env, account, ":port")?.into_rust()?;
     let port = match port.map(u16::try_from) {
         Some(Ok(port)) => port,
-        Some(Err(_)) => return env.signal(mailsync_error, ("the port is out of range",)),
+        Some(Err(_)) => return env.signal(mailsync_setting_error, ("the port is out of range",)),
         None if tls == Tls::Implicit => 993,
         None => 143,
     };
@@ -341,7 +347,7 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
                 range.start(),
                 range.end()
             );
-            return env.signal(mailsync_error, (message,));
+            return env.signal(mailsync_setting_error, (message,));
         }
     };
     let poll = match poll {
@@ -349,7 +355,7 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
         Some(seconds) if seconds >= 1 => seconds as u64,
         Some(seconds) => {
             let message = format!("mailsync-imap-poll-interval is {seconds}: give 1 or more seconds");
-            return env.signal(mailsync_error, (message,));
+            return env.signal(mailsync_setting_error, (message,));
         }
     };
     let defaults = imap::Options::default();
@@ -362,7 +368,7 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
         ..defaults
     };
     let auth = match string_option(env, account, ":auth")? {
-        Some(names) => Auth::from_names(&names).or_signal(env, mailsync_error)?,
+        Some(names) => Auth::from_names(&names).or_signal(env, mailsync_setting_error)?,
         None => Auth::default(),
     };
     let (mailbox, sink) = sink(env, wake, true)?;
@@ -380,7 +386,7 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
         auth,
     };
     let watch = ImapWatch::start(account, options, sink, RemoteNames::server_names())
-        .or_signal(env, mailsync_error)?;
+        .or_signal(env, mailsync_store_error)?;
     let style = NameStyle::new("INBOX", "");
     Ok(Watch {
         source: Some(Source::Imap(watch)),

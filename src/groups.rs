@@ -73,78 +73,83 @@ impl GroupMap {
 mod tests {
     use super::*;
 
-    fn style(inbox: &str, separator: &str) -> NameStyle {
-        NameStyle::new(inbox, separator)
+    /// One way of naming: local (inbox, separator), group (inbox,
+    /// separator), server, template, UTF-7.
+    type Naming = (
+        (&'static str, &'static str),
+        (&'static str, &'static str),
+        &'static str,
+        Option<&'static str>,
+        bool,
+    );
+
+    const PLAIN: Naming = (("INBOX", "."), ("INBOX", "."), "nnimap+local", None, false);
+    const UTF7: Naming = (("INBOX", "."), ("INBOX", "."), "nnimap+local", None, true);
+
+    /// Cases as data: how names are made, the local name, the group.
+    const CASES: &[(Naming, &[u8], &str)] = &[
+        (PLAIN, b"INBOX", "nnimap+local:INBOX"),
+        (PLAIN, b"lists.emacs", "nnimap+local:lists.emacs"),
+        (
+            (("INBOX", "."), ("INBOX", "/"), "nnimap+local", None, false),
+            b"lists.emacs",
+            "nnimap+local:lists/emacs",
+        ),
+        // The seed turned slashes into dots.
+        (
+            (("INBOX", "/"), ("INBOX", "."), "", None, false),
+            b"[Gmail]/Sent Mail",
+            "[Gmail].Sent Mail",
+        ),
+        // Templates and inbox names as the seed's watcher had them.
+        (
+            (("INBOX", "."), ("mail.inbox", "."), "", Some("nnml:%s"), false),
+            b"INBOX",
+            "nnml:mail.inbox",
+        ),
+        (
+            (("INBOX", "."), ("mail.inbox", "."), "", Some("nnml:%s"), false),
+            b"work",
+            "nnml:work",
+        ),
+        // Dovecot's modified UTF-7 names become the groups Gnus shows.
+        (UTF7, b"Entw&APw-rfe", "nnimap+local:Entwürfe"),
+        (UTF7, b"lists.&ZeVnLIqe-", "nnimap+local:lists.日本語"),
+        (UTF7, b"R&-D", "nnimap+local:R&D"),
+        // Maildir++'s leading dot.
+        (
+            (("INBOX", "."), ("INBOX", "."), "nnmaildir+x", None, false),
+            b".work",
+            "nnmaildir+x:work",
+        ),
+    ];
+
+    fn map(((local_inbox, local_sep), (group_inbox, group_sep), server, template, utf7): Naming) -> GroupMap {
+        GroupMap::new(
+            NameStyle::new(local_inbox, local_sep),
+            NameStyle::new(group_inbox, group_sep),
+            server,
+            template,
+            utf7,
+        )
     }
 
     #[test]
-    fn server_prefix_inbox_and_separator() {
-        let map = GroupMap::new(
-            style("INBOX", "."),
-            style("INBOX", "."),
-            "nnimap+local",
-            None,
-            false,
-        );
-        assert_eq!(map.group(b"INBOX"), b"nnimap+local:INBOX");
-        assert_eq!(map.group(b"lists.emacs"), b"nnimap+local:lists.emacs");
-        let slashed = GroupMap::new(
-            style("INBOX", "."),
-            style("INBOX", "/"),
-            "nnimap+local",
-            None,
-            false,
-        );
-        assert_eq!(slashed.group(b"lists.emacs"), b"nnimap+local:lists/emacs");
-    }
-
-    #[test]
-    fn the_seed_turned_slashes_into_dots() {
-        let map = GroupMap::new(style("INBOX", "/"), style("INBOX", "."), "", None, false);
-        assert_eq!(map.group(b"[Gmail]/Sent Mail"), b"[Gmail].Sent Mail");
-    }
-
-    #[test]
-    fn templates_and_inbox_names_as_the_seed_watcher_had_them() {
-        let map = GroupMap::new(
-            style("INBOX", "."),
-            style("mail.inbox", "."),
-            "",
-            Some("nnml:%s"),
-            false,
-        );
-        assert_eq!(map.group(b"INBOX"), b"nnml:mail.inbox");
-        assert_eq!(map.group(b"work"), b"nnml:work");
-    }
-
-    #[test]
-    fn dovecots_utf7_names_become_the_groups_gnus_shows() {
-        let map = GroupMap::new(
-            style("INBOX", "."),
-            style("INBOX", "."),
-            "nnimap+local",
-            None,
-            true,
-        );
-        assert_eq!(map.group(b"Entw&APw-rfe"), "nnimap+local:Entwürfe".as_bytes());
-        assert_eq!(
-            map.group(b"lists.&ZeVnLIqe-"),
-            "nnimap+local:lists.日本語".as_bytes()
-        );
-        assert_eq!(map.group(b"R&-D"), b"nnimap+local:R&D");
+    fn local_names_become_the_groups_gnus_shows() {
+        for (naming, name, group) in CASES {
+            assert_eq!(
+                map(*naming).group(name),
+                group.as_bytes(),
+                "{}",
+                String::from_utf8_lossy(name)
+            );
+        }
         assert!(utf7_by_default("nnimap+local") && !utf7_by_default("nnmaildir+x"));
     }
 
     #[test]
-    fn maildir_plus_plus_leading_dots_and_odd_bytes() {
-        let map = GroupMap::new(
-            style("INBOX", "."),
-            style("INBOX", "."),
-            "nnmaildir+x",
-            None,
-            false,
-        );
-        assert_eq!(map.group(b".work"), b"nnmaildir+x:work");
-        assert_eq!(map.group(b"caf\xe9 \"q\""), b"nnmaildir+x:caf\xe9 \"q\"");
+    fn bytes_that_are_not_utf8_are_kept() {
+        let naming = (("INBOX", "."), ("INBOX", "."), "nnmaildir+x", None, false);
+        assert_eq!(map(naming).group(b"caf\xe9 \"q\""), b"nnmaildir+x:caf\xe9 \"q\"");
     }
 }

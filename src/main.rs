@@ -14,9 +14,10 @@ fn main() {
 /// Makes glibc's malloc serve every thread from one arena. By default each
 /// thread that allocates gets an arena of its own, and a watcher's threads
 /// (notify's four, the engine's, the workers that add watches in parallel at
-/// start-up) each keep their share of the start-up peak: at 10,000 folders
-/// one arena cuts the peak resident size by about 1.2 MiB. None of these
-/// threads allocates often enough after start-up for the shared lock to show.
+/// start-up) each keep their share of the start-up peak; one arena keeps
+/// the peak resident size lower (`make bench`'s start-up table shows it).
+/// None of these threads allocates often enough after start-up for the
+/// shared lock to show.
 fn one_malloc_arena() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes malloc's settings; called before any

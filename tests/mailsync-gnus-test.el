@@ -501,6 +501,10 @@ unless its :utf7 says otherwise."
     (unwind-protect
         (let ((err (should-error (mailsync-start) :type 'user-error)))
           (should (string-match-p "Cannot watch .*: unknown layout .mh." (error-message-string err)))
+          ;; The module's kinds of error are kinds of `mailsync-error'.
+          (dolist (kind '(mailsync-setting-error mailsync-store-error))
+            (should (memq 'mailsync-error (get kind 'error-conditions)))
+            (should (memq 'user-error (get kind 'error-conditions))))
           (should (null mailsync--watches))
           (should-not (get-process "mailsync-wake")))
       (delete-directory dir t))))

@@ -19,7 +19,7 @@ use mailsync::sink::Sink;
 
 use super::check::CheckArgs;
 use super::exit::{CliError, Status};
-use super::protocol::run_source;
+use super::protocol::{run_source, Coalescing};
 
 #[derive(Args, Debug)]
 #[command(
@@ -75,15 +75,8 @@ pub struct IdleArgs {
     /// Watch only mailboxes matching this mbsync-style pattern (`*`, `%`, `!` excludes; repeatable)
     #[arg(long, value_name = "PATTERN")]
     folder: Vec<String>,
-    /// Coalescing window: changes to one mailbox within it give one line
-    #[arg(long, value_name = "MS", default_value_t = 200)]
-    delay: u64,
-    /// A mailbox that keeps changing is printed at least this often [default: 10 × delay]
-    #[arg(long, value_name = "MS")]
-    max_delay: Option<u64>,
-    /// Also print mailboxes whose messages only changed flags
-    #[arg(long)]
-    report_flags: bool,
+    #[command(flatten)]
+    pub(super) coalescing: Coalescing,
     /// Name printed for INBOX
     #[arg(long, short = 'i', value_name = "NAME", default_value = "INBOX")]
     inbox: String,
@@ -108,7 +101,7 @@ pub struct IdleArgs {
     #[arg(long, value_name = "SECS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
     keepalive: u64,
     #[command(flatten)]
-    check: CheckArgs,
+    pub(super) check: CheckArgs,
 }
 
 /// The account the flags describe.
@@ -208,9 +201,9 @@ pub fn start(
         args.folder.clone()
     });
     let options = Options {
-        delay: Duration::from_millis(args.delay),
-        max_delay: args.max_delay.map(Duration::from_millis),
-        report_flags: args.report_flags,
+        delay: args.coalescing.delay(),
+        max_delay: args.coalescing.max_delay(),
+        report_flags: args.coalescing.report_flags(),
         selection,
         max_connections: usize::from(args.max_connections),
         poll: Duration::from_secs(args.poll),
@@ -221,16 +214,6 @@ pub fn start(
     let watch = ImapWatch::start(account, options, sink(style.clone()), names)
         .map_err(|err| CliError::new(Status::Failed(1), format!("cannot start: {err}")))?;
     Ok((watch, style))
-}
-
-/// The coalescing window `args` ask for.
-pub fn delay(args: &IdleArgs) -> Duration {
-    Duration::from_millis(args.delay)
-}
-
-/// Whether `args` ask for Gnus checks (which come before each line).
-pub fn checks(args: &IdleArgs) -> bool {
-    args.check.asks_for_checks()
 }
 
 pub fn run(args: IdleArgs) -> Status {

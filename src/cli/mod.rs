@@ -94,8 +94,12 @@ impl WatcherCommand {
             }
         };
         Ok(match cli.command {
-            Command::Watch(args) if !watch::checks(&args) => Some(WatcherCommand::Watch(Box::new(args))),
-            Command::Idle(args) if !idle::checks(&args) => Some(WatcherCommand::Idle(Box::new(args))),
+            Command::Watch(args) if !args.check.asks_for_checks() => {
+                Some(WatcherCommand::Watch(Box::new(args)))
+            }
+            Command::Idle(args) if !args.check.asks_for_checks() => {
+                Some(WatcherCommand::Idle(Box::new(args)))
+            }
             _ => None,
         })
     }

@@ -7,6 +7,7 @@ use std::collections::{HashSet, VecDeque};
 use std::io::{self, Read, Write};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread;
+use std::time::Duration;
 
 use crossbeam_channel::{unbounded, Receiver, Sender};
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
@@ -17,6 +18,34 @@ use mailsync::sink::{Sink, SourceError};
 
 use super::check::{CheckArgs, Checker};
 use super::exit::{CliError, Status};
+
+/// When `mailsync watch` and `mailsync idle` print a change.
+#[derive(clap::Args, Debug)]
+pub struct Coalescing {
+    /// Coalescing window: changes to one folder within it give one line
+    #[arg(long, value_name = "MS", default_value_t = mailsync::engine::DEFAULT_DELAY.as_millis() as u64)]
+    delay: u64,
+    /// A folder that keeps changing is printed at least this often [default: 10 × delay]
+    #[arg(long, value_name = "MS")]
+    max_delay: Option<u64>,
+    /// Also print folders whose messages only changed flags
+    #[arg(long)]
+    report_flags: bool,
+}
+
+impl Coalescing {
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.delay)
+    }
+
+    pub fn max_delay(&self) -> Option<Duration> {
+        self.max_delay.map(Duration::from_millis)
+    }
+
+    pub fn report_flags(&self) -> bool {
+        self.report_flags
+    }
+}
 
 /// What reaches the protocol's main thread.
 pub enum Event {

@@ -9,7 +9,6 @@
 
 use std::fs;
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::Args;
 
@@ -20,7 +19,7 @@ use mailsync::sink::Sink;
 
 use super::check::CheckArgs;
 use super::exit::{CliError, Status};
-use super::protocol::run_source;
+use super::protocol::{run_source, Coalescing};
 
 #[derive(Args, Debug)]
 #[command(
@@ -39,23 +38,16 @@ pub struct WatchArgs {
     /// Folder layout: maildir++, verbatim or nnmaildir [default: detected]
     #[arg(long, value_name = "LAYOUT")]
     layout: Option<Layout>,
-    /// Coalescing window: changes to one folder within it give one line
-    #[arg(long, value_name = "MS", default_value_t = 200)]
-    delay: u64,
-    /// A folder that keeps changing is printed at least this often [default: 10 × delay]
-    #[arg(long, value_name = "MS")]
-    max_delay: Option<u64>,
+    #[command(flatten)]
+    pub(super) coalescing: Coalescing,
     /// Name printed for the root folder
     #[arg(long, short = 'i', value_name = "NAME", default_value = "INBOX")]
     inbox: String,
     /// Separator between levels [default: "." for maildir++, "/" for verbatim]
     #[arg(long, value_name = "SEP")]
     separator: Option<String>,
-    /// Also print folders whose messages only changed flags
-    #[arg(long)]
-    report_flags: bool,
     #[command(flatten)]
-    check: CheckArgs,
+    pub(super) check: CheckArgs,
 }
 
 fn default_maildir() -> PathBuf {
@@ -91,23 +83,13 @@ pub fn start(
     );
     let options = Options {
         layout,
-        delay: Duration::from_millis(args.delay),
-        max_delay: args.max_delay.map(Duration::from_millis),
-        report_flags: args.report_flags,
+        delay: args.coalescing.delay(),
+        max_delay: args.coalescing.max_delay(),
+        report_flags: args.coalescing.report_flags(),
     };
     let engine = Engine::start(&maildir, options, sink(style.clone()))
         .map_err(|err| CliError::new(Status::Failed(1), err))?;
     Ok((engine, style))
-}
-
-/// The coalescing window `args` ask for.
-pub fn delay(args: &WatchArgs) -> Duration {
-    Duration::from_millis(args.delay)
-}
-
-/// Whether `args` ask for Gnus checks (which come before each line).
-pub fn checks(args: &WatchArgs) -> bool {
-    args.check.asks_for_checks()
 }
 
 pub fn run(args: WatchArgs) -> Status {

@@ -99,7 +99,6 @@ pub struct Classifier {
 #[derive(Debug)]
 struct MoveOut {
     folder_dir: PathBuf,
-    which: MailDir,
     at: Instant,
 }
 
@@ -143,10 +142,9 @@ impl Classifier {
                     };
                 }
                 match (parent_of(tree, &path), cookie) {
-                    (Some(Role::Mail { folder_dir, which }), Some(cookie)) => {
+                    (Some(Role::Mail { folder_dir, .. }), Some(cookie)) => {
                         let move_out = MoveOut {
                             folder_dir: folder_dir.to_path_buf(),
-                            which,
                             at: now,
                         };
                         self.moves_out.insert(cookie, move_out);
@@ -162,36 +160,30 @@ impl Classifier {
             FsChange::MovedTo { path, cookie } => {
                 let origin = cookie
                     .and_then(|cookie| self.moves_out.remove(&cookie))
-                    .map(|move_out| (move_out.folder_dir, move_out.which));
+                    .map(|move_out| move_out.folder_dir);
                 match parent_of(tree, &path) {
                     Some(Role::Mail { folder_dir, which }) => match origin {
                         // new/ to cur/ is a reader seeing a message (and
                         // maybe marking it); cur/ to new/ is nobody's.
-                        Some((from_dir, _)) if from_dir == folder_dir => {
+                        Some(from_dir) if from_dir == folder_dir => {
                             if which == MailDir::Cur {
                                 vec![Effect::FlagsChanged(from_dir)]
                             } else {
                                 Vec::new()
                             }
                         }
-                        Some((from_dir, _)) => vec![
+                        Some(from_dir) => vec![
                             Effect::MailChanged(from_dir),
                             Effect::MailChanged(folder_dir.to_path_buf()),
                         ],
                         None => vec![Effect::MailChanged(folder_dir.to_path_buf())],
                     },
                     Some(Role::Folder) => {
-                        let mut effects: Vec<Effect> = origin
-                            .map(|(from_dir, _)| Effect::MailChanged(from_dir))
-                            .into_iter()
-                            .collect();
+                        let mut effects: Vec<Effect> = origin.map(Effect::MailChanged).into_iter().collect();
                         effects.push(Effect::DirAppeared(path));
                         effects
                     }
-                    None => origin
-                        .map(|(from_dir, _)| Effect::MailChanged(from_dir))
-                        .into_iter()
-                        .collect(),
+                    None => origin.map(Effect::MailChanged).into_iter().collect(),
                 }
             }
         }

@@ -130,7 +130,6 @@ impl Engine {
         };
         let shards = Shards::new().map_err(Error::instances)?;
         let stats = Arc::new(Stats::default());
-        let max_delay = options.max_delay.unwrap_or(options.delay * 10);
         let mut state = State {
             given_root,
             root: root.clone(),
@@ -139,7 +138,7 @@ impl Engine {
             tree: Dirs::default(),
             retired: Retired::default(),
             classifier: Classifier::default(),
-            coalescer: Coalescer::new(options.delay, max_delay),
+            coalescer: Coalescer::with_bound(options.delay, options.max_delay),
             report_flags: options.report_flags,
             stats: Arc::clone(&stats),
             sink,

@@ -81,8 +81,8 @@ struct Level {
 /// it, each directory once per name it has (a folder reached by a link too
 /// is visited under both names). Depth first with each level's listing
 /// read as it goes, so what is held is one open listing per level of
-/// nesting, never every folder of a wide level (100,000 folders under the
-/// root held 17 MiB that way).
+/// nesting, never every folder of a wide level (which, for a store of
+/// 100,000 folders, is tens of MiB).
 pub fn plan(layout: Layout, top: &Path, folder: Folder, visit: &mut dyn FnMut(Planned)) -> Findings {
     let mut plan = Findings::default();
     let start = Rc::new(Way {

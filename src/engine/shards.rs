@@ -2,21 +2,19 @@
 //!
 //! Each request is a round trip to the watcher's own thread, so start-up
 //! sends them in batches ([`Shards::watch_all`]: a message per 512 watches,
-//! not per watch, which halved the start-up CPU at 10,000 folders), to four
-//! instances adding in parallel. A folder's directories always
+//! not per watch), to four instances adding in parallel. A folder's directories always
 //! go to the same instance, because the kernel gives the two halves of a
 //! rename (`new/` to `cur/`) the same cookie only within one instance: split
 //! across two, a mail reader's rename would look like mail arriving.
 //!
 //! The watches ask the kernel only for what can mean mail or a change of
-//! the tree ([`EVENTS`]): creations, deletions and renames. notify 8
-//! subscribed every watch to opens, reads, writes and attribute changes as
-//! well, so every file Gnus, Dovecot or a backup read under a watched folder
-//! woke the engine, and the engine's own listing of a directory (an open)
-//! could overflow the kernel's queue during the rescan that followed an
-//! overflow. notify 9 (a release candidate, 9.0.0-rc.7, pinned) takes the
-//! mask; it also keeps a descriptor that two paths share until both are
-//! unwatched.
+//! the tree ([`EVENTS`]): creations, deletions and renames, not opens,
+//! reads, writes or attribute changes, so a file Gnus, Dovecot or a backup
+//! reads under a watched folder does not wake the engine, and the engine's
+//! own listing of a directory cannot fill the kernel's queue while it
+//! rescans after an overflow. The mask needs notify 9 (9.0.0-rc.7, pinned,
+//! vendor/notify), which also keeps a descriptor that two paths share
+//! until both are unwatched.
 
 use std::fs;
 use std::io;

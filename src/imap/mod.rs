@@ -359,7 +359,7 @@ fn coordinate(
         }
     };
     let mut mailboxes = Mailboxes::new(options.report_flags);
-    let mut coalescer = Coalescer::new(options.delay, options.max_delay.unwrap_or(options.delay * 10));
+    let mut coalescer = Coalescer::with_bound(options.delay, options.max_delay);
     let mut delimiter: Option<String> = None;
     let mut ready = false;
     let mut unlisted_said = false;

@@ -269,45 +269,8 @@ mod tests {
         assert_eq!(run("echo hunter2; cat /dev/zero"), Ok("hunter2".into()));
     }
 
-    #[test]
-    fn a_stop_kills_the_command_and_what_it_started() {
-        let stop = Stop::new().unwrap();
-        let mut waker = Waker::new(Arc::clone(&stop)).unwrap();
-        let dir = std::env::temp_dir().join(format!("mailsync-helper-{}", std::process::id()));
-        let marker = dir.display().to_string();
-        let stopper = {
-            let stop = Arc::clone(&stop);
-            std::thread::spawn(move || {
-                std::thread::sleep(Duration::from_millis(200));
-                stop.stop();
-            })
-        };
-        let started = Instant::now();
-        let result = first_line_of(&format!("sleep 1000 & echo $! > {marker}; wait"), &mut waker);
-        stopper.join().unwrap();
-        assert!(matches!(result, Err(HelperError::Stopped)), "{result:?}");
-        assert!(started.elapsed() < Duration::from_secs(10));
-        let pid: i32 = std::fs::read_to_string(&dir).unwrap().trim().parse().unwrap();
-        let _ = std::fs::remove_file(&dir);
-        // Killed, it is at most a zombie until init reaps it.
-        let running = || {
-            std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|stat| {
-                    !stat
-                        .rsplit(')')
-                        .next()
-                        .unwrap_or("")
-                        .trim_start()
-                        .starts_with('Z')
-                })
-                .unwrap_or(false)
-        };
-        let waited = Instant::now();
-        while running() && waited.elapsed() < Duration::from_secs(5) {
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        assert!(!running(), "the sleep the command started was left running");
-    }
+    // A stop kills the command and what it started: tests/idle_hostile.rs,
+    // through `mailsync idle` and SIGTERM.
 
     #[test]
     fn secrets_are_never_shown() {

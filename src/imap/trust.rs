@@ -102,16 +102,12 @@ mod tests {
     /// two days).
     fn certificate(dir: &Path, name: &str, ca: bool, dates: Option<(&str, &str)>) -> CertificateDer<'static> {
         let run = |args: &[&str]| {
-            let output = Command::new("openssl")
+            let made = Command::new("openssl")
                 .args(args)
                 .current_dir(dir)
                 .output()
                 .unwrap();
-            assert!(
-                output.status.success(),
-                "{}",
-                String::from_utf8_lossy(&output.stderr)
-            );
+            assert!(made.status.success(), "openssl {args:?}: {:?}", made.stderr);
         };
         let (key, request, cert) = (
             format!("{name}.key"),

@@ -131,7 +131,7 @@ impl Watcher {
                     engine,
                     style,
                     folders,
-                    delay: watch::delay(&args),
+                    delay: args.coalescing.delay(),
                 })
             }
             Some(WatcherCommand::Idle(args)) => {
@@ -140,7 +140,7 @@ impl Watcher {
                 Ok(Watcher::Imap {
                     watch,
                     folders,
-                    delay: idle::delay(&args),
+                    delay: args.coalescing.delay(),
                 })
             }
             None => start_child(store, command, events),
