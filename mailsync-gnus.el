@@ -870,9 +870,10 @@ the command-line hint after an error."
           (mailsync--log "mailsync run: %s" line))))
     (process-put process 'partial text)))
 
-(defconst mailsync--run-final-statuses '(2 3)
+(defconst mailsync--run-final-statuses '(2 3 4)
   "Exit statuses of `mailsync run' that starting it again cannot mend.
-2: its configuration is wrong; 3: another `mailsync run' runs it.")
+2: its configuration is wrong; 3: another `mailsync run' runs it; 4: a
+server refused the login (a wrong password).")
 
 (defun mailsync--run-sentinel (process event)
   "Start `mailsync run' again when PROCESS ended with EVENT while wanted.

@@ -132,12 +132,17 @@ fn the_names_without_keywords_are_the_subcommands() {
 
 /// The `mswatchrc` blocks of README.md.
 fn readme_configs() -> Vec<String> {
+    readme_blocks("```mswatchrc")
+}
+
+/// The blocks of README.md fenced with `fence`.
+fn readme_blocks(fence: &str) -> Vec<String> {
     let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
     let mut blocks = Vec::new();
     let mut current: Option<String> = None;
     for line in readme.lines() {
         match (&mut current, line) {
-            (None, "```mswatchrc") => current = Some(String::new()),
+            (None, line) if line == fence => current = Some(String::new()),
             (Some(block), "```") => {
                 blocks.push(std::mem::take(block));
                 current = None;
@@ -150,6 +155,17 @@ fn readme_configs() -> Vec<String> {
         }
     }
     blocks
+}
+
+#[test]
+fn every_mailsync_run_configuration_in_the_readme_parses() {
+    let configs = readme_blocks("```mailsync-run");
+    assert!(!configs.is_empty(), "README has no mailsync-run block");
+    for config in configs {
+        if let Err(err) = mailsync::mswatch::config::Config::parse(&config) {
+            panic!("a mailsync-run block of README.md does not parse: {err}\n{config}");
+        }
+    }
 }
 
 #[test]

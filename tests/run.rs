@@ -534,6 +534,60 @@ fn one_run_per_configuration_and_sighup_ends_it_as_sigterm_does() {
 }
 
 #[test]
+fn a_login_the_server_refuses_ends_the_run_with_status_4_and_is_not_tried_again() {
+    let dovecot = Dovecot::start(".");
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let local = dir.join("local");
+    make_maildir(&local.join("INBOX"));
+    let password = dir.join("password");
+    fs::write(&password, "wrong\n").unwrap();
+    let mailsync = env!("CARGO_BIN_EXE_mailsync");
+    let sync = scripted_sync(dir);
+    let config = dir.join("mswatchrc");
+    fs::write(
+        &config,
+        format!(
+            "base_delay 0\ninter_delay 0\nsync /bin/sh {sync}\nmailbox_prefix acct :\n\
+             store local {{\n watch {mailsync} watch --maildir {local} --layout verbatim --delay 0\n}}\n\
+             store server {{\n watch {mailsync} idle --host 127.0.0.1 --port {port} --tls none --user test \
+             --pass-file {password}\n}}\n",
+            sync = sync.display(),
+            local = local.display(),
+            port = dovecot.port,
+            password = password.display()
+        ),
+    )
+    .unwrap();
+    let mut run = Orchestrator::start(
+        Path::new(mailsync),
+        &["run", "--config", config.to_str().unwrap()],
+        dir.join("run.log"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = run.child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "it did not end:\n{}", run.said());
+        thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(4), "{}", run.said());
+    assert!(
+        run.said()
+            .contains("store server: the server refused the login of test@127.0.0.1"),
+        "{}",
+        run.said()
+    );
+    assert!(!run.said().contains("starting it again"), "{}", run.said());
+    assert!(
+        sync_times(dir).is_empty(),
+        "nothing was synced: {:?}",
+        sync_times(dir)
+    );
+}
+
+#[test]
 fn configuration_errors_name_the_line_and_nothing_starts() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("mswatchrc");

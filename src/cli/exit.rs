@@ -13,6 +13,9 @@ pub enum Status {
     Usage,
     /// Another `mailsync run` runs this configuration.
     AlreadyRunning,
+    /// A watcher stopped for good (a login refused): running it again
+    /// cannot mend it.
+    Refused,
     /// A program was found but could not be run.
     CannotRun,
     /// A program was not found.
@@ -37,6 +40,7 @@ impl Status {
             Status::Failed(code) => code,
             Status::Usage => 2,
             Status::AlreadyRunning => 3,
+            Status::Refused => 4,
             Status::CannotRun => 126,
             Status::NotFound => 127,
             Status::Signal(signal) => 128 + signal,

@@ -80,7 +80,11 @@ impl WatcherCommand {
         ) {
             return Ok(None);
         }
-        let args: Vec<OsString> = command.iter().map(OsString::from).collect();
+        let home = std::env::var("HOME").unwrap_or_default();
+        let args: Vec<OsString> = command
+            .iter()
+            .map(|arg| OsString::from(expand_home(arg, &home)))
+            .collect();
         let cli = match Cli::try_parse_from(rewrite(args)) {
             Ok(cli) => cli,
             Err(err) => {
@@ -102,6 +106,21 @@ impl WatcherCommand {
             }
             _ => None,
         })
+    }
+}
+
+/// `arg` with a leading `~/` (or `--flag=~/`) and `$HOME` or `${HOME}` made
+/// `home`, as a shell would: a watch line run in-process meets no shell,
+/// and a configuration that says `~/Mail` serves on every machine.
+fn expand_home(arg: &str, home: &str) -> String {
+    let arg = arg.replace("${HOME}", home).replace("$HOME", home);
+    match arg.split_once("=~/") {
+        Some((flag, rest)) if flag.starts_with("--") => format!("{flag}={home}/{rest}"),
+        _ => match arg.strip_prefix("~/") {
+            Some(rest) => format!("{home}/{rest}"),
+            None if arg == "~" => home.to_string(),
+            None => arg,
+        },
     }
 }
 
@@ -149,4 +168,28 @@ fn with_subcommand(
         }
     }));
     rewritten
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expand_home;
+
+    /// Cases as data: a watch line's word, and what it becomes for HOME /h.
+    const CASES: &[(&str, &str)] = &[
+        ("~/Mail", "/h/Mail"),
+        ("~", "/h"),
+        ("--maildir=~/Mail", "--maildir=/h/Mail"),
+        ("$HOME/Mail", "/h/Mail"),
+        ("${HOME}/.mbsyncrc", "/h/.mbsyncrc"),
+        ("a~/b", "a~/b"),
+        ("~other/Mail", "~other/Mail"),
+        ("--folder", "--folder"),
+    ];
+
+    #[test]
+    fn home_is_expanded_as_a_shell_would() {
+        for (word, expanded) in CASES {
+            assert_eq!(expand_home(word, "/h"), *expanded, "{word}");
+        }
+    }
 }

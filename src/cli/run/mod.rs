@@ -119,8 +119,9 @@ pub fn run(args: RunArgs) -> Status {
     match Run::start(&args) {
         Ok(mut run) => {
             run.serve();
+            let status = run.failed.unwrap_or(Status::Success);
             run.stop_watchers();
-            Status::Success
+            status
         }
         Err(status) => status,
     }
@@ -143,6 +144,8 @@ struct Run {
     sync: Option<(syncer::Running, Target)>,
     /// A signal asked to stop: the running sync is waited for.
     stopping: bool,
+    /// A watcher stopped for good: the run ends with this status.
+    failed: Option<Status>,
     /// What each successful sync left in each store's mailbox, to tell
     /// its own late reports from changes made after it.
     snapshots: HashMap<(usize, Vec<u8>), Vec<OsString>>,
@@ -244,6 +247,7 @@ impl Run {
             started: false,
             sync: None,
             stopping: false,
+            failed: None,
             snapshots: HashMap::new(),
         })
     }
@@ -325,6 +329,14 @@ impl Run {
                 ));
                 store.restart_at = Some(now + store.backoff);
                 store.backoff = (store.backoff * 2).min(self.config.max_delay.max(FIRST_RESTART));
+            }
+            Report::Failed(why) => {
+                say(&format!(
+                    "store {}: {why}; mailsync run stops (started again it would fail the same way): fix this, then start it",
+                    store.name
+                ));
+                self.failed = Some(Status::Refused);
+                return self.on_stop_signal();
             }
         }
         Flow::Upkeep

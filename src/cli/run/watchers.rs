@@ -30,8 +30,11 @@ pub enum Report {
     Ready,
     Changed(Vec<u8>),
     Warning(String),
-    /// It stopped, and why.
+    /// It stopped, and why: it is started again.
     Ended(String),
+    /// It stopped for good (a login refused, a certificate not trusted):
+    /// starting it again cannot mend it.
+    Failed(String),
 }
 
 /// A running watcher.
@@ -72,6 +75,9 @@ impl Folders {
 /// Hands an in-process source's news to the run, as the store's mailbox names.
 struct StoreSink {
     store: usize,
+    /// Its source stops only for good (an IMAP account: a failure it
+    /// could retry, it retries itself).
+    lasting: bool,
     style: NameStyle,
     folders: Folders,
     events: Sender<Event>,
@@ -85,10 +91,10 @@ impl StoreSink {
 
 impl Sink for StoreSink {
     fn ready(&mut self, started: Result<Vec<Folder>, SourceError>) {
-        self.send(match started {
-            Ok(_) => Report::Ready,
-            Err(err) => Report::Ended(err.to_string()),
-        });
+        match started {
+            Ok(_) => self.send(Report::Ready),
+            Err(err) => self.stopped(err),
+        }
     }
 
     fn wants_folders_at_start(&self) -> bool {
@@ -108,7 +114,10 @@ impl Sink for StoreSink {
     }
 
     fn stopped(&mut self, why: SourceError) {
-        self.send(Report::Ended(why.to_string()));
+        self.send(match self.lasting {
+            true => Report::Failed(why.to_string()),
+            false => Report::Ended(why.to_string()),
+        });
     }
 }
 
@@ -117,8 +126,9 @@ impl Watcher {
     /// do not parse is an error here, as it would be for mswatch's child.
     pub fn start(store: usize, command: &[String], events: &Sender<Event>) -> Result<Watcher, String> {
         let folders = Folders::default();
-        let sink = |style: NameStyle| StoreSink {
+        let sink = |style: NameStyle, lasting: bool| StoreSink {
             store,
+            lasting,
             style,
             folders: folders.clone(),
             events: events.clone(),
@@ -126,7 +136,7 @@ impl Watcher {
         match WatcherCommand::parse(command)? {
             Some(WatcherCommand::Watch(args)) => {
                 let (engine, style) =
-                    watch::start(&args, &|style| Box::new(sink(style))).map_err(|err| err.message)?;
+                    watch::start(&args, &|style| Box::new(sink(style, false))).map_err(|err| err.message)?;
                 Ok(Watcher::Maildir {
                     engine,
                     style,
@@ -136,7 +146,7 @@ impl Watcher {
             }
             Some(WatcherCommand::Idle(args)) => {
                 let (watch, _) =
-                    idle::start(&args, &|style| Box::new(sink(style))).map_err(|err| err.message)?;
+                    idle::start(&args, &|style| Box::new(sink(style, true))).map_err(|err| err.message)?;
                 Ok(Watcher::Imap {
                     watch,
                     folders,
