@@ -534,62 +534,63 @@ fn module_stats<'e>(env: &'e Env, watch: &Watch) -> Result<Value<'e>> {
         Some(Source::Maildir(engine)) => engine,
     };
     let stats = engine.stats();
-    let count = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
-    let plist = vec![
-        env.intern(":running")?,
-        env.intern("t")?,
-        env.intern(":root")?,
-        engine.root().to_string_lossy().into_owned().into_lisp(env)?,
-        env.intern(":layout")?,
-        engine.layout().name().into_lisp(env)?,
-        env.intern(":folders")?,
-        count(stats.folders).into_lisp(env)?,
-        env.intern(":watches")?,
-        count(stats.watches).into_lisp(env)?,
-        env.intern(":unwatched")?,
-        count(stats.unwatched).into_lisp(env)?,
-        env.intern(":events")?,
-        count(stats.events_seen).into_lisp(env)?,
-        env.intern(":ignored")?,
-        count(stats.events_ignored).into_lisp(env)?,
-        env.intern(":reports")?,
-        count(stats.reports).into_lisp(env)?,
-        env.intern(":root-missing")?,
-        if stats.root_missing {
-            env.intern("t")?
-        } else {
-            ().into_lisp(env)?
-        },
-        env.intern(":last-error")?,
-        stats.last_error.into_lisp(env)?,
-    ];
-    list(env, plist)
+    plist(
+        env,
+        vec![
+            (":running", flag(env, true)?),
+            (
+                ":root",
+                engine.root().to_string_lossy().into_owned().into_lisp(env)?,
+            ),
+            (":layout", engine.layout().name().into_lisp(env)?),
+            (":folders", count(env, stats.folders)?),
+            (":watches", count(env, stats.watches)?),
+            (":unwatched", count(env, stats.unwatched)?),
+            (":events", count(env, stats.events_seen)?),
+            (":ignored", count(env, stats.events_ignored)?),
+            (":reports", count(env, stats.reports)?),
+            (":root-missing", flag(env, stats.root_missing)?),
+            (":last-error", stats.last_error.into_lisp(env)?),
+        ],
+    )
 }
 
 fn imap_stats<'e>(env: &'e Env, account: &ImapWatch) -> Result<Value<'e>> {
     let health = account.health();
-    let flag = |on: bool| if on { env.intern("t") } else { ().into_lisp(env) };
-    let plist = vec![
-        env.intern(":running")?,
-        env.intern("t")?,
-        env.intern(":imap")?,
-        env.intern("t")?,
-        env.intern(":connected")?,
-        flag(health.connected)?,
-        env.intern(":how")?,
-        health.how.into_lisp(env)?,
-        env.intern(":mailboxes")?,
-        i64::try_from(health.mailboxes)
-            .unwrap_or(i64::MAX)
-            .into_lisp(env)?,
-        env.intern(":reconnects")?,
-        i64::try_from(health.reconnects)
-            .unwrap_or(i64::MAX)
-            .into_lisp(env)?,
-        env.intern(":last-error")?,
-        health.last_error.into_lisp(env)?,
-    ];
-    list(env, plist)
+    plist(
+        env,
+        vec![
+            (":running", flag(env, true)?),
+            (":imap", flag(env, true)?),
+            (":connected", flag(env, health.connected)?),
+            (":how", health.how.into_lisp(env)?),
+            (":mailboxes", count(env, health.mailboxes as u64)?),
+            (":reconnects", count(env, health.reconnects)?),
+            (":last-error", health.last_error.into_lisp(env)?),
+        ],
+    )
+}
+
+/// A plist of `pairs`, keys as keywords.
+fn plist<'e>(env: &'e Env, pairs: Vec<(&str, Value<'e>)>) -> Result<Value<'e>> {
+    let mut items = Vec::with_capacity(pairs.len() * 2);
+    for (key, value) in pairs {
+        items.push(env.intern(key)?);
+        items.push(value);
+    }
+    list(env, items)
+}
+
+fn flag(env: &Env, on: bool) -> Result<Value<'_>> {
+    if on {
+        env.intern("t")
+    } else {
+        ().into_lisp(env)
+    }
+}
+
+fn count(env: &Env, n: u64) -> Result<Value<'_>> {
+    i64::try_from(n).unwrap_or(i64::MAX).into_lisp(env)
 }
 
 /// Rescan WATCH's whole store and report every folder once (for an IMAP

@@ -57,6 +57,39 @@ fn idle_args(dovecot: &Dovecot, password: &str, extra: &[&str]) -> Vec<String> {
     args
 }
 
+/// An mbsyncrc in the Dovecot's directory for its TLS port, reached as
+/// `host`, trusting its CA (`CertificateFile`), a Verbatim store under
+/// `local/`; `channel` ends the Channel section.
+fn tls_mbsyncrc(dovecot: &Dovecot, host: &str, channel: &str) -> PathBuf {
+    let dir = dovecot.dir.path();
+    let path = dir.join("mbsyncrc");
+    fs::write(
+        &path,
+        format!(
+            "IMAPAccount test\nHost {host}\nPort {port}\nUser test\nPassCmd \"cat {password}\"\nSSLType IMAPS\n\
+             CertificateFile {ca}\n\nIMAPStore test-remote\nAccount test\n\n\
+             MaildirStore test-local\nPath {dir}/local/\nInbox {dir}/local/INBOX\nSubFolders Verbatim\n\n\
+             Channel test\nFar :test-remote:\nNear :test-local:\n{channel}\n",
+            port = dovecot.imaps_port.unwrap(),
+            password = password_file(dovecot, "secret").display(),
+            ca = dovecot.ca_file().display(),
+            dir = dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `mailsync idle --SYNC test -c CONFIG --delay 0`, ready: account "test"
+/// of an mbsyncrc (`sync` "mbsync") or an offlineimaprc ("offlineimap").
+fn from_config(sync: &str, config: &std::path::Path) -> Watch {
+    let flag = format!("--{sync}");
+    Watch::start_command(
+        "idle",
+        &[&flag, "test", "-c", config.to_str().unwrap(), "--delay", "0"],
+    )
+}
+
 fn start_idle(dovecot: &Dovecot, extra: &[&str]) -> Watch {
     let args = idle_args(dovecot, "secret", extra);
     Watch::start_command("idle", &args.iter().map(String::as_str).collect::<Vec<_>>())
@@ -304,21 +337,7 @@ fn a_self_signed_certificate_named_as_trusted_is_trusted_from_the_flag_and_the_m
     assert_eq!(watch.next(), "INBOX");
 
     let dir = dovecot.dir.path();
-    let mbsyncrc = dir.join("mbsyncrc");
-    fs::write(
-        &mbsyncrc,
-        format!(
-            "IMAPAccount test\nHost localhost\nPort {port}\nUser test\nPassCmd \"cat {password}\"\n\
-             SSLType IMAPS\nCertificateFile {ca}\n\nIMAPStore test-remote\nAccount test\n\n\
-             MaildirStore test-local\nPath {dir}/local/\nInbox {dir}/local/INBOX\nSubFolders Verbatim\n\n\
-             Channel test\nFar :test-remote:\nNear :test-local:\nPatterns *\nCreate Near\nSyncState *\n",
-            port = dovecot.imaps_port.unwrap(),
-            password = password_file(&dovecot, "secret").display(),
-            ca = dovecot.ca_file().display(),
-            dir = dir.display()
-        ),
-    )
-    .unwrap();
+    let mbsyncrc = tls_mbsyncrc(&dovecot, "localhost", "Patterns *\nCreate Near\nSyncState *");
     // The real mbsync takes the same file.
     fs::create_dir_all(dir.join("local")).unwrap();
     let synced = std::process::Command::new("mbsync")
@@ -330,17 +349,7 @@ fn a_self_signed_certificate_named_as_trusted_is_trusted_from_the_flag_and_the_m
         "mbsync: {}",
         String::from_utf8_lossy(&synced.stderr)
     );
-    let from_rc = Watch::start_command(
-        "idle",
-        &[
-            "--mbsync",
-            "test",
-            "-c",
-            mbsyncrc.to_str().unwrap(),
-            "--delay",
-            "0",
-        ],
-    );
+    let from_rc = from_config("mbsync", &mbsyncrc);
     dovecot.deliver("INBOX", "seen through the mbsyncrc");
     assert_eq!(from_rc.next(), "INBOX");
 
@@ -364,21 +373,7 @@ fn accounts_come_from_an_mbsyncrc_or_an_offlineimaprc() {
     create(&dovecot, "skip");
     let dir = dovecot.dir.path();
     let password = password_file(&dovecot, "secret");
-    let mbsyncrc = dir.join("mbsyncrc");
-    fs::write(
-        &mbsyncrc,
-        format!(
-            "IMAPAccount test\nHost 127.0.0.1\nPort {port}\nUser test\nPassCmd \"cat {password}\"\nTLSType IMAPS\n\
-             CertificateFile {ca}\n\nIMAPStore test-remote\nAccount test\n\n\
-             MaildirStore test-local\nPath {dir}/local/\nInbox {dir}/local/INBOX\nSubFolders Verbatim\n\n\
-             Channel test\nFar :test-remote:\nNear :test-local:\nPatterns * !skip\n",
-            port = dovecot.imaps_port.unwrap(),
-            password = password.display(),
-            ca = dovecot.ca_file().display(),
-            dir = dir.display()
-        ),
-    )
-    .unwrap();
+    let mbsyncrc = tls_mbsyncrc(&dovecot, "127.0.0.1", "Patterns * !skip");
     let offlineimaprc = dir.join("offlineimaprc");
     fs::write(
         &offlineimaprc,
@@ -394,28 +389,8 @@ fn accounts_come_from_an_mbsyncrc_or_an_offlineimaprc() {
         ),
     )
     .unwrap();
-    let mbsync = Watch::start_command(
-        "idle",
-        &[
-            "--mbsync",
-            "test",
-            "-c",
-            mbsyncrc.to_str().unwrap(),
-            "--delay",
-            "0",
-        ],
-    );
-    let offlineimap = Watch::start_command(
-        "idle",
-        &[
-            "--offlineimap",
-            "test",
-            "-c",
-            offlineimaprc.to_str().unwrap(),
-            "--delay",
-            "0",
-        ],
-    );
+    let mbsync = from_config("mbsync", &mbsyncrc);
+    let offlineimap = from_config("offlineimap", &offlineimaprc);
     dovecot.deliver("x.y", "hello");
     assert_eq!(mbsync.next(), "x/y", "mbsync's Verbatim store names it x/y");
     assert_eq!(offlineimap.next(), "x.y", "the offlineimaprc's sep is .");

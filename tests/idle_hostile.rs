@@ -13,6 +13,11 @@ use std::time::{Duration, Instant};
 use common::fake_imap::{self, FakeImap};
 use common::{kill, Watch};
 
+/// `args` as the `&str`s `Watch` takes.
+fn strs(args: &[String]) -> Vec<&str> {
+    args.iter().map(String::as_str).collect()
+}
+
 /// The most memory `mailsync idle` may reach under any of these servers.
 const PEAK_RSS_LIMIT_MIB: u64 = 200;
 
@@ -32,7 +37,7 @@ fn peak_rss_mib(pid: u32) -> u64 {
 /// its peak memory and that SIGTERM ends it within a second.
 fn bounded_and_stoppable(server: &FakeImap, said: &str) {
     let args = server.idle_args();
-    let mut watch = Watch::spawn("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut watch = Watch::spawn("idle", &strs(&args));
     let first = watch.stderr_until(said, Duration::from_secs(60));
     watch.stderr_until(said, Duration::from_secs(60));
     let peak = peak_rss_mib(watch.child.id());
@@ -67,7 +72,7 @@ fn a_literal_of_a_terabyte_is_refused_before_it_is_read() {
 fn a_flood_of_statuses_for_mailboxes_never_listed_is_ignored_and_said_once() {
     let server = FakeImap::start_offering(fake_imap::WITH_NOTIFY, fake_imap::status_flood(Some(500_000)));
     let args = server.idle_args();
-    let mut watch = Watch::start_command("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut watch = Watch::start_command("idle", &strs(&args));
     watch.stderr_until("which it did not list", Duration::from_secs(30));
     // All 500,000 read (the server's writes end) and none reported.
     let quiet = watch.lines_until_quiet(Duration::from_secs(3));
@@ -98,21 +103,7 @@ fn a_flood_of_statuses_for_mailboxes_never_listed_is_ignored_and_said_once() {
 /// Starts `mailsync idle` on `port` with `tls`, lets it get stuck for a
 /// moment, and asserts that SIGTERM ends it within a second.
 fn stuck_then_stopped(port: u16, tls: &str) {
-    let mut watch = Watch::spawn(
-        "idle",
-        &[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--user",
-            "u",
-            "--pass-cmd",
-            "echo pw",
-            "--tls",
-            tls,
-        ],
-    );
+    let mut watch = Watch::spawn("idle", &strs(&fake_imap::idle_args(port, "echo pw", tls)));
     // It is stuck: no ready line (and no error) in 1.5 s.
     assert_eq!(watch.line(Duration::from_millis(1500)), None);
     let asked = Instant::now();
@@ -169,7 +160,7 @@ fn a_server_that_drops_every_session_once_ready_is_not_logged_in_to_every_second
         _ => None,
     });
     let args = server.idle_args();
-    let watch = Watch::start_command("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let watch = Watch::start_command("idle", &strs(&args));
     let start = Instant::now();
     // Waits of 1, 2, 4, 8 s (±25%): by the first loss after 8 s (at most
     // 18 s in), 5 sessions at most; a login a second would be 8 to 18.
@@ -195,7 +186,7 @@ fn notify_offered_but_refused_falls_back_to_idle_without_reconnecting() {
     });
     let args = server.idle_args();
     // Ready: watched with IDLE.
-    let watch = Watch::start_command("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let watch = Watch::start_command("idle", &strs(&args));
     watch.stderr_until(
         "refused it (not today); watching with IDLE instead",
         Duration::from_secs(10),
@@ -231,21 +222,7 @@ fn greeter(greeting: &'static [u8]) -> u16 {
 #[test]
 fn a_port_that_is_not_imap_is_said_so_in_words() {
     let port = greeter(b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n");
-    let watch = Watch::spawn(
-        "idle",
-        &[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--user",
-            "u",
-            "--pass-cmd",
-            "echo pw",
-            "--tls",
-            "none",
-        ],
-    );
+    let watch = Watch::spawn("idle", &strs(&fake_imap::idle_args(port, "echo pw", "none")));
     let said = watch.stderr_until("is this an IMAP port?", Duration::from_secs(10));
     assert!(!said.last().unwrap().contains("Some("), "{said:?}");
 }
@@ -317,18 +294,11 @@ fn a_ca_certificate_served_as_the_server_s_own_is_refused_in_words() {
     .unwrap();
     let watch = Watch::spawn(
         "idle",
-        &[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            port.trim(),
-            "--user",
-            "u",
-            "--pass-cmd",
+        &strs(&fake_imap::idle_args(
+            port.trim().parse().unwrap(),
             "echo pw",
-            "--tls",
             "imaps",
-        ],
+        )),
     );
     let said = watch.stderr_until("TLS with", Duration::from_secs(10));
     let line = said.last().unwrap();
@@ -343,7 +313,7 @@ fn a_password_command_that_hangs_is_killed_with_what_it_started_at_sigterm() {
     let dir = tempfile::tempdir().unwrap();
     let pid_file = dir.path().join("pid");
     let args = server.idle_args_with(&format!("sleep 1000 & echo $! > '{}'; wait", pid_file.display()));
-    let mut watch = Watch::spawn("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut watch = Watch::spawn("idle", &strs(&args));
     let mut sleeper = None;
     common::wait_until("the password command started", Duration::from_secs(10), || {
         sleeper = std::fs::read_to_string(&pid_file)
@@ -367,7 +337,7 @@ fn a_password_command_that_hangs_is_killed_with_what_it_started_at_sigterm() {
 fn a_password_command_printing_endless_nuls_is_cut_off_and_said_in_words() {
     let server = FakeImap::start(fake_imap::streaming_on_list(fake_imap::endless_list));
     let args = server.idle_args_with("cat /dev/zero");
-    let mut watch = Watch::spawn("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let mut watch = Watch::spawn("idle", &strs(&args));
     let said = watch.stderr_until("without a line break", Duration::from_secs(10));
     let line = said.last().unwrap();
     assert_eq!(
@@ -386,21 +356,7 @@ fn a_closed_standard_input_ends_it_while_the_server_is_unreachable() {
         .local_addr()
         .unwrap()
         .port();
-    let mut watch = Watch::spawn(
-        "idle",
-        &[
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port.to_string(),
-            "--user",
-            "u",
-            "--pass-cmd",
-            "echo pw",
-            "--tls",
-            "none",
-        ],
-    );
+    let mut watch = Watch::spawn("idle", &strs(&fake_imap::idle_args(port, "echo pw", "none")));
     watch.stderr_until("connecting again", Duration::from_secs(10));
     // mswatch goes away while mailsync waits to try again.
     drop(watch.stdin.take());
@@ -440,7 +396,7 @@ fn empty_names_and_names_holding_a_nul_are_refused_in_words_and_never_printed() 
         }),
     );
     let args = server.idle_args();
-    let watch = Watch::start_command("idle", &args.iter().map(String::as_str).collect::<Vec<_>>());
+    let watch = Watch::start_command("idle", &strs(&args));
     assert_eq!(watch.next(), "INBOX");
     assert!(watch.lines_until_quiet(Duration::from_secs(1)).is_empty());
     let stderr = watch.stderr_text();

@@ -838,6 +838,63 @@ collection takes 40 ms here, and this loop's own polling causes them)."
   "The module's counters of the one watched IMAP account."
   (mailsync--module-stats (mailsync--watch-handle (car mailsync--watches))))
 
+(defmacro mailsync-test--watching-dovecot (spec &rest body)
+  "Run BODY with Gnus reading a Dovecot, mailsync set to watch it over IMAP.
+SPEC is (SERVER TLS MAILBOXES): SERVER is bound to Dovecot's directory;
+TLS is scripts/dovecot.sh's TLS setting (\"1\": a certificate from a CA
+the test makes; \"self\": a self-signed one; nil: plain text), its file
+in `gnutls-trustfiles'; MAILBOXES are made besides INBOX, and all are
+subscribed as nnimap+remote groups.  BODY sees `port' and `authinfo', the
+auth-source file that holds the credentials."
+  (declare (indent 1) (debug t))
+  (pcase-let ((`(,server ,tls ,mailboxes) spec))
+    `(let* ((tmp (file-name-as-directory (make-temp-file "mailsync-imap" t)))
+            (,server (expand-file-name "dovecot" tmp))
+            (tls ,tls)
+            (port (let* ((process-environment (cons (concat "TLS=" (or tls "0")) process-environment))
+                         (plain (mailsync-test--dovecot "start" ,server)))
+                    (if tls
+                        (with-temp-buffer
+                          (insert-file-contents (expand-file-name "imaps-port" ,server))
+                          (string-to-number (buffer-string)))
+                      (string-to-number plain))))
+            (authinfo (expand-file-name "authinfo" tmp))
+            (auth-sources (list authinfo))
+            (auth-source-do-cache nil)
+            (gnutls-trustfiles (if tls
+                                   (cons (expand-file-name "ca.pem" ,server) gnutls-trustfiles)
+                                 gnutls-trustfiles))
+            (nsm-trust-local-network t)
+            (network-security-level 'low)
+            (mailsync-maildirs nil)
+            (mailsync-imap-servers t))
+       (ignore authinfo)
+       (unwind-protect
+           (progn
+             (with-temp-file authinfo
+               (insert (format "machine 127.0.0.1 port %d login test password secret\n" port)))
+             (dolist (mailbox ,mailboxes)
+               (mailsync-test--doveadm ,server "mailbox" "create" "-u" "test" mailbox))
+             (mailsync-test--with-gnus-running tmp
+                 `(nnimap "remote" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
+                          (nnimap-stream ,(if tls 'ssl 'plain)))
+                 (mapcar (lambda (mailbox) (concat "nnimap+remote:" mailbox)) (cons "INBOX" ,mailboxes))
+               ,@body))
+         (mailsync-test--dovecot "remove" ,server)
+         (delete-directory tmp t)))))
+
+(defun mailsync-test--reconnected-answering (reconnects limit)
+  "Assert the account is connected after RECONNECTS reconnects within LIMIT s.
+Emacs answered its 10 ms timer throughout, within 50 ms."
+  (let ((back (mailsync-test--longest-gap-while
+               (lambda ()
+                 (let ((stats (mailsync-test--imap-stats)))
+                   (and (>= (plist-get stats :reconnects) reconnects)
+                        (plist-get stats :connected))))
+               limit)))
+    (should (car back))
+    (should (< (cdr back) 0.05))))
+
 (ert-deftest mailsync-test-nnimap-account-watched-over-tls ()
   "A message saved on the server raises its nnimap group's unread count, unasked.
 Gnus reads a Dovecot over TLS (a CA the test makes, in
@@ -845,191 +902,91 @@ Gnus reads a Dovecot over TLS (a CA the test makes, in
 watches the account over the network (`mailsync-imap-servers' t, no
 maildir).  Emacs keeps answering (a 10 ms timer) while the module
 connects, and while it reconnects after Dovecot restarts and a kick."
-  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-imap" t)))
-         (server (expand-file-name "dovecot" tmp))
-         (process-environment (cons "TLS=1" process-environment))
-         (_ (mailsync-test--dovecot "start" server))
-         (port (with-temp-buffer
-                 (insert-file-contents (expand-file-name "imaps-port" server))
-                 (string-to-number (buffer-string))))
-         (authinfo (expand-file-name "authinfo" tmp))
-         (auth-sources (list authinfo))
-         (auth-source-do-cache nil)
-         (gnutls-trustfiles (cons (expand-file-name "ca.pem" server) gnutls-trustfiles))
-         (nsm-trust-local-network t)
-         (network-security-level 'low)
-         (mailsync-maildirs nil)
-         (mailsync-imap-servers t))
-    (unwind-protect
-        (progn
-          (with-temp-file authinfo
-            (insert (format "machine 127.0.0.1 port %d login test password secret\n" port)))
-          (mailsync-test--doveadm server "mailbox" "create" "-u" "test" "work")
-          (mailsync-test--with-gnus-running tmp
-              `(nnimap "remote" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
-                       (nnimap-stream ssl))
-              '("nnimap+remote:INBOX" "nnimap+remote:work")
-            (should (equal (gnus-group-unread "nnimap+remote:work") 0))
-            (mailsync-start)
-            (let ((started (mailsync-test--longest-gap-while #'mailsync--ready-p 10.0)))
-              (should (car started))
-              (should (< (cdr started) 0.05)))
-            (should (string-match-p "NOTIFY" (plist-get (mailsync-test--imap-stats) :how)))
-            (mailsync-test--save-on-server server "work")
-            (should (mailsync-test--wait-until
-                     (lambda () (equal (gnus-group-unread "nnimap+remote:work") 1)) 5.0))
-            (should (equal mailsync-test--checked '("nnimap+remote:work")))
-            ;; The account is kicked, then Dovecot restarts: the module
-            ;; reconnects on its threads; Emacs keeps its cadence.
-            (mailsync-test--doveadm server "kick" "test")
-            (let ((back (mailsync-test--longest-gap-while
-                         (lambda ()
-                           (let ((stats (mailsync-test--imap-stats)))
-                             (and (> (plist-get stats :reconnects) 0)
-                                  (plist-get stats :connected))))
-                         15.0)))
-              (should (car back))
-              (should (< (cdr back) 0.05)))
-            (mailsync-test--dovecot "restart" server)
-            ;; Dovecot's old process may serve the connection a few seconds
-            ;; more, then says goodbye: the module connects again.
-            (let ((back (mailsync-test--longest-gap-while
-                         (lambda ()
-                           (let ((stats (mailsync-test--imap-stats)))
-                             (and (> (plist-get stats :reconnects) 1)
-                                  (plist-get stats :connected))))
-                         20.0)))
-              (should (car back))
-              (should (< (cdr back) 0.05)))
-            (mailsync-test--save-on-server server "work")
-            (should (mailsync-test--wait-until
-                     (lambda () (equal (gnus-group-unread "nnimap+remote:work") 2)) 5.0))
-            (mailsync-status)
-            (with-current-buffer "*mailsync-status*"
-              (should (string-match-p "nnimap\\+remote\n  connected: NOTIFY" (buffer-string)))
-              (should-not (string-match-p "secret" (buffer-string))))))
-      (mailsync-test--dovecot "remove" server)
-      (delete-directory tmp t))))
+  (mailsync-test--watching-dovecot (server "1" '("work"))
+    (should (equal (gnus-group-unread "nnimap+remote:work") 0))
+    (mailsync-start)
+    (let ((started (mailsync-test--longest-gap-while #'mailsync--ready-p 10.0)))
+      (should (car started))
+      (should (< (cdr started) 0.05)))
+    (should (string-match-p "NOTIFY" (plist-get (mailsync-test--imap-stats) :how)))
+    (mailsync-test--save-on-server server "work")
+    (should (mailsync-test--wait-until
+             (lambda () (equal (gnus-group-unread "nnimap+remote:work") 1)) 5.0))
+    (should (equal mailsync-test--checked '("nnimap+remote:work")))
+    ;; The account is kicked, then Dovecot restarts: the module
+    ;; reconnects on its threads; Emacs keeps its cadence.
+    (mailsync-test--doveadm server "kick" "test")
+    (mailsync-test--reconnected-answering 1 15.0)
+    (mailsync-test--dovecot "restart" server)
+    ;; Dovecot's old process may serve the connection a few seconds
+    ;; more, then says goodbye: the module connects again.
+    (mailsync-test--reconnected-answering 2 20.0)
+    (mailsync-test--save-on-server server "work")
+    (should (mailsync-test--wait-until
+             (lambda () (equal (gnus-group-unread "nnimap+remote:work") 2)) 5.0))
+    (mailsync-status)
+    (with-current-buffer "*mailsync-status*"
+      (should (string-match-p "nnimap\\+remote\n  connected: NOTIFY" (buffer-string)))
+      (should-not (string-match-p "secret" (buffer-string))))))
 
 (ert-deftest mailsync-test-nnimap-self-signed-certificate-in-gnutls-trustfiles ()
   "A self-signed server certificate in `gnutls-trustfiles' is trusted, as Gnus trusts it.
 Made as users make theirs, by `openssl req -x509', which marks it CA:TRUE."
-  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-imap" t)))
-         (server (expand-file-name "dovecot" tmp))
-         (process-environment (cons "TLS=self" process-environment))
-         (_ (mailsync-test--dovecot "start" server))
-         (port (with-temp-buffer
-                 (insert-file-contents (expand-file-name "imaps-port" server))
-                 (string-to-number (buffer-string))))
-         (authinfo (expand-file-name "authinfo" tmp))
-         (auth-sources (list authinfo))
-         (auth-source-do-cache nil)
-         (gnutls-trustfiles (cons (expand-file-name "ca.pem" server) gnutls-trustfiles))
-         (nsm-trust-local-network t)
-         (network-security-level 'low)
-         (mailsync-maildirs nil)
-         (mailsync-imap-servers t))
-    (unwind-protect
-        (progn
-          (with-temp-file authinfo
-            (insert (format "machine 127.0.0.1 port %d login test password secret\n" port)))
-          (mailsync-test--doveadm server "mailbox" "create" "-u" "test" "work")
-          (mailsync-test--with-gnus-running tmp
-              `(nnimap "remote" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
-                       (nnimap-stream ssl))
-              '("nnimap+remote:INBOX" "nnimap+remote:work")
-            (mailsync-start)
-            (should (mailsync-test--wait-until #'mailsync--ready-p 10.0))
-            (should (plist-get (mailsync-test--imap-stats) :connected))
-            (mailsync-test--save-on-server server "work")
-            (should (mailsync-test--wait-until
-                     (lambda () (equal (gnus-group-unread "nnimap+remote:work") 1)) 5.0))))
-      (mailsync-test--dovecot "remove" server)
-      (delete-directory tmp t))))
+  (mailsync-test--watching-dovecot (server "self" '("work"))
+    (mailsync-start)
+    (should (mailsync-test--wait-until #'mailsync--ready-p 10.0))
+    (should (plist-get (mailsync-test--imap-stats) :connected))
+    (mailsync-test--save-on-server server "work")
+    (should (mailsync-test--wait-until
+             (lambda () (equal (gnus-group-unread "nnimap+remote:work") 1)) 5.0))))
 
 (ert-deftest mailsync-test-nnimap-login-refused-after-start-stops-with-a-warning ()
   "A login the server refuses after the account was watched stops it for good.
 As `mailsync idle' exits: one warning, the watch gone, no reconnecting
 with a password the server refuses (which could lock the account)."
-  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-imap" t)))
-         (server (expand-file-name "dovecot" tmp))
-         (port (string-to-number (mailsync-test--dovecot "start" server)))
-         (authinfo (expand-file-name "authinfo" tmp))
-         (auth-sources (list authinfo))
-         (auth-source-do-cache nil)
-         (mailsync-maildirs nil)
-         (mailsync-imap-servers t))
-    (unwind-protect
-        (progn
-          (with-temp-file authinfo
-            (insert (format "machine 127.0.0.1 port %d login test password secret\n" port)))
-          (mailsync-test--with-gnus-running tmp
-              `(nnimap "remote" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
-                       (nnimap-stream plain))
-              '("nnimap+remote:INBOX")
-            (mailsync-start)
-            (should (mailsync-test--wait-until #'mailsync--ready-p 10.0))
-            (when (get-buffer "*Warnings*")
-              (kill-buffer "*Warnings*"))
-            ;; auth-source now holds a password the server refuses (as after
-            ;; a password change); the connection is dropped.
-            (with-temp-file authinfo
-              (insert (format "machine 127.0.0.1 port %d login test password wrong\n" port)))
-            (mailsync-test--doveadm server "kick" "test")
-            (should (mailsync-test--wait-until
-                     (lambda () (not (cl-find "nnimap+remote" mailsync--watches
-                                              :key #'mailsync--watch-directory :test #'equal)))
-                     15.0))
-            (with-current-buffer "*Warnings*"
-              (should (string-match-p "Stopped watching nnimap\\+remote: .*refused the login"
-                                      (buffer-string))))
-            (mailsync-status)
-            (with-current-buffer "*mailsync-status*"
-              (should-not (string-match-p "connecting again" (buffer-string))))))
-      (mailsync-test--dovecot "remove" server)
-      (delete-directory tmp t))))
+  (mailsync-test--watching-dovecot (server nil nil)
+    (mailsync-start)
+    (should (mailsync-test--wait-until #'mailsync--ready-p 10.0))
+    (when (get-buffer "*Warnings*")
+      (kill-buffer "*Warnings*"))
+    ;; auth-source now holds a password the server refuses (as after
+    ;; a password change); the connection is dropped.
+    (with-temp-file authinfo
+      (insert (format "machine 127.0.0.1 port %d login test password wrong\n" port)))
+    (mailsync-test--doveadm server "kick" "test")
+    (should (mailsync-test--wait-until
+             (lambda () (not (cl-find "nnimap+remote" mailsync--watches
+                                      :key #'mailsync--watch-directory :test #'equal)))
+             15.0))
+    (with-current-buffer "*Warnings*"
+      (should (string-match-p "Stopped watching nnimap\\+remote: .*refused the login"
+                              (buffer-string))))
+    (mailsync-status)
+    (with-current-buffer "*mailsync-status*"
+      (should-not (string-match-p "connecting again" (buffer-string))))))
 
 (ert-deftest mailsync-test-nnimap-connections-and-poll-interval-reach-the-module ()
   "`mailsync-imap-max-connections' and `mailsync-imap-poll-interval' are used.
 Against a Dovecot without NOTIFY and three mailboxes, two connections
 give IDLE on one and STATUS polling of the two others; an impossible
 value is refused in words that name the variable."
-  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-imap" t)))
-         (server (expand-file-name "dovecot" tmp))
-         (process-environment
-          (cons (concat "EXTRA_CONF=imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE "
-                        "SORT THREAD=REFERENCES MULTIAPPEND UNSELECT CHILDREN NAMESPACE UIDPLUS "
-                        "LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH SEARCHRES WITHIN "
-                        "LIST-STATUS BINARY MOVE LITERAL+")
-                process-environment))
-         (port (string-to-number (mailsync-test--dovecot "start" server)))
-         (authinfo (expand-file-name "authinfo" tmp))
-         (auth-sources (list authinfo))
-         (auth-source-do-cache nil)
-         (mailsync-maildirs nil)
-         (mailsync-imap-servers t)
-         (mailsync-imap-max-connections 2)
-         (mailsync-imap-poll-interval 7))
-    (unwind-protect
-        (progn
-          (with-temp-file authinfo
-            (insert (format "machine 127.0.0.1 port %d login test password secret\n" port)))
-          (mailsync-test--doveadm server "mailbox" "create" "-u" "test" "a")
-          (mailsync-test--doveadm server "mailbox" "create" "-u" "test" "b")
-          (mailsync-test--with-gnus-running tmp
-              `(nnimap "remote" (nnimap-address "127.0.0.1") (nnimap-server-port ,port)
-                       (nnimap-stream plain))
-              '("nnimap+remote:INBOX" "nnimap+remote:a" "nnimap+remote:b")
-            (mailsync-start)
-            (should (mailsync-test--wait-until #'mailsync--ready-p 10.0))
-            (should (equal (plist-get (mailsync-test--imap-stats) :how)
-                           "IDLE on 1 connections, STATUS every 7 s for 2"))
-            (mailsync-stop)
-            (let ((mailsync-imap-max-connections 1))
-              (should (equal (cadr (should-error (mailsync-start) :type 'user-error))
-                             "Cannot watch nnimap+remote: mailsync-imap-max-connections is 1: give 2 to 1000")))))
-      (mailsync-test--dovecot "remove" server)
-      (delete-directory tmp t))))
+  (let ((process-environment
+         (cons (concat "EXTRA_CONF=imap_capability = IMAP4rev1 SASL-IR LOGIN-REFERRALS ID ENABLE IDLE "
+                       "SORT THREAD=REFERENCES MULTIAPPEND UNSELECT CHILDREN NAMESPACE UIDPLUS "
+                       "LIST-EXTENDED I18NLEVEL=1 CONDSTORE QRESYNC ESEARCH SEARCHRES WITHIN "
+                       "LIST-STATUS BINARY MOVE LITERAL+")
+               process-environment))
+        (mailsync-imap-max-connections 2)
+        (mailsync-imap-poll-interval 7))
+    (mailsync-test--watching-dovecot (server nil '("a" "b"))
+      (mailsync-start)
+      (should (mailsync-test--wait-until #'mailsync--ready-p 10.0))
+      (should (equal (plist-get (mailsync-test--imap-stats) :how)
+                     "IDLE on 1 connections, STATUS every 7 s for 2"))
+      (mailsync-stop)
+      (let ((mailsync-imap-max-connections 1))
+        (should (equal (cadr (should-error (mailsync-start) :type 'user-error))
+                       "Cannot watch nnimap+remote: mailsync-imap-max-connections is 1: give 2 to 1000"))))))
 
 (defun mailsync-test--write-file (file text)
   "Make FILE hold TEXT."
@@ -1148,101 +1105,102 @@ The sync program appends its arguments to TMP's syncs.log."
              (format "store b {\n watch %s watch --maildir %sb --layout verbatim --delay 0\n}\n"
                      program tmp)))))
 
+(defmacro mailsync-test--with-run-config (spec &rest body)
+  "Run BODY with `mailsync-run-config' set to a fresh configuration.
+SPEC is (TMP CONFIG PROGRAM): the bound directory, the file in it, and
+the mailsync binary that runs it (stores a and b, syncs logged in
+TMP/syncs.log; see `mailsync-test--write-run-config').  Gnus watches
+nothing else.  Afterwards `mailsync-mode' is off and TMP gone."
+  (declare (indent 1) (debug t))
+  (pcase-let ((`(,tmp ,config ,program) spec))
+    `(let* ((,tmp (file-name-as-directory (make-temp-file "mailsync-run" t)))
+            (,config (expand-file-name "mswatchrc" ,tmp))
+            (,program (expand-file-name "target/release/mailsync" mailsync-test--root))
+            (mailsync-program ,program)
+            (mailsync-run-config ,config)
+            (mailsync-maildirs nil)
+            (mailsync-imap-servers nil)
+            (gnus-secondary-select-methods nil)
+            (gnus-select-method '(nnnil "")))
+       (unwind-protect
+           (progn
+             (mailsync-test--write-run-config ,tmp ,program)
+             ,@body)
+         (mailsync-mode -1)
+         (delete-directory ,tmp t)))))
+
 (ert-deftest mailsync-test-run-config-runs-mailsync-run-and-starts-it-again ()
   "With `mailsync-run-config', `mailsync-mode' runs `mailsync run' as a child.
 Its lines go to `*mailsync-log*'; a delivery into a watched store runs
 the sync program; killed, it is started again; the mode stops it."
-  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-run" t)))
-         (mailsync-test--mail tmp)
-         (log (expand-file-name "syncs.log" tmp))
-         (config (expand-file-name "mswatchrc" tmp))
-         (program (expand-file-name "target/release/mailsync" mailsync-test--root))
-         (mailsync-program program)
-         (mailsync-run-config config)
-         (mailsync-maildirs nil)
-         (mailsync-imap-servers nil)
-         (gnus-secondary-select-methods nil)
-         (gnus-select-method '(nnnil "")))
-    (unwind-protect
-        (progn
-          (mailsync-test--write-run-config tmp program)
-          (mailsync-mode 1)
-          (should (process-live-p mailsync--run))
-          (should (mailsync-test--wait-until
-                   (lambda () (string-match-p "^acct$" (mailsync-test--file-text log))) 10.0))
-          (mailsync-test--deliver "a/INBOX")
-          (should (mailsync-test--wait-until
-                   (lambda () (string-match-p "^acct:INBOX$" (mailsync-test--file-text log))) 10.0))
-          (should (mailsync-test--wait-until
-                   (lambda () (with-current-buffer "*mailsync-log*"
-                                (string-match-p "mailsync run: sync INBOX: done" (buffer-string))))
-                   5.0))
-          (let ((first mailsync--run))
-            (signal-process first 'SIGKILL)
+  (mailsync-test--with-run-config (tmp _config _program)
+    (let ((log (expand-file-name "syncs.log" tmp))
+          (mailsync-test--mail tmp))
+      (unwind-protect
+          (progn
+            (mailsync-mode 1)
+            (should (process-live-p mailsync--run))
             (should (mailsync-test--wait-until
-                     (lambda () (and (= mailsync--run-restarts 1)
-                                     (process-live-p mailsync--run)
-                                     (not (eq mailsync--run first))))
-                     10.0)))
-          ;; Started again, it syncs everything once more.
-          (should (mailsync-test--wait-until
-                   (lambda () (= 2 (cl-count "acct" (split-string (mailsync-test--file-text log) "\n")
-                                             :test #'equal)))
-                   10.0))
-          (mailsync-status)
-          (with-current-buffer "*mailsync-status*"
-            (should (string-match-p "mailsync run .*mswatchrc\n  running, pid [0-9]+, started again 1 times"
-                                    (buffer-string))))
-          (let ((running mailsync--run))
-            (mailsync-mode -1)
-            (should-not (process-live-p running))
-            (should-not mailsync--run)))
-      (mailsync-mode -1)
-      (setq mailsync--run-restarts 0)
-      (delete-directory tmp t))))
+                     (lambda () (string-match-p "^acct$" (mailsync-test--file-text log))) 10.0))
+            (mailsync-test--deliver "a/INBOX")
+            (should (mailsync-test--wait-until
+                     (lambda () (string-match-p "^acct:INBOX$" (mailsync-test--file-text log))) 10.0))
+            (should (mailsync-test--wait-until
+                     (lambda () (with-current-buffer "*mailsync-log*"
+                                  (string-match-p "mailsync run: sync INBOX: done" (buffer-string))))
+                     5.0))
+            (let ((first mailsync--run))
+              (signal-process first 'SIGKILL)
+              (should (mailsync-test--wait-until
+                       (lambda () (and (= mailsync--run-restarts 1)
+                                       (process-live-p mailsync--run)
+                                       (not (eq mailsync--run first))))
+                       10.0)))
+            ;; Started again, it syncs everything once more.
+            (should (mailsync-test--wait-until
+                     (lambda () (= 2 (cl-count "acct" (split-string (mailsync-test--file-text log) "\n")
+                                               :test #'equal)))
+                     10.0))
+            (mailsync-status)
+            (with-current-buffer "*mailsync-status*"
+              (should (string-match-p "mailsync run .*mswatchrc\n  running, pid [0-9]+, started again 1 times"
+                                      (buffer-string))))
+            (let ((running mailsync--run))
+              (mailsync-mode -1)
+              (should-not (process-live-p running))
+              (should-not mailsync--run)))
+        (setq mailsync--run-restarts 0)))))
 
 (ert-deftest mailsync-test-run-config-run-elsewhere-is-said-once-and-not-retried ()
   "A configuration that another `mailsync run' runs is not run twice.
 The child of `mailsync-mode' exits 3; Emacs warns once, naming the
 other run's pid, and does not start it again."
-  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-run" t)))
-         (config (expand-file-name "mswatchrc" tmp))
-         (program (expand-file-name "target/release/mailsync" mailsync-test--root))
-         (mailsync-program program)
-         (mailsync-run-config config)
-         (mailsync-maildirs nil)
-         (mailsync-imap-servers nil)
-         (gnus-secondary-select-methods nil)
-         (gnus-select-method '(nnnil ""))
-         (other nil))
-    (unwind-protect
-        (progn
-          (mailsync-test--write-run-config tmp program)
-          ;; The other run, as from a terminal or a systemd unit: its first
-          ;; sync shows it holds the configuration.
-          (setq other (make-process :name "other-run" :command (list program "run" "--config" config)
-                                    :connection-type 'pipe :noquery t :buffer nil))
-          (should (mailsync-test--wait-until
-                   (lambda () (string-match-p "^acct$" (mailsync-test--file-text
-                                                       (expand-file-name "syncs.log" tmp))))
-                   10.0))
-          (when (get-buffer "*Warnings*")
-            (kill-buffer "*Warnings*"))
-          (mailsync-mode 1)
-          (should (mailsync-test--wait-until (lambda () (null mailsync--run)) 10.0))
-          (with-current-buffer "*Warnings*"
-            (let ((text (buffer-string))
-                  (said (format "is already run by pid %d" (process-id other))))
-              (should (string-match-p (regexp-quote said) text))
-              (should (= 1 (cl-count-if (lambda (line) (string-search said line))
-                                        (split-string text "\n"))))
-              (should-not (string-match-p "Try 'mailsync" text))))
-          (should (= mailsync--run-restarts 0))
-          (should-not mailsync--run-timer)
-          (should (process-live-p other)))
-      (mailsync-mode -1)
-      (when other (delete-process other))
-      (delete-directory tmp t))))
+  (mailsync-test--with-run-config (tmp config program)
+    ;; The other run, as from a terminal or a systemd unit: its first
+    ;; sync shows it holds the configuration.
+    (let ((other (make-process :name "other-run" :command (list program "run" "--config" config)
+                               :connection-type 'pipe :noquery t :buffer nil)))
+      (unwind-protect
+          (progn
+            (should (mailsync-test--wait-until
+                     (lambda () (string-match-p "^acct$" (mailsync-test--file-text
+                                                         (expand-file-name "syncs.log" tmp))))
+                     10.0))
+            (when (get-buffer "*Warnings*")
+              (kill-buffer "*Warnings*"))
+            (mailsync-mode 1)
+            (should (mailsync-test--wait-until (lambda () (null mailsync--run)) 10.0))
+            (with-current-buffer "*Warnings*"
+              (let ((text (buffer-string))
+                    (said (format "is already run by pid %d" (process-id other))))
+                (should (string-match-p (regexp-quote said) text))
+                (should (= 1 (cl-count-if (lambda (line) (string-search said line))
+                                          (split-string text "\n"))))
+                (should-not (string-match-p "Try 'mailsync" text))))
+            (should (= mailsync--run-restarts 0))
+            (should-not mailsync--run-timer)
+            (should (process-live-p other)))
+        (delete-process other)))))
 
 ;;;; nnimap checks: no round trip when the server said enough, never SELECT or EXPUNGE
 

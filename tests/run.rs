@@ -346,17 +346,35 @@ fn sync_times(dir: &Path) -> Vec<(f64, String)> {
 /// Writes `config` to `dir/mswatchrc`, starts `mailsync run` on it (its
 /// output in `dir/run.log`) and waits for the start-up sync.
 fn start_run(dir: &Path, config: &str) -> Orchestrator {
-    let path = dir.join("mswatchrc");
-    fs::write(&path, config).unwrap();
-    let run = Orchestrator::start(
-        Path::new(env!("CARGO_BIN_EXE_mailsync")),
-        &["run", "--config", path.to_str().unwrap()],
-        dir.join("run.log"),
-    );
+    let run = run_config(dir, config);
     run.wait_until("the start-up sync", Duration::from_secs(20), || {
         sync_times(dir).len() == 1
     });
     run
+}
+
+/// Writes `config` to `dir/mswatchrc` and starts `mailsync run` on it, its
+/// output in `dir/run.log`.
+fn run_config(dir: &Path, config: &str) -> Orchestrator {
+    let path = dir.join("mswatchrc");
+    fs::write(&path, config).unwrap();
+    Orchestrator::start(
+        Path::new(env!("CARGO_BIN_EXE_mailsync")),
+        &["run", "--config", path.to_str().unwrap()],
+        dir.join("run.log"),
+    )
+}
+
+/// A configuration with no delays: `sync` (a script run by /bin/sh) for
+/// account `prefix`, store `local` watched by `mailsync LOCAL…` and store
+/// `server` by `mailsync SERVER…`.
+fn realtime_config(sync: &Path, prefix: &str, local: &str, server: &str) -> String {
+    let mailsync = env!("CARGO_BIN_EXE_mailsync");
+    format!(
+        "base_delay 0\ninter_delay 0\nsync /bin/sh {sync}\nmailbox_prefix {prefix} :\n\
+         store local {{\n watch {mailsync} {local}\n}}\nstore server {{\n watch {mailsync} {server}\n}}\n",
+        sync = sync.display()
+    )
 }
 
 #[test]
@@ -477,22 +495,20 @@ fn one_run_per_configuration_and_sighup_ends_it_as_sigterm_does() {
     let _clock = clock_guard();
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
-    let (a, b) = (dir.join("a"), dir.join("b"));
-    make_maildir(&a.join("INBOX"));
-    make_maildir(&b.join("INBOX"));
+    let watch = |store: &str| {
+        make_maildir(&dir.join(store).join("INBOX"));
+        format!(
+            "watch --maildir {} --layout verbatim --delay 0",
+            dir.join(store).display()
+        )
+    };
+    let (local, server) = (watch("a"), watch("b"));
     let mailsync = env!("CARGO_BIN_EXE_mailsync");
-    let sync = scripted_sync(dir);
     let mut run = start_run(
         dir,
-        &format!(
-            "base_delay 0\ninter_delay 0\nsync /bin/sh {sync}\nmailbox_prefix acct :\n\
-             store a {{\n watch {mailsync} watch --maildir {a} --layout verbatim --delay 0\n}}\n\
-             store b {{\n watch {mailsync} watch --maildir {b} --layout verbatim --delay 0\n}}\n",
-            sync = sync.display(),
-            a = a.display(),
-            b = b.display()
-        ),
+        &realtime_config(&scripted_sync(dir), "acct", &local, &server),
     );
+    let a = dir.join("a");
     // A second run of the same file (by another path to it) says who runs it.
     let config = dir.join(".").join("mswatchrc");
     let second = Command::new(mailsync)
@@ -542,28 +558,17 @@ fn a_login_the_server_refuses_ends_the_run_with_status_4_and_is_not_tried_again(
     make_maildir(&local.join("INBOX"));
     let password = dir.join("password");
     fs::write(&password, "wrong\n").unwrap();
-    let mailsync = env!("CARGO_BIN_EXE_mailsync");
-    let sync = scripted_sync(dir);
-    let config = dir.join("mswatchrc");
-    fs::write(
-        &config,
-        format!(
-            "base_delay 0\ninter_delay 0\nsync /bin/sh {sync}\nmailbox_prefix acct :\n\
-             store local {{\n watch {mailsync} watch --maildir {local} --layout verbatim --delay 0\n}}\n\
-             store server {{\n watch {mailsync} idle --host 127.0.0.1 --port {port} --tls none --user test \
-             --pass-file {password}\n}}\n",
-            sync = sync.display(),
-            local = local.display(),
-            port = dovecot.port,
-            password = password.display()
+    let config = realtime_config(
+        &scripted_sync(dir),
+        "acct",
+        &format!("watch --maildir {} --layout verbatim --delay 0", local.display()),
+        &format!(
+            "idle --host 127.0.0.1 --port {} --tls none --user test --pass-file {}",
+            dovecot.port,
+            password.display()
         ),
-    )
-    .unwrap();
-    let mut run = Orchestrator::start(
-        Path::new(mailsync),
-        &["run", "--config", config.to_str().unwrap()],
-        dir.join("run.log"),
     );
+    let mut run = run_config(dir, &config);
     let deadline = Instant::now() + Duration::from_secs(30);
     let status = loop {
         if let Some(status) = run.child.try_wait().unwrap() {
@@ -640,25 +645,16 @@ fn with_offlineimap_one_sync_per_server_delivery_and_dovecot_restarts() {
         rc.display()
     );
     let (sync, sync_log) = logging_sync(dir, &real);
-    let mailsync = env!("CARGO_BIN_EXE_mailsync");
-    let config = dir.join("mswatchrc");
-    fs::write(
-        &config,
-        format!(
-            "base_delay 0\ninter_delay 0\nsync /bin/sh {sync}\nmailbox_prefix test :\n\
-             store local {{\n watch {mailsync} watch --maildir {local} --delay 0 --report-flags\n}}\n\
-             store server {{\n watch {mailsync} idle --offlineimap test --config {rc} --delay 0 --report-flags\n}}\n",
-            sync = sync.display(),
-            local = local.display(),
-            rc = rc.display()
+    let config = realtime_config(
+        &sync,
+        "test",
+        &format!("watch --maildir {} --delay 0 --report-flags", local.display()),
+        &format!(
+            "idle --offlineimap test --config {} --delay 0 --report-flags",
+            rc.display()
         ),
-    )
-    .unwrap();
-    let mut running = Orchestrator::start(
-        Path::new(mailsync),
-        &["run", "--config", config.to_str().unwrap()],
-        dir.join("orchestrator.log"),
     );
+    let mut running = run_config(dir, &config);
     let limit = Duration::from_secs(30);
     // OfflineIMAP makes the local maildir (Maildir++ with sep ".") itself.
     running.wait_until("the start-up sync", limit, || messages(&local.join("INBOX")) == 1);

@@ -19,7 +19,7 @@ use mailsync::sink::Sink;
 
 use super::check::CheckArgs;
 use super::exit::{CliError, Status};
-use super::protocol::{run_source, Coalescing};
+use super::protocol::{run_source, Coalescing, Printing};
 
 #[derive(Args, Debug)]
 #[command(
@@ -77,12 +77,8 @@ pub struct IdleArgs {
     folder: Vec<String>,
     #[command(flatten)]
     pub(super) coalescing: Coalescing,
-    /// Name printed for INBOX
-    #[arg(long, short = 'i', value_name = "NAME", default_value = "INBOX")]
-    inbox: String,
-    /// Separator between levels in printed names [default: the local store's, else "."]
-    #[arg(long, value_name = "SEP")]
-    separator: Option<String>,
+    #[command(flatten)]
+    printing: Printing,
     /// Local names for server names that nametrans changed: LOCAL<TAB>REMOTE lines (as for `mailsync sync`)
     #[arg(long, value_name = "FILE")]
     name_map: Option<PathBuf>,
@@ -189,8 +185,9 @@ pub fn start(
         None => Default::default(),
     };
     let style = NameStyle::new(
-        args.inbox.clone(),
-        args.separator
+        args.printing.inbox.clone(),
+        args.printing
+            .separator
             .clone()
             .or(local_separator)
             .unwrap_or_else(|| ".".into()),

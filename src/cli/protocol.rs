@@ -47,6 +47,17 @@ impl Coalescing {
     }
 }
 
+/// How `mailsync watch` and `mailsync idle` print folder names.
+#[derive(clap::Args, Debug)]
+pub struct Printing {
+    /// Name printed for the top folder
+    #[arg(long, short = 'i', value_name = "NAME", default_value = "INBOX")]
+    pub inbox: String,
+    /// Separator between levels in printed names [default: the store's: "/" for verbatim, else "."; for an IMAP account, the local store's]
+    #[arg(long, value_name = "SEP")]
+    pub separator: Option<String>,
+}
+
 /// What reaches the protocol's main thread.
 pub enum Event {
     Stopped(SourceError),

@@ -19,7 +19,7 @@ use mailsync::sink::Sink;
 
 use super::check::CheckArgs;
 use super::exit::{CliError, Status};
-use super::protocol::{run_source, Coalescing};
+use super::protocol::{run_source, Coalescing, Printing};
 
 #[derive(Args, Debug)]
 #[command(
@@ -40,12 +40,8 @@ pub struct WatchArgs {
     layout: Option<Layout>,
     #[command(flatten)]
     pub(super) coalescing: Coalescing,
-    /// Name printed for the root folder
-    #[arg(long, short = 'i', value_name = "NAME", default_value = "INBOX")]
-    inbox: String,
-    /// Separator between levels [default: "." for maildir++, "/" for verbatim]
-    #[arg(long, value_name = "SEP")]
-    separator: Option<String>,
+    #[command(flatten)]
+    printing: Printing,
     #[command(flatten)]
     pub(super) check: CheckArgs,
 }
@@ -73,8 +69,8 @@ pub fn start(
             .and_then(|root| detect_layout(&root).ok())
     });
     let style = NameStyle::new(
-        args.inbox.clone(),
-        args.separator.clone().unwrap_or_else(|| {
+        args.printing.inbox.clone(),
+        args.printing.separator.clone().unwrap_or_else(|| {
             layout
                 .unwrap_or(Layout::MaildirPlusPlus)
                 .default_separator()

@@ -32,20 +32,11 @@ fn status_mib(pid: u32, field: &str) -> f64 {
 }
 
 fn idle(case: &Case) -> Running {
-    let port = case.port.to_string();
-    Running::spawn(Command::new(mailsync_binary()).args([
-        "idle",
-        "--host",
-        "127.0.0.1",
-        "--port",
-        &port,
-        "--user",
-        "u",
-        "--pass-cmd",
-        "echo pw",
-        "--tls",
-        case.tls,
-    ]))
+    Running::spawn(
+        Command::new(mailsync_binary())
+            .arg("idle")
+            .args(fake_imap::idle_args(case.port, "echo pw", case.tls)),
+    )
 }
 
 /// SIGTERM, then the time until it exited, ms.

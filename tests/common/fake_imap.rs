@@ -62,22 +62,29 @@ impl FakeImap {
 
     /// `mailsync idle`'s arguments for this server, the password printed by `pass_cmd`.
     pub fn idle_args_with(&self, pass_cmd: &str) -> Vec<String> {
-        [
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &self.port.to_string(),
-            "--user",
-            "u",
-            "--pass-cmd",
-            pass_cmd,
-            "--tls",
-            "none",
-        ]
-        .iter()
-        .map(|arg| arg.to_string())
-        .collect()
+        idle_args(self.port, pass_cmd, "none")
     }
+}
+
+/// `mailsync idle`'s arguments for a server on 127.0.0.1:`port` reached with
+/// `--tls tls`, user "u", the password printed by `pass_cmd`.
+pub fn idle_args(port: u16, pass_cmd: &str, tls: &str) -> Vec<String> {
+    let port = port.to_string();
+    [
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port,
+        "--user",
+        "u",
+        "--pass-cmd",
+        pass_cmd,
+        "--tls",
+        tls,
+    ]
+    .iter()
+    .map(|arg| arg.to_string())
+    .collect()
 }
 
 impl Drop for FakeImap {
