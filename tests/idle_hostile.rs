@@ -409,3 +409,44 @@ fn empty_names_and_names_holding_a_nul_are_refused_in_words_and_never_printed() 
         );
     }
 }
+
+#[test]
+fn a_host_holding_a_nul_or_an_unset_reference_is_a_configuration_error_not_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let mbsyncrc = dir.path().join("mbsyncrc");
+    std::fs::write(
+        &mbsyncrc,
+        "IMAPAccount a\nHost imap.example\0org\nUser u\nPass p\n\nIMAPStore a-remote\nAccount a\n\n\
+         Channel a\nFar :a-remote:\nNear :a-local:\n",
+    )
+    .unwrap();
+    let offlineimaprc = dir.path().join("offlineimaprc");
+    std::fs::write(
+        &offlineimaprc,
+        "[Account a]\nremoterepository = r\n[Repository r]\ntype = IMAP\nremotehost = imap.%(domain)s\n\
+         remoteuser = u\nremotepass = p\n",
+    )
+    .unwrap();
+    for (flag, config, said) in [
+        (
+            "--mbsync",
+            &mbsyncrc,
+            "mbsync account a: Host \"imap.example\\0org\" holds '\\0', which no host name holds",
+        ),
+        (
+            "--offlineimap",
+            &offlineimaprc,
+            "[Account a]: remotehost holds %(domain)s, which names no setting of its section or [DEFAULT]",
+        ),
+    ] {
+        // Said once, at once: not a host to try again later.
+        let output = common::mailsync()
+            .args(["idle", flag, "a", "-c", config.to_str().unwrap()])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(said), "{stderr}");
+        assert_eq!(stderr.matches(said).count(), 1, "{stderr}");
+    }
+}
