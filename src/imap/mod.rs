@@ -210,8 +210,11 @@ enum Report {
     Ready {
         how: String,
     },
-    /// A connection was lost or refused for now, and why; it is made again.
+    /// The main connection was lost or refused for now, and why; it is
+    /// made again.
     Disconnected(String),
+    /// An IDLE connection of one mailbox was lost, and why.
+    LinkLost(String),
     Warning(String),
     /// A listed mailbox no folder can stand for (an empty name, a NUL).
     Unusable(String),
@@ -331,6 +334,33 @@ impl Drop for ImapWatch {
     }
 }
 
+/// Which connection losses are said: one event (a server restart, a kick)
+/// drops the main connection and every IDLE connection at once, and is
+/// said once, not once per connection; the main connection's losses one
+/// after another (each session failing) are each said.
+#[derive(Default)]
+struct Losses {
+    /// When the last loss was said, and whether it was an IDLE connection's.
+    said: Option<(Instant, bool)>,
+}
+
+/// Losses this close to one said belong to the same event.
+const ONE_EVENT: Duration = Duration::from_secs(2);
+
+impl Losses {
+    fn worth_saying(&mut self, link: bool, now: Instant) -> bool {
+        let recent = self.said.filter(|(at, _)| now.duration_since(*at) < ONE_EVENT);
+        let say = match recent {
+            None => true,
+            Some((_, said_link)) => !link && !said_link,
+        };
+        if say {
+            self.said = Some((now, link));
+        }
+        say
+    }
+}
+
 /// Reports waiting for the coordinator, at most.
 const REPORT_QUEUE: usize = 4096;
 
@@ -364,6 +394,17 @@ fn coordinate(
     let mut ready = false;
     let mut unlisted_said = false;
     let mut unusable_said = std::collections::HashSet::new();
+    let mut losses = Losses::default();
+    let lost = |sink: &mut Box<dyn Sink>, losses: &mut Losses, message: String, link: bool, now: Instant| {
+        note(&|health| {
+            health.connected = false;
+            health.reconnects += 1;
+            health.last_error = Some(message.clone());
+        });
+        if losses.worth_saying(link, now) {
+            sink.warning(message);
+        }
+    };
     loop {
         if stop.is_stopped() {
             return;
@@ -408,14 +449,8 @@ fn coordinate(
                 }
             }
             Ok(Report::Changed(name)) => touch(name),
-            Ok(Report::Disconnected(message)) => {
-                note(&|health| {
-                    health.connected = false;
-                    health.reconnects += 1;
-                    health.last_error = Some(message.clone());
-                });
-                sink.warning(message);
-            }
+            Ok(Report::Disconnected(message)) => lost(&mut sink, &mut losses, message, false, now),
+            Ok(Report::LinkLost(message)) => lost(&mut sink, &mut losses, message, true, now),
             Ok(Report::Ready { how }) => {
                 note(&|health| health.how = Some(how.clone()));
                 if !ready {

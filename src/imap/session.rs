@@ -555,7 +555,7 @@ fn idle_link(context: &Context, mailbox: &str, stop: &Arc<Stop>, news: &Sender<L
             ImapError::ClockJumped => {}
             error => {
                 let wait = backoff.next(jitter(), Instant::now());
-                context.report(Report::Disconnected(format!(
+                context.report(Report::LinkLost(format!(
                     "{} ({mailbox}): {error}; connecting again in {:.1} s",
                     context.account.label,
                     wait.as_secs_f64()
