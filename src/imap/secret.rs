@@ -147,21 +147,28 @@ fn first_line_of(command: &str, waker: &mut Waker) -> Result<String, HelperError
         .spawn()
         .map_err(HelperError::Spawn)?;
     let deadline = Instant::now() + limits::HELPER_TIME;
-    let result = read_first_line(&mut child, waker, deadline).and_then(|(line, ended)| {
-        if !ended {
-            // It went on printing after its line, past the cap: the line stands.
+    // The group is killed only while the shell is not reaped: after, its
+    // number may be another process's.
+    let (line, ended) = match read_first_line(&mut child, waker, deadline) {
+        Ok(read) => read,
+        Err(err) => {
             kill_group(&mut child);
-            return Ok(line);
+            return Err(err);
         }
-        match wait_for_exit(&mut child, waker, deadline)? {
-            status if status.success() => Ok(line),
-            status => Err(HelperError::Failed(status)),
-        }
-    });
-    if result.is_err() {
+    };
+    if !ended {
+        // It went on printing after its line, past the cap: the line stands.
         kill_group(&mut child);
+        return Ok(line);
     }
-    result
+    match wait_for_exit(&mut child, waker, deadline) {
+        Ok(status) if status.success() => Ok(line),
+        Ok(status) => Err(HelperError::Failed(status)),
+        Err(err) => {
+            kill_group(&mut child);
+            Err(err)
+        }
+    }
 }
 
 /// Reads the child's output up to its end or the cap, and gives its first
