@@ -338,6 +338,11 @@ pub fn classify_dir(layout: Layout, parent: &Folder, child: &OsStr) -> DirRole {
 mod tests {
     use super::*;
 
+    /// What `name` below `parent` is in `layout`.
+    fn role(layout: Layout, parent: &Folder, name: &[u8]) -> DirRole {
+        classify_dir(layout, parent, os(name))
+    }
+
     fn os(bytes: &[u8]) -> &OsStr {
         OsStr::from_bytes(bytes)
     }
@@ -348,7 +353,7 @@ mod tests {
 
     #[test]
     fn maildir_plus_plus_names_drop_the_leading_dot() {
-        let role = classify_dir(Layout::MaildirPlusPlus, &Folder::root(), os(b".a.b"));
+        let role = role(Layout::MaildirPlusPlus, &Folder::root(), b".a.b");
         let DirRole::Folder(folder) = role else {
             panic!("not a folder: {role:?}")
         };
@@ -364,14 +369,11 @@ mod tests {
     fn maildir_plus_plus_ignores_undotted_and_nested_directories() {
         let root = Folder::root();
         assert_eq!(
-            classify_dir(Layout::MaildirPlusPlus, &root, os(b"courierimapkeys")),
+            role(Layout::MaildirPlusPlus, &root, b"courierimapkeys"),
             DirRole::Ignored
         );
         let sub = Folder::from_levels(["a"]);
-        assert_eq!(
-            classify_dir(Layout::MaildirPlusPlus, &sub, os(b".b")),
-            DirRole::Ignored
-        );
+        assert_eq!(role(Layout::MaildirPlusPlus, &sub, b".b"), DirRole::Ignored);
     }
 
     #[test]
@@ -389,53 +391,38 @@ mod tests {
 
     #[test]
     fn verbatim_names_nest_with_slashes() {
-        let a = match classify_dir(Layout::Verbatim, &Folder::root(), os(b"a")) {
+        let a = match role(Layout::Verbatim, &Folder::root(), b"a") {
             DirRole::Folder(folder) => folder,
             other => panic!("{other:?}"),
         };
-        let ab = match classify_dir(Layout::Verbatim, &a, os(b"b")) {
+        let ab = match role(Layout::Verbatim, &a, b"b") {
             DirRole::Folder(folder) => folder,
             other => panic!("{other:?}"),
         };
         assert_eq!(ab.name(&NameStyle::for_layout(Layout::Verbatim)), b"a/b");
         assert_eq!(ab.relative_dir(Layout::Verbatim), "a/b");
-        assert_eq!(
-            classify_dir(Layout::Verbatim, &a, os(b".hidden")),
-            DirRole::Ignored
-        );
+        assert_eq!(role(Layout::Verbatim, &a, b".hidden"), DirRole::Ignored);
     }
 
     #[test]
     fn nnmaildir_has_only_direct_subdirectories() {
         let root = Folder::root();
-        let DirRole::Folder(foo) = classify_dir(Layout::Nnmaildir, &root, os(b"foo.bar")) else {
+        let DirRole::Folder(foo) = role(Layout::Nnmaildir, &root, b"foo.bar") else {
             panic!()
         };
         assert_eq!(foo.levels().count(), 1);
         assert_eq!(foo.name(&NameStyle::for_layout(Layout::Nnmaildir)), b"foo.bar");
-        assert_eq!(
-            classify_dir(Layout::Nnmaildir, &foo, os(b"deeper")),
-            DirRole::Ignored
-        );
-        assert_eq!(
-            classify_dir(Layout::Nnmaildir, &root, os(b".nnmaildir")),
-            DirRole::Ignored
-        );
+        assert_eq!(role(Layout::Nnmaildir, &foo, b"deeper"), DirRole::Ignored);
+        assert_eq!(role(Layout::Nnmaildir, &root, b".nnmaildir"), DirRole::Ignored);
     }
 
     #[test]
     fn message_directories_are_recognised_and_tmp_is_not_watched() {
         let root = Folder::root();
         for layout in [Layout::MaildirPlusPlus, Layout::Verbatim, Layout::Nnmaildir] {
-            assert_eq!(
-                classify_dir(layout, &root, os(b"new")),
-                DirRole::Mail(MailDir::New)
-            );
-            assert_eq!(
-                classify_dir(layout, &root, os(b"cur")),
-                DirRole::Mail(MailDir::Cur)
-            );
-            assert_eq!(classify_dir(layout, &root, os(b"tmp")), DirRole::Ignored);
+            assert_eq!(role(layout, &root, b"new"), DirRole::Mail(MailDir::New));
+            assert_eq!(role(layout, &root, b"cur"), DirRole::Mail(MailDir::Cur));
+            assert_eq!(role(layout, &root, b"tmp"), DirRole::Ignored);
         }
     }
 
