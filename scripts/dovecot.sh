@@ -8,7 +8,9 @@
 # by the system); with TLS=self, a self-signed certificate made by
 # `openssl req -x509` (so marked CA:TRUE), also in DIR/ca.pem. With OAUTH2=1 it also takes XOAUTH2 and OAUTHBEARER, the
 # tokens checked by scripts/introspect.py (live tokens: "TOKEN USER" lines
-# in DIR/tokens). EXTRA_CONF is appended to the configuration.
+# in DIR/tokens). EXTRA_CONF is appended to the configuration; with
+# NAMESPACE_PREFIX=INBOX. every mailbox but INBOX sits below INBOX, as on
+# Courier and Cyrus.
 # The served maildir is DIR/mail: Maildir++ with SEPARATOR "." (default),
 # nested directories (LAYOUT=fs) with "/".
 set -euo pipefail
@@ -167,6 +169,7 @@ mail_location = maildir:$dir/mail$layout
 namespace inbox {
   inbox = yes
   separator = $separator
+  prefix = ${NAMESPACE_PREFIX:-}
 }
 passdb {
   driver = passwd-file

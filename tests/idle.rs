@@ -368,6 +368,41 @@ fn a_self_signed_certificate_named_as_trusted_is_trusted_from_the_flag_and_the_m
 }
 
 #[test]
+fn mailboxes_below_inbox_are_named_as_mbsync_names_them_under_its_path() {
+    // A server whose mailboxes sit below INBOX (Courier, Cyrus), and the
+    // mbsync IMAPStore `Path INBOX.` that such a server needs.
+    let dovecot = Dovecot::start_prefixed("INBOX.");
+    create(&dovecot, "INBOX.lists.gnus");
+    // mbsync 1.4 matches the certificate's DNS names only.
+    let mbsyncrc = tls_mbsyncrc(&dovecot, "localhost", "Patterns *\nCreate Near\nSyncState *");
+    let text = fs::read_to_string(&mbsyncrc).unwrap();
+    fs::write(
+        &mbsyncrc,
+        text.replace("Account test\n\n", "Account test\nPath INBOX.\n\n"),
+    )
+    .unwrap();
+    // The real mbsync makes the local folder lists/gnus.
+    let local = dovecot.dir.path().join("local");
+    fs::create_dir_all(&local).unwrap();
+    let synced = std::process::Command::new("mbsync")
+        .args(["-c", mbsyncrc.to_str().unwrap(), "test"])
+        .output()
+        .unwrap();
+    assert!(
+        synced.status.success(),
+        "mbsync: {}",
+        String::from_utf8_lossy(&synced.stderr)
+    );
+    assert!(local.join("lists/gnus/cur").is_dir(), "mbsync made no lists/gnus");
+    // mailsync idle names it the same way.
+    let watch = from_config("mbsync", &mbsyncrc);
+    dovecot.deliver("INBOX.lists.gnus", "below INBOX");
+    assert_eq!(watch.next(), "lists/gnus", "stderr: {}", watch.stderr_text());
+    dovecot.deliver("INBOX", "the inbox itself");
+    assert_eq!(watch.next(), "INBOX");
+}
+
+#[test]
 fn accounts_come_from_an_mbsyncrc_or_an_offlineimaprc() {
     let dovecot = tls_dovecot("");
     create(&dovecot, "x.y");

@@ -149,6 +149,7 @@ fn account(args: &IdleArgs) -> Result<Found, String> {
         },
         patterns: Vec::new(),
         local_separator: None,
+        server_prefix: None,
     })
 }
 
@@ -163,6 +164,7 @@ pub fn start(
         mut account,
         patterns,
         local_separator,
+        server_prefix,
     } = account(args).map_err(CliError::usage)?;
     // Flags given win over the configuration's.
     if let Some(port) = args.port {
@@ -196,7 +198,8 @@ pub fn start(
         patterns
     } else {
         args.folder.clone()
-    });
+    })
+    .under(server_prefix.clone());
     let options = Options {
         delay: args.coalescing.delay(),
         max_delay: args.coalescing.max_delay(),
@@ -207,7 +210,7 @@ pub fn start(
         use_notify: !args.no_notify,
         ..Options::default()
     };
-    let names = RemoteNames::new(style.clone(), &map);
+    let names = RemoteNames::new(style.clone(), &map).stripping(server_prefix);
     let watch = ImapWatch::start(account, options, sink(style.clone()), names)
         .map_err(|err| CliError::new(Status::Failed(1), format!("cannot start: {err}")))?;
     Ok((watch, style))

@@ -18,6 +18,10 @@ pub struct Found {
     pub patterns: Vec<String>,
     /// The local store's separator between levels, when the config says.
     pub local_separator: Option<String>,
+    /// What the sync program strips from the server's mailbox names (mbsync's
+    /// IMAPStore `Path`, OfflineIMAP's `reference`): `INBOX.` on servers
+    /// whose mailboxes sit below INBOX (Courier, Cyrus).
+    pub server_prefix: Option<String>,
 }
 
 /// One `Keyword value` section of an mbsyncrc.
@@ -239,6 +243,10 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
         },
         patterns,
         local_separator,
+        server_prefix: store
+            .and_then(|store| store.get("path"))
+            .map(unquote)
+            .filter(|path| !path.is_empty()),
     })
 }
 
@@ -270,7 +278,8 @@ fn yes(value: &str) -> Option<bool> {
 }
 
 /// The remote repository's settings read here.
-const REMOTE_KEYS: [&str; 11] = [
+const REMOTE_KEYS: [&str; 12] = [
+    "reference",
     "type",
     "remotehost",
     "remoteport",
@@ -400,6 +409,10 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
         },
         patterns: Vec::new(),
         local_separator,
+        server_prefix: remote
+            .get("reference")
+            .filter(|reference| !reference.is_empty())
+            .cloned(),
     })
 }
 
@@ -565,5 +578,24 @@ TLSType IMAPS
         assert!(check_host("imap example.org").is_err());
         assert_eq!(check_host(""), Err("is empty".into()));
         assert_eq!(check_host("imap.example.org"), Ok(()));
+    }
+
+    #[test]
+    fn the_server_prefix_comes_from_the_imapstore_path_or_the_reference() {
+        let mbsyncrc = MBSYNCRC.replace(
+            "IMAPStore work-remote\nAccount work\n",
+            "IMAPStore work-remote\nAccount work\nPath INBOX.\n",
+        );
+        assert_eq!(
+            from_mbsync(&mbsyncrc, "work").unwrap().server_prefix.as_deref(),
+            Some("INBOX.")
+        );
+        assert_eq!(from_mbsync(MBSYNCRC, "work").unwrap().server_prefix, None);
+        let rc = "[Account A]\nremoterepository = R\n[Repository R]\ntype = IMAP\nremotehost = h\n\
+                  remoteuser = u\nremotepass = p\nreference = INBOX.\n";
+        assert_eq!(
+            from_offlineimap(rc, "A").unwrap().server_prefix.as_deref(),
+            Some("INBOX.")
+        );
     }
 }

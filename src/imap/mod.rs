@@ -54,6 +54,8 @@ pub struct Account {
 #[derive(Clone, Debug, Default)]
 pub struct Selection {
     patterns: Vec<(bool, String)>,
+    /// Stripped from a name before it is matched.
+    prefix: Option<String>,
 }
 
 impl Selection {
@@ -66,7 +68,15 @@ impl Selection {
                     None => (true, pattern),
                 })
                 .collect(),
+            prefix: None,
         }
+    }
+
+    /// The same, its patterns matched against names with `prefix` stripped,
+    /// as mbsync matches them under an IMAPStore `Path`.
+    pub fn under(mut self, prefix: Option<String>) -> Selection {
+        self.prefix = prefix;
+        self
     }
 
     /// Whether the mailbox `name` (the server's spelling) is watched.
@@ -74,6 +84,13 @@ impl Selection {
         if self.patterns.is_empty() {
             return true;
         }
+        let name = match &self.prefix {
+            Some(prefix) => name
+                .strip_prefix(prefix.as_str())
+                .filter(|rest| !rest.is_empty())
+                .unwrap_or(name),
+            None => name,
+        };
         let mut verdict = false;
         for (include, pattern) in &self.patterns {
             if glob(pattern.as_bytes(), name.as_bytes(), delimiter.map(str::as_bytes)) {
@@ -116,6 +133,8 @@ pub struct RemoteNames {
     /// Keep the server's names whole (one level each): what nnimap's
     /// groups are named by.
     whole: bool,
+    /// Stripped from the server's names first (mbsync's IMAPStore `Path`).
+    prefix: Option<String>,
 }
 
 impl RemoteNames {
@@ -128,7 +147,15 @@ impl RemoteNames {
                 .map(|(local, remote)| (String::from_utf8_lossy(remote).into_owned(), local.clone()))
                 .collect(),
             whole: false,
+            prefix: None,
         }
+    }
+
+    /// The same, the sync program stripping `prefix` from the server's
+    /// names (`INBOX.` on servers whose mailboxes sit below INBOX).
+    pub fn stripping(mut self, prefix: Option<String>) -> RemoteNames {
+        self.prefix = prefix;
+        self
     }
 
     /// The server's own names, INBOX as the root: for nnimap groups.
@@ -137,6 +164,7 @@ impl RemoteNames {
             local: NameStyle::new("INBOX", ""),
             renamed: HashMap::new(),
             whole: true,
+            prefix: None,
         }
     }
 
@@ -147,6 +175,13 @@ impl RemoteNames {
         if name.eq_ignore_ascii_case("INBOX") {
             return Folder::root();
         }
+        let name = match &self.prefix {
+            Some(prefix) => name
+                .strip_prefix(prefix.as_str())
+                .filter(|rest| !rest.is_empty())
+                .unwrap_or(name),
+            None => name,
+        };
         match delimiter.filter(|delimiter| !delimiter.is_empty() && !self.whole) {
             Some(delimiter) => Folder::from_levels(name.split(delimiter)),
             None => Folder::from_levels([name]),
@@ -586,5 +621,26 @@ mod tests {
             let folder = names.folder(server, Some("."));
             assert_eq!(folder.name(&style), expected.as_bytes(), "{server}");
         }
+    }
+
+    #[test]
+    fn a_server_prefix_is_stripped_as_mbsync_s_path_is() {
+        let names =
+            RemoteNames::new(NameStyle::new("INBOX", "/"), &HashMap::new()).stripping(Some("INBOX.".into()));
+        let style = NameStyle::new("INBOX", "/");
+        for (server, local) in [
+            ("INBOX", "INBOX"),
+            ("INBOX.lists.gnus", "lists/gnus"),
+            ("Shared.x", "Shared/x"),
+        ] {
+            assert_eq!(
+                names.folder(server, Some(".")).name(&style),
+                local.as_bytes(),
+                "{server}"
+            );
+        }
+        let selection = Selection::new(["lists*".to_string()]).under(Some("INBOX.".into()));
+        assert!(selection.contains("INBOX.lists.gnus", Some(".")));
+        assert!(!selection.contains("INBOX.work", Some(".")));
     }
 }

@@ -35,6 +35,12 @@ impl Dovecot {
         )
     }
 
+    /// With TLS, its mailboxes below INBOX (`prefix`, such as `INBOX.`), as
+    /// Courier and Cyrus have them.
+    pub fn start_prefixed(prefix: &str) -> Dovecot {
+        Dovecot::launch(".", &[("TLS", "1"), ("NAMESPACE_PREFIX", prefix)])
+    }
+
     /// With TLS and STARTTLS, serving a self-signed certificate made by
     /// `openssl req -x509` (so marked CA:TRUE), which [`Dovecot::ca_file`]
     /// holds too.
