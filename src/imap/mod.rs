@@ -84,13 +84,7 @@ impl Selection {
         if self.patterns.is_empty() {
             return true;
         }
-        let name = match &self.prefix {
-            Some(prefix) => name
-                .strip_prefix(prefix.as_str())
-                .filter(|rest| !rest.is_empty())
-                .unwrap_or(name),
-            None => name,
-        };
+        let name = without_prefix(name, self.prefix.as_deref());
         let mut verdict = false;
         for (include, pattern) in &self.patterns {
             if glob(pattern.as_bytes(), name.as_bytes(), delimiter.map(str::as_bytes)) {
@@ -99,6 +93,15 @@ impl Selection {
         }
         verdict
     }
+}
+
+/// `name` with `prefix` stripped (mbsync's IMAPStore `Path`), unless that
+/// leaves nothing.
+fn without_prefix<'a>(name: &'a str, prefix: Option<&str>) -> &'a str {
+    prefix
+        .and_then(|prefix| name.strip_prefix(prefix))
+        .filter(|rest| !rest.is_empty())
+        .unwrap_or(name)
 }
 
 fn glob(pattern: &[u8], name: &[u8], delimiter: Option<&[u8]>) -> bool {
@@ -175,13 +178,7 @@ impl RemoteNames {
         if name.eq_ignore_ascii_case("INBOX") {
             return Folder::root();
         }
-        let name = match &self.prefix {
-            Some(prefix) => name
-                .strip_prefix(prefix.as_str())
-                .filter(|rest| !rest.is_empty())
-                .unwrap_or(name),
-            None => name,
-        };
+        let name = without_prefix(name, self.prefix.as_deref());
         match delimiter.filter(|delimiter| !delimiter.is_empty() && !self.whole) {
             Some(delimiter) => Folder::from_levels(name.split(delimiter)),
             None => Folder::from_levels([name]),
