@@ -90,6 +90,23 @@ fn from_config(sync: &str, config: &std::path::Path) -> Watch {
     )
 }
 
+/// Runs the real mbsync on channel "test" of `mbsyncrc` (made by
+/// [`tls_mbsyncrc`]), asserting it succeeds; returns the local store.
+fn real_mbsync(dovecot: &Dovecot, mbsyncrc: &std::path::Path) -> PathBuf {
+    let local = dovecot.dir.path().join("local");
+    fs::create_dir_all(&local).unwrap();
+    let synced = std::process::Command::new("mbsync")
+        .args(["-c", mbsyncrc.to_str().unwrap(), "test"])
+        .output()
+        .unwrap();
+    assert!(
+        synced.status.success(),
+        "mbsync: {}",
+        String::from_utf8_lossy(&synced.stderr)
+    );
+    local
+}
+
 fn start_idle(dovecot: &Dovecot, extra: &[&str]) -> Watch {
     let args = idle_args(dovecot, "secret", extra);
     Watch::start_command("idle", &args.iter().map(String::as_str).collect::<Vec<_>>())
@@ -337,19 +354,9 @@ fn a_self_signed_certificate_named_as_trusted_is_trusted_from_the_flag_and_the_m
     dovecot.deliver("INBOX", "over TLS with a self-signed certificate");
     assert_eq!(watch.next(), "INBOX");
 
-    let dir = dovecot.dir.path();
     let mbsyncrc = tls_mbsyncrc(&dovecot, "localhost", "Patterns *\nCreate Near\nSyncState *");
     // The real mbsync takes the same file.
-    fs::create_dir_all(dir.join("local")).unwrap();
-    let synced = std::process::Command::new("mbsync")
-        .args(["-c", mbsyncrc.to_str().unwrap(), "test"])
-        .output()
-        .unwrap();
-    assert!(
-        synced.status.success(),
-        "mbsync: {}",
-        String::from_utf8_lossy(&synced.stderr)
-    );
+    real_mbsync(&dovecot, &mbsyncrc);
     let from_rc = from_config("mbsync", &mbsyncrc);
     dovecot.deliver("INBOX", "seen through the mbsyncrc");
     assert_eq!(from_rc.next(), "INBOX");
@@ -382,17 +389,7 @@ fn mailboxes_below_inbox_are_named_as_mbsync_names_them_under_its_path() {
     )
     .unwrap();
     // The real mbsync makes the local folder lists/gnus.
-    let local = dovecot.dir.path().join("local");
-    fs::create_dir_all(&local).unwrap();
-    let synced = std::process::Command::new("mbsync")
-        .args(["-c", mbsyncrc.to_str().unwrap(), "test"])
-        .output()
-        .unwrap();
-    assert!(
-        synced.status.success(),
-        "mbsync: {}",
-        String::from_utf8_lossy(&synced.stderr)
-    );
+    let local = real_mbsync(&dovecot, &mbsyncrc);
     assert!(local.join("lists/gnus/cur").is_dir(), "mbsync made no lists/gnus");
     // mailsync idle names it the same way.
     let watch = from_config("mbsync", &mbsyncrc);
