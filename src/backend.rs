@@ -85,6 +85,16 @@ pub fn default_offlineimap_config() -> Option<PathBuf> {
         .find(|path| path.is_file())
 }
 
+/// Whether `program` is an executable file in a directory of `$PATH`.
+pub fn installed(program: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(program))
+            .is_ok_and(|found| found.is_file() && found.permissions().mode() & 0o111 != 0)
+    })
+}
+
 /// The `sep` of the local repository of `account` in an offlineimaprc, if set.
 pub fn offlineimap_local_sep(config_text: &str, account: &str) -> Option<String> {
     let sections = crate::ini::parse(config_text);

@@ -41,9 +41,9 @@ pub enum LockError {
     },
     /// A signal asked the wait to end.
     Interrupted(i32),
-    /// Another `mailsync run` runs this configuration.
+    /// Another `mailsync run` runs this configuration (or account).
     Held {
-        config: PathBuf,
+        what: String,
         pid: Option<u32>,
     },
 }
@@ -66,12 +66,11 @@ impl std::fmt::Display for LockError {
             LockError::Interrupted(signal) => {
                 write!(f, "interrupted by signal {signal} while waiting for the lock")
             }
-            LockError::Held { config, pid } => {
+            LockError::Held { what, pid } => {
                 let by = pid.map(|pid| format!(" by pid {pid}")).unwrap_or_default();
                 write!(
                     f,
-                    "{} is already run{by}; stop that mailsync run first (one run per configuration)",
-                    config.display()
+                    "{what} is already run{by}; stop that mailsync run first (one run per configuration)"
                 )
             }
         }
@@ -199,19 +198,21 @@ pub struct RunLock {
 }
 
 /// Takes the lock of the configuration file `config` (by its real path),
-/// writing this process's id into it, or says which process holds it.
-pub fn lock_run(config: &Path) -> Result<RunLock, LockError> {
+/// or of `account` in it, writing this process's id into it, or says
+/// which process holds it.
+pub fn lock_run(config: &Path, account: Option<&str>) -> Result<RunLock, LockError> {
     use std::io::{Read, Seek, Write};
     let real = fs::canonicalize(config).unwrap_or_else(|_| config.to_path_buf());
     // The path's hash (FNV-1a, the same in every build) keeps the name short
     // and unique; its last part keeps it readable.
-    let hash = real
-        .as_os_str()
-        .as_encoded_bytes()
-        .iter()
-        .fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
-            (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-        });
+    let key = [
+        real.as_os_str().as_encoded_bytes(),
+        account.map_or(&b""[..], |account| account.as_bytes()),
+    ]
+    .join(&0);
+    let hash = key.iter().fold(0xcbf2_9ce4_8422_2325_u64, |hash, &byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
     let base = real
         .file_name()
         .map(|name| name.as_encoded_bytes())
@@ -223,7 +224,10 @@ pub fn lock_run(config: &Path) -> Result<RunLock, LockError> {
         let mut text = String::new();
         let _ = file.read_to_string(&mut text);
         return Err(LockError::Held {
-            config: config.to_path_buf(),
+            what: match account {
+                Some(account) => format!("{account} of {}", config.display()),
+                None => config.display().to_string(),
+            },
             pid: text.trim().parse().ok(),
         });
     }
@@ -326,9 +330,9 @@ mod tests {
         fs::create_dir_all(&dir).unwrap();
         let config = dir.join("mswatchrc");
         fs::write(&config, "").unwrap();
-        let first = lock_run(&config).unwrap();
+        let first = lock_run(&config, None).unwrap();
         // Another path to the same file is the same configuration.
-        let err = lock_run(&dir.join(".").join("mswatchrc")).unwrap_err();
+        let err = lock_run(&dir.join(".").join("mswatchrc"), None).unwrap_err();
         let pid = std::process::id();
         assert!(
             matches!(err, LockError::Held { pid: Some(p), .. } if p == pid),
@@ -338,8 +342,13 @@ mod tests {
             err.to_string().contains(&format!("is already run by pid {pid}")),
             "{err}"
         );
-        drop(first);
-        assert!(lock_run(&config).is_ok());
+        // Accounts of one file are run apart.
+        let work = lock_run(&config, Some("mbsync channel work")).unwrap();
+        let home = lock_run(&config, Some("mbsync channel home")).unwrap();
+        let err = lock_run(&config, Some("mbsync channel work")).unwrap_err();
+        assert!(err.to_string().starts_with("mbsync channel work of "), "{err}");
+        drop((first, work, home));
+        assert!(lock_run(&config, None).is_ok());
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::ffi::OsString;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -32,9 +33,14 @@ struct Orchestrator {
 
 impl Orchestrator {
     fn start(program: &Path, args: &[&str], log: PathBuf) -> Orchestrator {
+        let mut command = Command::new(program);
+        command.args(args);
+        Orchestrator::spawn(command, log)
+    }
+
+    fn spawn(mut command: Command, log: PathBuf) -> Orchestrator {
         let file = fs::File::create(&log).unwrap();
-        let child = Command::new(program)
-            .args(args)
+        let child = command
             .stdin(Stdio::null())
             .stdout(file.try_clone().unwrap())
             .stderr(file)
@@ -719,4 +725,169 @@ fn a_clock_that_is_set_syncs_everything_once() {
         run.said()
     );
     assert_eq!(run.terminate(), 0);
+}
+
+/// A directory first in `$PATH` whose `mbsync` and `offlineimap` log
+/// each run's arguments to `DIR/backend.log`, then run the real one: the
+/// syncs a derived set-up makes, counted.
+fn counting_backends(dir: &Path) -> (OsString, PathBuf) {
+    let bin = dir.join("bin");
+    fs::create_dir_all(&bin).unwrap();
+    let log = dir.join("backend.log");
+    for program in ["mbsync", "offlineimap"] {
+        let script = bin.join(program);
+        fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/{program} \"$@\"\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        Command::new("chmod").arg("755").arg(&script).status().unwrap();
+    }
+    let mut path = OsString::from(&bin);
+    path.push(":");
+    path.push(std::env::var_os("PATH").unwrap_or_default());
+    (path, log)
+}
+
+fn lines(path: &Path) -> Vec<String> {
+    syncs(path)
+}
+
+/// An mbsync channel `name` of `dovecot`'s account into `near` (the
+/// MaildirStore's lines), with the password `pass`.
+fn mbsync_channel(dovecot: &Dovecot, name: &str, pass: &str, near: &str) -> String {
+    format!(
+        "IMAPAccount {name}\nHost 127.0.0.1\nPort {port}\nUser test\nPass {pass}\nSSLType None\nAuthMechs LOGIN\n\n\
+         IMAPStore {name}-remote\nAccount {name}\n\n\
+         MaildirStore {name}-local\n{near}\n\n\
+         Channel {name}\nFar :{name}-remote:\nNear :{name}-local:\nPatterns *\nCreate Near\nSyncState *\n\n",
+        port = dovecot.port
+    )
+}
+
+/// `mailsync run ARGS…` with the counting backends first in `$PATH`.
+fn run_accounts(dir: &Path, path: &OsString, args: &[&str]) -> Orchestrator {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_mailsync"));
+    command.arg("run").args(args).env("PATH", path);
+    Orchestrator::spawn(command, dir.join("run.log"))
+}
+
+/// `mailsync run --mbsync test` with no .mswatchrc, the local store laid
+/// out by `near` (its INBOX in `inbox`, its folder foo/bar in `foo_bar`,
+/// named `foo_bar_name` there): the first sync makes the store; then each
+/// of 20 server deliveries is synced by exactly one mbsync run, and the
+/// --then command runs once after each, with the folder's local name; a
+/// burst of local deliveries to two folders is one sync and one --then.
+fn push_sync_with_mbsync_alone(near: &str, inbox: &str, foo_bar: &str, foo_bar_name: &str) {
+    let _clock = clock_guard();
+    let dovecot = Dovecot::start("/");
+    dovecot.save("INBOX", "before the start");
+    dovecot.save("foo/bar", "in a subfolder");
+    let dir = dovecot.dir.path();
+    let local = dir.join("local");
+    let rc = dir.join("mbsyncrc");
+    fs::write(
+        &rc,
+        mbsync_channel(
+            &dovecot,
+            "test",
+            "secret",
+            &near.replace("LOCAL", local.to_str().unwrap()),
+        ),
+    )
+    .unwrap();
+    let (path, backend_log) = counting_backends(dir);
+    let then_log = dir.join("then.log");
+    let then = format!("echo \"$MAILSYNC_ACCOUNT [$*]\" >> '{}'", then_log.display());
+    let mut run = run_accounts(
+        dir,
+        &path,
+        &[
+            "--mbsync",
+            "test",
+            "--sync-config",
+            rc.to_str().unwrap(),
+            "--then",
+            &then,
+        ],
+    );
+    let (inbox, foo_bar) = (local.join(inbox), local.join(foo_bar));
+    let limit = Duration::from_secs(30);
+    run.wait_until("the first sync, the start-up sync and --then", limit, || {
+        messages(&inbox) == 1 && messages(&foo_bar) == 1 && lines(&then_log).len() == 1
+    });
+    assert!(
+        run.said().contains("local did not exist: made it empty"),
+        "{}",
+        run.said()
+    );
+    assert_eq!(lines(&then_log), ["test []"], "everything was synced: no folders");
+    let before = lines(&backend_log).len();
+    for delivery in 0..20 {
+        let (folder, local_folder, name) = match delivery % 2 {
+            0 => ("INBOX", &inbox, "INBOX"),
+            _ => ("foo/bar", &foo_bar, foo_bar_name),
+        };
+        let had = messages(local_folder);
+        dovecot.save(folder, &format!("server delivery {delivery}"));
+        // --then runs once nothing runs, waits or settles: a second sync
+        // of this delivery would come before it.
+        run.wait_until("the delivery synced and --then run", limit, || {
+            messages(local_folder) == had + 1 && lines(&then_log).len() == 2 + delivery
+        });
+        assert_eq!(lines(&then_log).last().unwrap(), &format!("test [{name}]"));
+    }
+    let server_syncs = &lines(&backend_log)[before..];
+    assert_eq!(
+        server_syncs.len(),
+        20,
+        "exactly one sync per server delivery: {server_syncs:?}\n{}",
+        run.said()
+    );
+    // A burst of local deliveries to two folders: one sync, one --then.
+    for _ in 0..5 {
+        deliver(&inbox);
+        deliver(&foo_bar);
+    }
+    let on_server = |folder: &str| {
+        dovecot
+            .doveadm(
+                &["-f", "flow", "fetch", "-u", "test", "uid", "mailbox", folder],
+                None,
+            )
+            .lines()
+            .count()
+    };
+    run.wait_until("the local deliveries on the server and --then run", limit, || {
+        on_server("INBOX") == 16 && on_server("foo/bar") == 16 && lines(&then_log).len() == 22
+    });
+    assert_eq!(
+        lines(&then_log).last().unwrap(),
+        &format!("test [INBOX {foo_bar_name}]")
+    );
+    assert_eq!(
+        lines(&backend_log).len(),
+        before + 21,
+        "{:?}",
+        lines(&backend_log)
+    );
+    assert_eq!(run.terminate(), 0, "{}", run.said());
+}
+
+#[test]
+fn mbsync_alone_verbatim_one_sync_per_delivery_and_then_once_per_burst() {
+    push_sync_with_mbsync_alone(
+        "Path LOCAL/\nInbox LOCAL/INBOX\nSubFolders Verbatim",
+        "INBOX",
+        "foo/bar",
+        "foo/bar",
+    );
+}
+
+#[test]
+fn mbsync_alone_maildir_plus_plus_one_sync_per_delivery_and_then_once_per_burst() {
+    push_sync_with_mbsync_alone("Inbox LOCAL\nSubFolders Maildir++", "", ".foo.bar", "foo.bar");
 }

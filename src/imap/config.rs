@@ -147,15 +147,8 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
                 .collect();
             let separator = near
                 .and_then(|near| find(&["maildirstore"], &near))
-                .and_then(|store| store.get("subfolders"))
-                .map(|style| {
-                    if style.eq_ignore_ascii_case("verbatim") {
-                        "/"
-                    } else {
-                        "."
-                    }
-                    .to_string()
-                });
+                .and_then(|store| MaildirStore::read(store).ok())
+                .map(|store| store.separator().to_string());
             let far_store = store_of(far);
             let store = find(&["imapstore"], &far_store).ok_or_else(|| {
                 format!("mbsync channel {name}: its Far store {far_store} is not an IMAPStore")
@@ -248,6 +241,97 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
             .map(unquote)
             .filter(|path| !path.is_empty()),
     })
+}
+
+/// How an mbsync MaildirStore lays out folders below its `Path`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SubFolders {
+    /// `SubFolders Verbatim` (or none: then only one level): `a/b`.
+    Verbatim,
+    /// `SubFolders Maildir++`: `Path` is INBOX, folders are `.a.b` in it.
+    MaildirPlusPlus,
+    /// `SubFolders Legacy`: `a/.b`.
+    Legacy,
+}
+
+/// The local store of an mbsync channel: its Near `MaildirStore`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MaildirStore {
+    pub name: String,
+    /// Where its folders are (`Path`, `~` expanded, no trailing `/`).
+    pub path: Option<PathBuf>,
+    /// Where INBOX is (`Inbox`, mbsync's default `~/Maildir`).
+    pub inbox: PathBuf,
+    pub subfolders: SubFolders,
+    /// `Flatten`: nested folders are one directory, levels joined by it.
+    pub flatten: Option<String>,
+}
+
+impl MaildirStore {
+    fn read(section: &Section) -> Result<MaildirStore, String> {
+        let path_of = |value: &str| {
+            let path = expand_home(&unquote(value));
+            PathBuf::from(path.trim_end_matches('/'))
+        };
+        let subfolders = match section.get("subfolders").map(str::to_ascii_lowercase).as_deref() {
+            None | Some("verbatim") => SubFolders::Verbatim,
+            Some("maildir++") => SubFolders::MaildirPlusPlus,
+            Some("legacy") => SubFolders::Legacy,
+            Some(other) => {
+                return Err(format!(
+                    "mbsync MaildirStore {}: unknown SubFolders {other}",
+                    section.name
+                ))
+            }
+        };
+        Ok(MaildirStore {
+            name: section.name.clone(),
+            path: section.get("path").map(path_of),
+            inbox: path_of(section.get("inbox").unwrap_or("~/Maildir")),
+            subfolders,
+            flatten: section
+                .get("flatten")
+                .map(unquote)
+                .filter(|flatten| !flatten.is_empty()),
+        })
+    }
+
+    /// The separator between levels in the names of its folders, as
+    /// `mailsync watch` prints them and `mailsync sync` reads them.
+    pub fn separator(&self) -> &str {
+        match (&self.flatten, self.subfolders) {
+            (Some(flatten), _) => flatten,
+            (None, SubFolders::MaildirPlusPlus) => ".",
+            (None, _) => "/",
+        }
+    }
+}
+
+/// The Near `MaildirStore` of mbsync channel `channel`.
+pub fn mbsync_near_store(text: &str, channel: &str) -> Result<MaildirStore, String> {
+    let sections = mbsync_sections(text);
+    let section = sections
+        .iter()
+        .find(|section| section.kind == "channel" && section.name == channel)
+        .ok_or_else(|| format!("no mbsync Channel named {channel}"))?;
+    let near = section
+        .get("near")
+        .or_else(|| section.get("slave"))
+        .ok_or_else(|| format!("mbsync channel {channel} has no Near store"))?;
+    let (store, sub) = near
+        .trim_start_matches(':')
+        .split_once(':')
+        .unwrap_or((near.trim_matches(':'), ""));
+    if !sub.is_empty() {
+        return Err(format!(
+            "mbsync channel {channel}: its Near store names a folder ({near}); write an .mswatchrc for it"
+        ));
+    }
+    let found = sections
+        .iter()
+        .find(|section| section.kind == "maildirstore" && section.name == store)
+        .ok_or_else(|| format!("mbsync channel {channel}: its Near store {store} is not a MaildirStore"))?;
+    MaildirStore::read(found)
 }
 
 fn expand_home(path: &str) -> String {
@@ -413,6 +497,64 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
             .get("reference")
             .filter(|reference| !reference.is_empty())
             .cloned(),
+    })
+}
+
+/// The local repository of an OfflineIMAP account: a `Maildir` one.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LocalRepository {
+    pub name: String,
+    /// `localfolders`, `~` expanded: each folder a directory in it.
+    pub folders: PathBuf,
+    /// `sep`: joins the levels of a folder's name (default `.`).
+    pub sep: String,
+}
+
+/// The local repository of OfflineIMAP account `name`; an error when
+/// reading it needs OfflineIMAP's Python (`nametrans`, `folderfilter`).
+pub fn offlineimap_local_repository(text: &str, name: &str) -> Result<LocalRepository, String> {
+    let sections = ini::parse(text);
+    let account = sections
+        .get(&ini::fold(&format!("account {name}")))
+        .ok_or_else(|| format!("no [Account {name}] in the OfflineIMAP configuration"))?;
+    let mut repositories = Vec::new();
+    for key in ["localrepository", "remoterepository"] {
+        let repository = account
+            .get(key)
+            .ok_or_else(|| format!("[Account {name}] has no {key}"))?;
+        let section = sections
+            .get(&ini::fold(&format!("repository {repository}")))
+            .ok_or_else(|| format!("no [Repository {repository}] in the OfflineIMAP configuration"))?;
+        if let Some(python) = ["nametrans", "folderfilter"]
+            .into_iter()
+            .find(|key| section.contains_key(*key))
+        {
+            return Err(format!(
+                "[Repository {repository}] has {python}, which is Python that mailsync cannot run; \
+                 write an .mswatchrc whose watchers name folders as it does (mailsync idle --name-map, --folder)"
+            ));
+        }
+        repositories.push((repository.clone(), section));
+    }
+    let (repository, local) = &repositories[0];
+    let local = ini::resolve(local, &["type", "localfolders", "sep"])
+        .map_err(|why| format!("[Repository {repository}]: {why}"))?;
+    match local.get("type") {
+        Some(kind) if kind.eq_ignore_ascii_case("maildir") => {}
+        other => {
+            return Err(format!(
+                "[Repository {repository}] is of type {}, not Maildir: mailsync watches maildirs",
+                other.map_or("(none)", String::as_str)
+            ))
+        }
+    }
+    let folders = local
+        .get("localfolders")
+        .ok_or_else(|| format!("[Repository {repository}] has no localfolders"))?;
+    Ok(LocalRepository {
+        name: repository.clone(),
+        folders: PathBuf::from(expand_home(folders.trim_end_matches('/'))),
+        sep: local.get("sep").cloned().unwrap_or_else(|| ".".into()),
     })
 }
 

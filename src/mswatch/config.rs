@@ -133,6 +133,35 @@ fn tokens(text: &str) -> Result<Vec<(Token, usize)>, ConfigError> {
     Ok(found)
 }
 
+/// The words mswatch takes as keywords wherever they stand.
+const KEYWORDS: [&str; 9] = [
+    "base_delay",
+    "inter_delay",
+    "max_delay",
+    "poll_period",
+    "ignore",
+    "sync",
+    "mailbox_prefix",
+    "store",
+    "watch",
+];
+
+/// `word` as an mswatchrc word: quoted when it is empty, a keyword, or
+/// holds what ends a bare word.
+fn quoted(word: &str) -> Result<String, String> {
+    if word.contains(['"', '\n', '\r']) {
+        return Err(format!(
+            "{word:?} cannot be written in an mswatchrc (it holds a quote or a line break)"
+        ));
+    }
+    let bare = !word.is_empty() && !KEYWORDS.contains(&word) && !word.contains([' ', '\t', '#', '{', '}']);
+    Ok(if bare {
+        word.to_string()
+    } else {
+        format!("\"{word}\"")
+    })
+}
+
 struct Parser {
     tokens: Vec<(Token, usize)>,
     at: usize,
@@ -368,6 +397,47 @@ impl Config {
         }
     }
 
+    /// The configuration as an mswatchrc that [`Config::parse`] reads
+    /// back unchanged; an error names a word no mswatchrc can hold (one
+    /// with a `"` or a line break).
+    pub fn render(&self) -> Result<String, String> {
+        let seconds = |delay: &Duration| format!("{}", delay.as_secs_f64());
+        let words = |words: &[String]| -> Result<String, String> {
+            words
+                .iter()
+                .map(|word| quoted(word))
+                .collect::<Result<Vec<_>, _>>()
+                .map(|words| words.join(" "))
+        };
+        let mut text = format!(
+            "base_delay {}\ninter_delay {}\nmax_delay {}\npoll_period {}\n",
+            seconds(&self.base_delay),
+            seconds(&self.inter_delay),
+            seconds(&self.max_delay),
+            self.poll_period.as_ref().map_or("0".into(), seconds)
+        );
+        let mut special: Vec<(&String, &Duration)> = self.inter_delays.iter().collect();
+        special.sort();
+        for (mailbox, delay) in special {
+            text += &format!("inter_delay {} {}\n", seconds(delay), quoted(mailbox)?);
+        }
+        if !self.ignore.is_empty() {
+            text += &format!("ignore {}\n", words(&self.ignore)?);
+        }
+        text += &format!("sync {}\n", words(&self.sync)?);
+        if let Some((prefix, separator)) = &self.mailbox_prefix {
+            text += &format!("mailbox_prefix {} {}\n", quoted(prefix)?, quoted(separator)?);
+        }
+        for store in &self.stores {
+            text += &format!(
+                "store {}\n{{\n  watch {}\n}}\n",
+                quoted(&store.name)?,
+                words(&store.watch)?
+            );
+        }
+        Ok(text)
+    }
+
     /// The `inter_delay` of `mailbox`.
     pub fn inter_delay_of(&self, mailbox: &str) -> Duration {
         self.inter_delays
@@ -445,6 +515,23 @@ store mydomain {
         let config =
             Config::parse("sync mailsync sync\nstore a { watch x\n}\nstore b { watch y\n}\n").unwrap();
         assert_eq!(config.sync, ["mailsync", "sync"]);
+    }
+
+    #[test]
+    fn a_rendered_configuration_reads_back_unchanged() {
+        let mut config = Config::parse(SAMPLE).unwrap();
+        config.stores[0].watch = vec![
+            "mailsync".into(),
+            "watch".into(),
+            "--maildir".into(),
+            "/a b/#c{d}".into(),
+        ];
+        config.ignore.push(String::new());
+        let text = config.render().unwrap();
+        assert_eq!(Config::parse(&text).unwrap(), config, "{text}");
+        assert!(text.contains("\"watch\" --maildir \"/a b/#c{d}\""), "{text}");
+        config.sync.push("a\"b".into());
+        assert!(config.render().unwrap_err().contains("a quote or a line break"));
     }
 
     #[test]

@@ -207,6 +207,11 @@ impl Schedule {
         self.timing.settle[0].max(self.timing.settle[1])
     }
 
+    /// Whether no sync runs, settles or waits (a poll aside).
+    pub fn is_quiet(&self) -> bool {
+        self.running.is_none() && self.settling.is_empty() && self.all.is_none() && self.waiting.is_empty()
+    }
+
     /// Starts what is due at `now`, if no sync runs: what to sync.
     pub fn start(&mut self, now: Instant) -> Option<Target> {
         if let Some(poll) = self.next_poll.filter(|poll| *poll <= now) {

@@ -24,30 +24,50 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM, SIGUSR1};
 use signal_hook::iterator::Signals;
 
 use mailsync::mswatch::config::Config;
+use mailsync::mswatch::derive;
 use mailsync::mswatch::schedule::{Schedule, Target, Timing, Why};
 use mailsync::naming::NameStyle;
 use mailsync::stop::{Stop, Waker, Woken};
 
 use super::check::{CheckArgs, Checker};
 use super::exit::{CliError, Status};
+use syncer::Then;
 use watchers::{Report, Watcher};
 
 #[derive(Args, Debug)]
 #[command(
-    about = "Run an mswatch configuration without mswatch: watch both stores, sync what changed",
-    after_help = "Reads ~/.mswatchrc (or --config) as mswatch 1.2 does; times may be fractional.\n\
+    about = "Push sync: watch both stores of an account, sync what changed (mswatch without mswatch)",
+    after_help = "With --mbsync or --offlineimap, each account's stores are read from the sync\n\
+        program's own configuration, and syncs follow changes within a fraction of a second\n\
+        (--dry prints the set-up as the .mswatchrc it stands for). Else it reads ~/.mswatchrc\n\
+        (or --config) as mswatch 1.2 does, with mswatch's delays; times may be fractional.\n\
         Watchers that are `mailsync watch …` or `mailsync idle …` run inside this process.\n\
         SIGUSR1 prints what waits for a sync; SIGINT, SIGTERM and SIGHUP end it (a running\n\
-        sync gets SIGTERM and is waited for). One run per configuration: a second exits\n\
-        with status 3.\n\n\
+        sync gets SIGTERM and is waited for). One run per configuration or account: a second\n\
+        exits with status 3. Status 2: a configuration error; 4: a login refused.\n\n\
         Examples:\n  \
+        mailsync run --mbsync work home         # channels of ~/.mbsyncrc\n  \
+        mailsync run --offlineimap work --then 'notmuch new'\n  \
         mailsync run                            # ~/.mswatchrc\n  \
         mailsync run --config ~/.mswatchrc-work --check-local --server nnimap+work"
 )]
 pub struct RunArgs {
     /// The mswatch configuration [default: ~/.mswatchrc]
-    #[arg(long, short = 'c', value_name = "FILE")]
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with_all = ["mbsync", "offlineimap"])]
     config: Option<PathBuf>,
+    /// Sync these mbsync channels (no .mswatchrc: their stores are read from the mbsyncrc)
+    #[arg(long, value_name = "CHANNEL", num_args = 1..)]
+    mbsync: Vec<String>,
+    /// Sync these OfflineIMAP accounts (no .mswatchrc: read from the offlineimaprc)
+    #[arg(long, value_name = "ACCOUNT", num_args = 1..)]
+    offlineimap: Vec<String>,
+    /// The configuration of --mbsync or --offlineimap [default: ~/.mbsyncrc, or OfflineIMAP's own]
+    #[arg(long, value_name = "FILE")]
+    sync_config: Option<PathBuf>,
+    /// After syncs, once no other sync waits, run this shell command; the synced folders
+    /// (local names; none: everything) are its arguments and $MAILSYNC_FOLDERS' lines
+    #[arg(long, value_name = "CMD")]
+    then: Option<String>,
     /// Watch the stores, but print the syncs instead of running them
     #[arg(long, short = 'd')]
     dry: bool,
@@ -63,16 +83,19 @@ pub enum Event {
     Watcher(usize, Report),
     /// The sync program ended.
     SyncEnded(Status),
+    /// The `--then` command ended.
+    ThenEnded(Status),
     /// The Gnus check after a sync failed, and why.
     CheckFailed(String),
     Signal(i32),
     ClockJumped,
 }
 
-/// A line on standard output, with the local time.
-fn say(message: &str) {
+/// A line on standard output, with the local time and the account's
+/// `label` (empty when one runs).
+fn say(label: &str, message: &str) {
     let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{} {message}", timestamp());
+    let _ = writeln!(out, "{} {label}{message}", timestamp());
     let _ = out.flush();
 }
 
@@ -116,7 +139,34 @@ struct Store {
 const FIRST_RESTART: Duration = Duration::from_secs(1);
 
 pub fn run(args: RunArgs) -> Status {
-    match Run::start(&args) {
+    let setups = match setups(&args) {
+        Ok(setups) => setups,
+        Err(message) => return CliError::usage(message).report("run"),
+    };
+    if args.dry && args.config.is_none() {
+        show_derived(&setups);
+    }
+    // Each account runs on its own; the process ends with the first
+    // failure's status once every one has ended.
+    thread::scope(|scope| {
+        let runs: Vec<_> = setups
+            .into_iter()
+            .map(|setup| scope.spawn(|| run_one(setup, &args)))
+            .collect();
+        runs.into_iter()
+            .map(|run| run.join().unwrap_or(Status::Failed(1)))
+            .fold(Status::Success, |first, status| match first {
+                Status::Success => status,
+                failed => failed,
+            })
+    })
+}
+
+fn run_one(setup: Setup, args: &RunArgs) -> Status {
+    if let Err(message) = make_local_store(&setup, args.dry) {
+        return CliError::usage(format!("{}{message}", setup.label)).report("run");
+    }
+    match Run::start(setup, args) {
         Ok(mut run) => {
             run.serve();
             let status = run.failed.unwrap_or(Status::Success);
@@ -127,9 +177,136 @@ pub fn run(args: RunArgs) -> Status {
     }
 }
 
+/// One configuration to run: an mswatchrc, or an account's derived set-up.
+struct Setup {
+    /// Put before its lines when several accounts run.
+    label: String,
+    config: Config,
+    /// The file it comes from, and the account in it: what is locked.
+    file: PathBuf,
+    account: Option<String>,
+    /// A derived set-up's local store: the first sync makes it.
+    local: Option<PathBuf>,
+}
+
+fn home() -> PathBuf {
+    PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+}
+
+/// What `args` asks to run; an error is a configuration error (status 2).
+fn setups(args: &RunArgs) -> Result<Vec<Setup>, String> {
+    if args.mbsync.is_empty() && args.offlineimap.is_empty() {
+        let path = args.config.clone().unwrap_or_else(|| home().join(".mswatchrc"));
+        let text =
+            fs::read_to_string(&path).map_err(|err| format!("cannot read {}: {err}", path.display()))?;
+        let config = Config::parse(&text).map_err(|err| format!("{}: {err}", path.display()))?;
+        return Ok(vec![Setup {
+            label: String::new(),
+            config,
+            file: path,
+            account: None,
+            local: None,
+        }]);
+    }
+    if args.sync_config.is_some() && !args.mbsync.is_empty() && !args.offlineimap.is_empty() {
+        return Err("--sync-config names one file: run --mbsync and --offlineimap apart".into());
+    }
+    let mailsync =
+        std::env::current_exe().map_err(|err| format!("cannot find where this mailsync is: {err}"))?;
+    let several = args.mbsync.len() + args.offlineimap.len() > 1;
+    type Derive = fn(&derive::Sources, &str) -> Result<derive::Derived, String>;
+    let backends: [(&str, &str, &[String], Derive); 2] = [
+        ("mbsync", "channel", &args.mbsync, derive::mbsync),
+        ("offlineimap", "account", &args.offlineimap, derive::offlineimap),
+    ];
+    let mut setups = Vec::new();
+    for (program, kind, accounts, derive) in backends {
+        if accounts.is_empty() {
+            continue;
+        }
+        if !mailsync::backend::installed(program) {
+            return Err(format!(
+                "{program} is not installed (Debian: apt-get install {}); --{program} runs it",
+                if program == "mbsync" {
+                    "isync"
+                } else {
+                    "offlineimap3"
+                }
+            ));
+        }
+        let file = match (&args.sync_config, program) {
+            (Some(file), _) => file.clone(),
+            (None, "mbsync") => home().join(".mbsyncrc"),
+            (None, _) => mailsync::backend::default_offlineimap_config()
+                .ok_or("no OfflineIMAP configuration found (give --sync-config)")?,
+        };
+        let text =
+            fs::read_to_string(&file).map_err(|err| format!("cannot read {}: {err}", file.display()))?;
+        let sources = derive::Sources {
+            mailsync: &mailsync,
+            file: &file,
+            text: &text,
+        };
+        for account in accounts {
+            let derived = derive(&sources, account)?;
+            setups.push(Setup {
+                label: if several {
+                    format!("{account}: ")
+                } else {
+                    String::new()
+                },
+                config: derived.config,
+                file: file.clone(),
+                account: Some(format!("{program} {kind} {account}")),
+                local: Some(derived.local),
+            });
+        }
+    }
+    Ok(setups)
+}
+
+/// Makes a derived set-up's local store, empty, when it does not exist
+/// yet (before an account's first sync): the start-up sync fills it.
+fn make_local_store(setup: &Setup, dry: bool) -> Result<(), String> {
+    let Some(local) = setup.local.as_ref().filter(|local| !local.exists()) else {
+        return Ok(());
+    };
+    if !dry {
+        fs::create_dir_all(local)
+            .map_err(|err| format!("cannot make the local store {}: {err}", local.display()))?;
+    }
+    say(
+        &setup.label,
+        &format!(
+            "{} did not exist: {} it empty; the first sync fills it",
+            local.display(),
+            if dry { "would make" } else { "made" }
+        ),
+    );
+    Ok(())
+}
+
+/// `--dry` with accounts: each derived set-up, as the .mswatchrc it is.
+fn show_derived(setups: &[Setup]) {
+    for setup in setups {
+        let account = setup.account.as_deref().unwrap_or_default();
+        match setup.config.render() {
+            Ok(text) => print!(
+                "# {account}: this set-up as an .mswatchrc (for mailsync run --config; mswatch \
+                 itself takes whole seconds)\n{text}"
+            ),
+            Err(why) => println!("# {account}: its set-up cannot be shown as an .mswatchrc: {why}"),
+        }
+    }
+}
+
 /// One `mailsync run`: its stores, its schedule and the sync under way.
 struct Run {
+    /// Put before its lines (several accounts in one process).
+    label: String,
     config: Config,
+    /// The `--then` command and what waits for it.
+    then: Option<Then>,
     /// Held while this process runs the configuration (not by a dry run).
     _lock: Option<mailsync::lock::RunLock>,
     dry: bool,
@@ -163,23 +340,28 @@ enum Flow {
 impl Run {
     /// Reads the configuration and starts both stores' watchers; on
     /// failure, the exit status (the error already said).
-    fn start(args: &RunArgs) -> Result<Run, Status> {
-        let path = args.config.clone().unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".mswatchrc")
-        });
-        let config = fs::read_to_string(&path)
-            .map_err(|err| format!("cannot read {}: {err}", path.display()))
-            .and_then(|text| Config::parse(&text).map_err(|err| format!("{}: {err}", path.display())))
-            .map_err(|message| CliError::usage(message).report("run"))?;
+    fn start(setup: Setup, args: &RunArgs) -> Result<Run, Status> {
+        let Setup {
+            label,
+            config,
+            file,
+            account,
+            local: _,
+        } = setup;
+        let report =
+            |err: CliError| CliError::new(err.status, format!("{label}{}", err.message)).report("run");
         // A dry run syncs nothing: it may watch beside the real one.
-        let lock = match (!args.dry).then(|| mailsync::lock::lock_run(&path)).transpose() {
+        let lock = match (!args.dry)
+            .then(|| mailsync::lock::lock_run(&file, account.as_deref()))
+            .transpose()
+        {
             Ok(lock) => lock,
             Err(err @ mailsync::lock::LockError::Held { .. }) => {
-                return Err(CliError::new(Status::AlreadyRunning, err).report("run"))
+                return Err(report(CliError::new(Status::AlreadyRunning, err)))
             }
-            Err(err) => return Err(CliError::new(Status::Failed(1), err).report("run")),
+            Err(err) => return Err(report(CliError::new(Status::Failed(1), err))),
         };
-        let failed = |message: String| CliError::new(Status::Failed(1), message).report("run");
+        let failed = |message: String| report(CliError::new(Status::Failed(1), message));
         let (events, events_rx) = unbounded();
         forward_signals(&events).map_err(|err| failed(format!("cannot handle signals: {err}")))?;
         watch_clock(&events).map_err(|err| failed(format!("cannot watch the clock: {err}")))?;
@@ -209,7 +391,7 @@ impl Run {
             })
             .unwrap_or_else(|| NameStyle::new("INBOX", "."));
         let checker = Checker::from_args(&args.check, args.check.group_map(style), false)
-            .map_err(|message| CliError::usage(message).report("run"))?
+            .map_err(|message| report(CliError::usage(message)))?
             .map(Arc::new);
         let settle = |index: usize| {
             stores[index]
@@ -235,6 +417,8 @@ impl Run {
             settle: [settle(0), settle(1)],
         };
         Ok(Run {
+            label,
+            then: args.then.clone().map(Then::new),
             _lock: lock,
             dry: args.dry,
             quiet: args.quiet,
@@ -265,14 +449,26 @@ impl Run {
             let flow = match event {
                 Ok(Event::Watcher(index, report)) => self.on_watcher(index, report, now),
                 Ok(Event::SyncEnded(status)) => self.on_sync_ended(status, now),
+                Ok(Event::ThenEnded(status)) => {
+                    if let Some(then) = &mut self.then {
+                        then.ended();
+                    }
+                    if !status.is_success() {
+                        say(&self.label, &format!("the --then command failed ({status})"));
+                    }
+                    Flow::Upkeep
+                }
                 Ok(Event::CheckFailed(message)) => {
-                    say(&format!("Gnus check after a sync failed: {message}"));
+                    say(&self.label, &format!("Gnus check after a sync failed: {message}"));
                     Flow::Upkeep
                 }
                 Ok(Event::Signal(SIGUSR1)) => self.say_waiting(now),
                 Ok(Event::Signal(_)) => self.on_stop_signal(),
                 Ok(Event::ClockJumped) => {
-                    say("the clock jumped or the machine resumed; syncing everything");
+                    say(
+                        &self.label,
+                        "the clock jumped or the machine resumed; syncing everything",
+                    );
                     self.schedule.sync_all(now, Why::ClockJumped);
                     Flow::Upkeep
                 }
@@ -288,6 +484,28 @@ impl Run {
             self.restart_due_watchers(now);
             self.settle(now);
             self.start_due_sync(now);
+            self.start_then();
+        }
+        if let Some(then) = &self.then {
+            then.terminate();
+        }
+    }
+
+    /// Runs the `--then` command when syncs succeeded and none runs or waits.
+    fn start_then(&mut self) {
+        let Some(then) = &mut self.then else {
+            return;
+        };
+        if self.sync.is_some() || !self.schedule.is_quiet() {
+            return;
+        }
+        let account = self
+            .config
+            .mailbox_prefix
+            .as_ref()
+            .map_or("", |(prefix, _)| prefix);
+        if let Err(message) = then.start_if_wanted(account, &self.events) {
+            say(&self.label, &format!("the --then command: {message}"));
         }
     }
 
@@ -298,15 +516,15 @@ impl Run {
                 store.ready = true;
                 store.backoff = FIRST_RESTART;
                 if self.started {
-                    say(&format!(
-                        "store {}: watching again; syncing everything",
-                        store.name
-                    ));
+                    say(
+                        &self.label,
+                        &format!("store {}: watching again; syncing everything", store.name),
+                    );
                     self.schedule.sync_all(now, Why::WatcherBack(index));
                 } else if self.stores.iter().all(|store| store.ready) {
                     self.started = true;
                     if !self.quiet {
-                        say("both stores watched; syncing everything");
+                        say(&self.label, "both stores watched; syncing everything");
                     }
                     self.schedule.sync_all(now, Why::Start);
                 }
@@ -316,22 +534,25 @@ impl Run {
                     self.schedule.change(now, index, &mailbox);
                 }
             }
-            Report::Warning(message) => say(&format!("store {}: {message}", store.name)),
+            Report::Warning(message) => say(&self.label, &format!("store {}: {message}", store.name)),
             Report::Ended(why) => {
                 if let Some(watcher) = store.watcher.take() {
                     watcher.stop();
                 }
                 store.ready = false;
-                say(&format!(
-                    "store {}: its watcher stopped ({why}); starting it again in {:.0} s",
-                    store.name,
-                    store.backoff.as_secs_f64()
-                ));
+                say(
+                    &self.label,
+                    &format!(
+                        "store {}: its watcher stopped ({why}); starting it again in {:.0} s",
+                        store.name,
+                        store.backoff.as_secs_f64()
+                    ),
+                );
                 store.restart_at = Some(now + store.backoff);
                 store.backoff = (store.backoff * 2).min(self.config.max_delay.max(FIRST_RESTART));
             }
             Report::Failed(why) => {
-                say(&format!(
+                say(&self.label, &format!(
                     "store {}: {why}; mailsync run stops (started again it would fail the same way): fix this, then start it",
                     store.name
                 ));
@@ -349,8 +570,11 @@ impl Run {
         let took = now.duration_since(running.started).as_secs_f64();
         let what = describe(&target, &self.config);
         if status.is_success() {
+            if let Some(then) = &mut self.then {
+                then.synced(&target);
+            }
             if !self.quiet {
-                say(&format!("sync {what}: done in {took:.2} s"));
+                say(&self.label, &format!("sync {what}: done in {took:.2} s"));
             }
             // What the sync left in the local store, to tell its own
             // late reports from changes made after it.
@@ -366,7 +590,10 @@ impl Run {
                 }
             }
         } else {
-            say(&format!("sync {what}: failed ({status}) after {took:.2} s"));
+            say(
+                &self.label,
+                &format!("sync {what}: failed ({status}) after {took:.2} s"),
+            );
         }
         self.schedule.ended(now, status.is_success());
         if self.stopping {
@@ -382,10 +609,10 @@ impl Run {
             .schedule
             .waiting(now, &|index| self.stores[index].name.clone());
         if waiting.is_empty() {
-            say("nothing waits for a sync");
+            say(&self.label, "nothing waits for a sync");
         }
         for line in waiting {
-            say(&format!("waiting: {line}"));
+            say(&self.label, &format!("waiting: {line}"));
         }
         Flow::Upkeep
     }
@@ -394,7 +621,7 @@ impl Run {
     fn on_stop_signal(&mut self) -> Flow {
         match &self.sync {
             Some((running, _)) => {
-                say("stopping: waiting for the running sync to end");
+                say(&self.label, "stopping: waiting for the running sync to end");
                 running.terminate();
                 self.stopping = true;
                 Flow::Upkeep
@@ -432,10 +659,13 @@ impl Run {
         });
         for mailbox in settled.queued {
             if !self.quiet {
-                say(&format!(
-                    "{}: changed during or just after its sync, not by it; syncing it again",
-                    lossy(&mailbox)
-                ));
+                say(
+                    &self.label,
+                    &format!(
+                        "{}: changed during or just after its sync, not by it; syncing it again",
+                        lossy(&mailbox)
+                    ),
+                );
             }
         }
     }
@@ -450,7 +680,7 @@ impl Run {
         };
         let what = describe(&target, &self.config);
         if self.dry {
-            say(&format!("would sync {what}"));
+            say(&self.label, &format!("would sync {what}"));
             self.schedule.ended(now, true);
             return;
         }
@@ -459,10 +689,13 @@ impl Run {
         let command: Vec<OsString> = self.config.sync.iter().map(OsString::from).collect();
         if !mailsync::backend::fits_one_exec(&[command, arguments.clone()].concat()) {
             if let Target::Mailboxes(list) = &target {
-                say(&format!(
-                    "{} mailboxes are more than one command line holds; syncing everything instead",
-                    list.len()
-                ));
+                say(
+                    &self.label,
+                    &format!(
+                        "{} mailboxes are more than one command line holds; syncing everything instead",
+                        list.len()
+                    ),
+                );
             }
             target = Target::All;
             arguments = self::arguments(&target, &self.config);
@@ -477,7 +710,7 @@ impl Run {
         match syncer::start(&self.config.sync, arguments, check, &self.events) {
             Ok(running) => self.sync = Some((running, target)),
             Err(message) => {
-                say(&format!("sync {what}: {message}"));
+                say(&self.label, &format!("sync {what}: {message}"));
                 self.schedule.ended(now, false);
             }
         }

@@ -1,13 +1,18 @@
-//! Running the sync program: one run at a time, its end (and the Gnus
-//! check after a successful one) told to the run's loop.
+//! Running the sync program (one run at a time, its end and the Gnus
+//! check after a successful one told to the run's loop), and the `--then`
+//! command after syncs.
 
+use std::collections::BTreeSet;
 use std::ffi::OsString;
-use std::process::{Command, Stdio};
+use std::os::unix::ffi::OsStringExt;
+use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::thread;
 use std::time::Instant;
 
 use crossbeam_channel::Sender;
+
+use mailsync::mswatch::schedule::Target;
 
 use super::Event;
 use crate::cli::check::Checker;
@@ -41,31 +46,118 @@ pub fn start(
     events: &Sender<Event>,
 ) -> Result<Running, String> {
     let (program, args) = command.split_first().ok_or("the sync command is empty")?;
-    let mut child = Command::new(program)
+    let child = Command::new(program)
         .args(args)
         .args(arguments)
         .stdin(Stdio::null())
         .spawn()
         .map_err(|err| format!("cannot run {program}: {err}"))?;
+    let events = events.clone();
+    watch_child(child, "sync", move |status| {
+        let _ = events.send(Event::SyncEnded(status));
+        if let (Some((checker, mailboxes)), true) = (&check, status.is_success()) {
+            if let Err(failure) = checker.check(mailboxes.as_deref()) {
+                let _ = events.send(Event::CheckFailed(failure.message));
+            }
+        }
+    })
+}
+
+/// Waits for `child` on a thread named `name`, then calls `ended`.
+fn watch_child(
+    mut child: Child,
+    name: &str,
+    ended: impl FnOnce(Status) + Send + 'static,
+) -> Result<Running, String> {
     let running = Running {
         pid: child.id(),
         started: Instant::now(),
     };
-    let events = events.clone();
     thread::Builder::new()
-        .name("sync".into())
+        .name(name.into())
         .spawn(move || {
             let status = match child.wait() {
                 Ok(status) => Status::of_child(status),
                 Err(_) => Status::Failed(1),
             };
-            let _ = events.send(Event::SyncEnded(status));
-            if let (Some((checker, mailboxes)), true) = (&check, status.is_success()) {
-                if let Err(failure) = checker.check(mailboxes.as_deref()) {
-                    let _ = events.send(Event::CheckFailed(failure.message));
-                }
-            }
+            ended(status);
         })
         .map_err(|err| format!("cannot start: {err}"))?;
     Ok(running)
+}
+
+/// The `--then` command: run after syncs once nothing else waits, with
+/// every folder synced since it last started. Syncs ending while it runs
+/// make one more run after it, however many they are.
+pub struct Then {
+    command: String,
+    folders: BTreeSet<Vec<u8>>,
+    /// Everything was synced: it gets no folders.
+    everything: bool,
+    wanted: bool,
+    running: Option<Running>,
+}
+
+impl Then {
+    pub fn new(command: String) -> Then {
+        Then {
+            command,
+            folders: BTreeSet::new(),
+            everything: false,
+            wanted: false,
+            running: None,
+        }
+    }
+
+    /// A sync of `target` succeeded.
+    pub fn synced(&mut self, target: &Target) {
+        self.wanted = true;
+        match target {
+            Target::All => self.everything = true,
+            Target::Mailboxes(list) => self.folders.extend(list.iter().cloned()),
+        }
+    }
+
+    /// Starts it if a sync succeeded since it last started and it does not
+    /// run; the caller knows that no sync runs or waits. `account` is
+    /// given as `$MAILSYNC_ACCOUNT`.
+    pub fn start_if_wanted(&mut self, account: &str, events: &Sender<Event>) -> Result<(), String> {
+        if !self.wanted || self.running.is_some() {
+            return Ok(());
+        }
+        let folders: Vec<Vec<u8>> = match self.everything {
+            true => Vec::new(),
+            false => self.folders.iter().cloned().collect(),
+        };
+        self.wanted = false;
+        self.everything = false;
+        self.folders.clear();
+        let lines = folders.join(&b'\n');
+        let child = Command::new("/bin/sh")
+            .arg("-c")
+            .arg(&self.command)
+            .arg("mailsync-then")
+            .args(folders.into_iter().map(OsString::from_vec))
+            .env("MAILSYNC_FOLDERS", OsString::from_vec(lines))
+            .env("MAILSYNC_ACCOUNT", account)
+            .stdin(Stdio::null())
+            .spawn()
+            .map_err(|err| format!("cannot run /bin/sh: {err}"))?;
+        let events = events.clone();
+        self.running = Some(watch_child(child, "then", move |status| {
+            let _ = events.send(Event::ThenEnded(status));
+        })?);
+        Ok(())
+    }
+
+    pub fn ended(&mut self) {
+        self.running = None;
+    }
+
+    /// Asks a running one to end (SIGTERM), when the run stops.
+    pub fn terminate(&self) {
+        if let Some(running) = &self.running {
+            running.terminate();
+        }
+    }
 }
