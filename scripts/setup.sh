@@ -48,6 +48,11 @@ case "$need" in
     [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
     want ssh-keygen openssh-client
     want pkill procps
+    # The README's recipes for other mail readers, run by tests/run.rs and ERT.
+    want notmuch notmuch
+    want mu maildir-utils
+    ls /usr/share/emacs/site-lisp/elpa 2>/dev/null | grep -q '^notmuch' || missing+=(elpa-notmuch)
+    ls /usr/share/emacs/site-lisp/elpa 2>/dev/null | grep -q '^mu4e' || missing+=(mu4e)
     # The test Dovecot's TLS certificates (tests/idle.rs); rustls trusts the system's roots.
     want openssl openssl
     [ -f /etc/ssl/certs/ca-certificates.crt ] || missing+=(ca-certificates)

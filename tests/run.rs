@@ -891,3 +891,262 @@ fn mbsync_alone_verbatim_one_sync_per_delivery_and_then_once_per_burst() {
 fn mbsync_alone_maildir_plus_plus_one_sync_per_delivery_and_then_once_per_burst() {
     push_sync_with_mbsync_alone("Inbox LOCAL\nSubFolders Maildir++", "", ".foo.bar", "foo.bar");
 }
+
+/// Lines of `dovecot`'s log that tell of a refused login.
+fn refused_logins(dovecot: &Dovecot) -> usize {
+    dovecot
+        .log()
+        .lines()
+        .filter(|line| line.contains("auth failed"))
+        .count()
+}
+
+#[test]
+fn two_accounts_in_one_process_and_a_refused_login_stops_only_its_own() {
+    let _clock = clock_guard();
+    let (one, two) = (Dovecot::start("/"), Dovecot::start("/"));
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (local_one, local_two) = (dir.join("one"), dir.join("two"));
+    let near = |local: &Path| format!("Path {0}/\nInbox {0}/INBOX\nSubFolders Verbatim", local.display());
+    let rc = dir.join("mbsyncrc");
+    fs::write(
+        &rc,
+        mbsync_channel(&one, "one", "secret", &near(&local_one))
+            + &mbsync_channel(&two, "two", "wrong", &near(&local_two)),
+    )
+    .unwrap();
+    let (path, backend_log) = counting_backends(dir);
+    let mut run = run_accounts(
+        dir,
+        &path,
+        &["--mbsync", "one", "two", "--sync-config", rc.to_str().unwrap()],
+    );
+    let limit = Duration::from_secs(30);
+    run.wait_until("account two stopped", limit, || {
+        run.said().contains("two: store server: ")
+    });
+    let said = run.said();
+    assert!(
+        said.contains("two: store server: the server refused the login of two"),
+        "{said}"
+    );
+    assert!(said.contains("this account stops, the others go on"), "{said}");
+    // Account one syncs on: a server delivery reaches its store.
+    one.save("INBOX", "to account one");
+    run.wait_until("a delivery to account one", limit, || {
+        messages(&local_one.join("INBOX")) == 1
+    });
+    assert!(
+        said.lines().any(|line| line.contains("one: both stores watched")),
+        "{said}"
+    );
+    assert_eq!(
+        refused_logins(&two),
+        1,
+        "one login attempt, never again:\n{}",
+        two.log()
+    );
+    assert!(
+        lines(&backend_log).iter().all(|line| !line.contains("two")),
+        "account two was never synced: {:?}",
+        lines(&backend_log)
+    );
+    // The run ends with the refused account's status.
+    assert_eq!(run.terminate(), 4, "{}", run.said());
+    assert_eq!(refused_logins(&two), 1);
+}
+
+#[test]
+fn derived_set_ups_configuration_errors_dry_runs_and_home() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = dir.path();
+    let (path, _) = counting_backends(dir);
+    // Where mbsync looks for it: --dry below is given no --sync-config.
+    let rc = dir.join(".mbsyncrc");
+    fs::write(
+        &rc,
+        "IMAPAccount work\nHost 127.0.0.1\nPort 1\nUser me\nPass x\nSSLType None\n\n\
+         IMAPStore work-remote\nAccount work\n\n\
+         MaildirStore work-local\nPath ~/Mail/work/\nInbox ~/Mail/work/INBOX\nSubFolders Verbatim\n\n\
+         Channel work\nFar :work-remote:\nNear :work-local:\nCreate Near\n",
+    )
+    .unwrap();
+    let run = |args: &[&str], path: &OsString| {
+        let output = mailsync()
+            .arg("run")
+            .args(args)
+            .env("PATH", path)
+            .env("HOME", dir)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        (
+            output.status.code(),
+            String::from_utf8_lossy(&output.stdout).into_owned(),
+            String::from_utf8_lossy(&output.stderr).into_owned(),
+        )
+    };
+    // Configuration errors: status 2, said once, nothing started.
+    let rc_arg = rc.to_str().unwrap();
+    let (code, _, stderr) = run(&["--mbsync", "nosuch", "--sync-config", rc_arg], &path);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("no mbsync Channel or IMAPAccount named nosuch"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("--help"), "not a usage error: {stderr}");
+    let (code, _, stderr) = run(
+        &["--mbsync", "work", "--sync-config", rc_arg],
+        &OsString::from("/nonexistent"),
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("mbsync is not installed (Debian: apt-get install isync)"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = run(&["--offlineimap", "work", "--sync-config", rc_arg], &path);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(stderr.contains("no [Account work]"), "{stderr}");
+    // --dry: the set-up as an .mswatchrc, ~ made $HOME; the store, which
+    // does not exist yet, not made (nothing to watch: it ends).
+    let (code, said, stderr) = run(&["--mbsync", "work", "--dry"], &path);
+    assert_eq!(code, Some(0), "{said}{stderr}");
+    let local = dir.join("Mail/work");
+    assert!(
+        said.contains("Mail/work does not exist: a run would make it empty"),
+        "{said}"
+    );
+    let mailsync = env!("CARGO_BIN_EXE_mailsync");
+    for line in [
+        format!(
+            "  watch {mailsync} \"watch\" --maildir {} --layout verbatim --delay 0",
+            local.display()
+        ),
+        format!(
+            "  watch {mailsync} idle --mbsync work --config {}/.mbsyncrc --delay 0",
+            dir.display()
+        ),
+        format!(
+            "sync {mailsync} \"sync\" --backend mbsync --config {}/.mbsyncrc --local-separator /",
+            dir.display()
+        ),
+        "base_delay 0.1".into(),
+        "inter_delay 1".into(),
+        "mailbox_prefix work :".into(),
+    ] {
+        assert!(said.lines().any(|said| said == line), "{line:?} in:\n{said}");
+    }
+    assert!(!local.exists());
+    // What it printed is an .mswatchrc that `mailsync run --config` takes.
+    let printed: Vec<&str> = said
+        .lines()
+        .take_while(|line| !line.starts_with(|c: char| c.is_ascii_digit()))
+        .collect();
+    let parsed = mailsync::mswatch::config::Config::parse(&printed.join("\n"));
+    assert!(parsed.is_ok(), "{parsed:?}\n{said}");
+}
+
+/// Whether `notmuch` and `mu` (configured in `dir`) find the message
+/// with `subject`.
+fn indexed(dir: &Path, subject: &str) -> (bool, bool) {
+    let notmuch = Command::new("notmuch")
+        .args(["count", &format!("subject:\"{subject}\"")])
+        .env("NOTMUCH_CONFIG", dir.join("notmuch-config"))
+        .output()
+        .unwrap();
+    let mu = Command::new("mu")
+        .arg("find")
+        .arg(format!("--muhome={}", dir.join("mu").display()))
+        .arg(format!("subject:\"{subject}\""))
+        .output()
+        .unwrap();
+    (
+        String::from_utf8_lossy(&notmuch.stdout).trim() == "1",
+        mu.status.success() && String::from_utf8_lossy(&mu.stdout).contains(subject),
+    )
+}
+
+#[test]
+fn offlineimap_alone_one_sync_per_delivery_and_notmuch_and_mu_index_after_it() {
+    let _clock = clock_guard();
+    let dovecot = Dovecot::start(".");
+    dovecot.save("INBOX", "before the start");
+    let dir = dovecot.dir.path();
+    let local = dir.join("local");
+    let rc = dovecot.offlineimaprc(&local);
+    // The README's recipes: notmuch and mu index the store after each sync.
+    fs::write(
+        dir.join("notmuch-config"),
+        format!(
+            "[database]\npath={}\n[user]\nname=Test\nprimary_email=test@example.org\n[new]\ntags=unread;inbox;\n",
+            local.display()
+        ),
+    )
+    .unwrap();
+    let muhome = dir.join("mu");
+    let init = Command::new("mu")
+        .arg("init")
+        .arg(format!("--maildir={}", local.display()))
+        .arg(format!("--muhome={}", muhome.display()))
+        .output()
+        .unwrap();
+    assert!(init.status.success(), "{}", String::from_utf8_lossy(&init.stderr));
+    let then_log = dir.join("then.log");
+    let then = format!(
+        "NOTMUCH_CONFIG='{}' notmuch new --quiet && mu index --muhome='{}' --quiet && echo \"$*\" >> '{}'",
+        dir.join("notmuch-config").display(),
+        muhome.display(),
+        then_log.display()
+    );
+    let (path, backend_log) = counting_backends(dir);
+    let mut run = run_accounts(
+        dir,
+        &path,
+        &[
+            "--offlineimap",
+            "test",
+            "--sync-config",
+            rc.to_str().unwrap(),
+            "--then",
+            &then,
+        ],
+    );
+    let limit = Duration::from_secs(60);
+    run.wait_until("the start-up sync, indexed", limit, || {
+        lines(&then_log).len() == 1
+    });
+    assert_eq!(indexed(dir, "before the start"), (true, true));
+    let before = lines(&backend_log).len();
+    for delivery in 0..3 {
+        let subject = format!("server delivery {delivery}");
+        dovecot.save("INBOX", &subject);
+        run.wait_until("the delivery synced and indexed", limit, || {
+            lines(&then_log).len() == 2 + delivery
+        });
+        assert_eq!(
+            indexed(dir, &subject),
+            (true, true),
+            "notmuch and mu find {subject:?}"
+        );
+        assert_eq!(lines(&then_log).last().unwrap(), "INBOX");
+    }
+    assert_eq!(
+        lines(&backend_log).len() - before,
+        3,
+        "one sync per delivery: {:?}",
+        lines(&backend_log)
+    );
+    deliver(&local.join("INBOX"));
+    run.wait_until("a local delivery reaching the server", limit, || {
+        dovecot
+            .doveadm(
+                &["-f", "flow", "fetch", "-u", "test", "uid", "mailbox", "INBOX"],
+                None,
+            )
+            .lines()
+            .count()
+            == 5
+    });
+    assert_eq!(run.terminate(), 0, "{}", run.said());
+}

@@ -11,6 +11,8 @@ pub enum Status {
     Failed(i32),
     /// The command line was wrong; nothing was run.
     Usage,
+    /// A configuration file was wrong or cannot be read; nothing was run.
+    Configuration,
     /// Another `mailsync run` runs this configuration.
     AlreadyRunning,
     /// A watcher stopped for good (a login refused): running it again
@@ -38,7 +40,7 @@ impl Status {
         match self {
             Status::Success => 0,
             Status::Failed(code) => code,
-            Status::Usage => 2,
+            Status::Usage | Status::Configuration => 2,
             Status::AlreadyRunning => 3,
             Status::Refused => 4,
             Status::CannotRun => 126,
@@ -113,6 +115,10 @@ impl CliError {
 
     pub fn usage(message: impl fmt::Display) -> CliError {
         CliError::new(Status::Usage, message)
+    }
+
+    pub fn configuration(message: impl fmt::Display) -> CliError {
+        CliError::new(Status::Configuration, message)
     }
 
     /// Says it on stderr, prefixed by the subcommand; returns the status.

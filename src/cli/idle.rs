@@ -165,7 +165,7 @@ pub fn start(
         patterns,
         local_separator,
         server_prefix,
-    } = account(args).map_err(CliError::usage)?;
+    } = account(args).map_err(CliError::configuration)?;
     // Flags given win over the configuration's.
     if let Some(port) = args.port {
         account.endpoint.port = port;
@@ -183,7 +183,7 @@ pub fn start(
         account.auth = auth.clone();
     }
     let map = match &args.name_map {
-        Some(path) => read_name_map(path).map_err(CliError::usage)?,
+        Some(path) => read_name_map(path).map_err(CliError::configuration)?,
         None => Default::default(),
     };
     let style = NameStyle::new(

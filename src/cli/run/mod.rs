@@ -141,7 +141,7 @@ const FIRST_RESTART: Duration = Duration::from_secs(1);
 pub fn run(args: RunArgs) -> Status {
     let setups = match setups(&args) {
         Ok(setups) => setups,
-        Err(message) => return CliError::usage(message).report("run"),
+        Err(message) => return CliError::configuration(message).report("run"),
     };
     if args.dry && args.config.is_none() {
         show_derived(&setups);
@@ -163,8 +163,10 @@ pub fn run(args: RunArgs) -> Status {
 }
 
 fn run_one(setup: Setup, args: &RunArgs) -> Status {
-    if let Err(message) = make_local_store(&setup, args.dry) {
-        return CliError::usage(format!("{}{message}", setup.label)).report("run");
+    match make_local_store(&setup, args.dry) {
+        Ok(true) => {}
+        Ok(false) => return Status::Success,
+        Err(message) => return CliError::configuration(format!("{}{message}", setup.label)).report("run"),
     }
     match Run::start(setup, args) {
         Ok(mut run) => {
@@ -266,24 +268,33 @@ fn setups(args: &RunArgs) -> Result<Vec<Setup>, String> {
 }
 
 /// Makes a derived set-up's local store, empty, when it does not exist
-/// yet (before an account's first sync): the start-up sync fills it.
-fn make_local_store(setup: &Setup, dry: bool) -> Result<(), String> {
+/// yet (before an account's first sync): the start-up sync fills it. A
+/// dry run makes nothing, and has nothing to watch: false.
+fn make_local_store(setup: &Setup, dry: bool) -> Result<bool, String> {
     let Some(local) = setup.local.as_ref().filter(|local| !local.exists()) else {
-        return Ok(());
+        return Ok(true);
     };
-    if !dry {
-        fs::create_dir_all(local)
-            .map_err(|err| format!("cannot make the local store {}: {err}", local.display()))?;
+    if dry {
+        say(
+            &setup.label,
+            &format!(
+                "{} does not exist: a run would make it empty for the first sync to fill; \
+                 a dry run has nothing to watch before that",
+                local.display()
+            ),
+        );
+        return Ok(false);
     }
+    fs::create_dir_all(local)
+        .map_err(|err| format!("cannot make the local store {}: {err}", local.display()))?;
     say(
         &setup.label,
         &format!(
-            "{} did not exist: {} it empty; the first sync fills it",
-            local.display(),
-            if dry { "would make" } else { "made" }
+            "{} did not exist: made it empty; the first sync fills it",
+            local.display()
         ),
     );
-    Ok(())
+    Ok(true)
 }
 
 /// `--dry` with accounts: each derived set-up, as the .mswatchrc it is.
@@ -552,10 +563,17 @@ impl Run {
                 store.backoff = (store.backoff * 2).min(self.config.max_delay.max(FIRST_RESTART));
             }
             Report::Failed(why) => {
-                say(&self.label, &format!(
-                    "store {}: {why}; mailsync run stops (started again it would fail the same way): fix this, then start it",
-                    store.name
-                ));
+                let stops = match self.label.is_empty() {
+                    true => "mailsync run stops",
+                    false => "this account stops, the others go on",
+                };
+                say(
+                    &self.label,
+                    &format!(
+                        "store {}: {why}; {stops} (started again it would fail the same way): fix this, then start it",
+                        store.name
+                    ),
+                );
                 self.failed = Some(Status::Refused);
                 return self.on_stop_signal();
             }
