@@ -229,8 +229,34 @@ lines go to `*mailsync-log*'; it is started again when it dies (after 1 s,
 doubling up to 5 minutes), and stopped with the mode."
   :type '(choice (const :tag "None" nil) file))
 
+(defcustom mailsync-run-accounts nil
+  "Accounts for `mailsync run' to push-sync, or nil.
+Each element is (mbsync CHANNEL) or (offlineimap ACCOUNT).  An account's
+two stores are read from the sync program's own configuration
+\(~/.mbsyncrc, ~/.offlineimaprc), so no mswatch configuration is needed:
+`mailsync-mode' runs \"mailsync run --mbsync CHANNEL...\" as a child
+process, as it does for `mailsync-run-config' (which this replaces when
+both are set), and a change on either side is synced within a second."
+  :type '(repeat (choice (list :tag "mbsync channel" (const mbsync) string)
+                         (list :tag "OfflineIMAP account" (const offlineimap) string))))
+
+(defcustom mailsync-run-then nil
+  "A shell command for `mailsync run' to run after syncs, or nil.
+It runs once no other sync waits, with the synced folders as its
+arguments: \"notmuch new\" or \"mu index\" keeps those readers' index up
+to date.  `mailsync-after-sync-functions' run after it."
+  :type '(choice (const :tag "None" nil) string))
+
+(defcustom mailsync-after-sync-functions nil
+  "Functions called after `mailsync run' synced mail, with no Gnus needed.
+Each gets ACCOUNT, the account's name, and FOLDERS, the local names of
+the folders synced (nil: every folder), once no other sync waits and
+`mailsync-run-then' has ended: `notmuch-refresh-all-buffers' for
+notmuch, or `mu4e-update-index' for mu4e (see the README)."
+  :type 'hook)
+
 (defcustom mailsync-program "mailsync"
-  "The mailsync program that `mailsync-run-config' runs."
+  "The mailsync program that `mailsync-mode' runs as `mailsync run'."
   :type 'string)
 
 ;;;; The module
@@ -736,22 +762,28 @@ limit) is stopped with a warning."
 ;;;###autoload
 (define-minor-mode mailsync-mode
   "Check Gnus groups the moment their mail changes on disk.
-With `mailsync-run-config' set, also run `mailsync run' with it, which
-syncs the mail stores when they change."
+With `mailsync-run-accounts' or `mailsync-run-config' set, also run
+`mailsync run', which syncs the mail stores when they change.  Turned on
+from an init file, what stops it is a warning, not an error."
   :global t
   :group 'mailsync
   (if mailsync-mode
       (condition-case err
           (progn
-            (when mailsync-run-config
+            (when (mailsync--run-arguments)
               (mailsync--run-start))
             ;; With `mailsync run' alone, nothing else need be watched.
-            (unless (and mailsync-run-config
+            (unless (and (mailsync--run-arguments)
                          (not (or (mailsync--roots) (mailsync--imap-servers))))
               (mailsync-start)))
         (error (setq mailsync-mode nil)
                (mailsync--run-stop)
-               (signal (car err) (cdr err))))
+               ;; From an init file: a warning, and the rest of it runs.
+               (if (called-interactively-p 'any)
+                   (signal (car err) (cdr err))
+                 (display-warning 'mailsync
+                                  (format "mailsync-mode is off: %s" (error-message-string err))
+                                  :error))))
     (mailsync-stop)
     (mailsync--run-stop)))
 
@@ -834,26 +866,45 @@ syncs the mail stores when they change."
 (defconst mailsync--run-max-backoff 300
   "The longest wait before `mailsync run' is started again, in seconds.")
 
+(defun mailsync--run-arguments ()
+  "The arguments of `mailsync run' that the settings ask for, or nil.
+From `mailsync-run-accounts', else `mailsync-run-config'."
+  (let ((accounts (mapcan (lambda (kind)
+                            (let ((names (mapcar #'cadr (cl-remove-if-not (lambda (account)
+                                                                           (eq (car account) kind))
+                                                                         mailsync-run-accounts))))
+                              (when names
+                                (cons (format "--%s" kind) names))))
+                          '(mbsync offlineimap))))
+    (when (or accounts mailsync-run-config)
+      (append (list "run")
+              (or accounts (list "--config" (expand-file-name mailsync-run-config)))
+              (when mailsync-run-then
+                (list "--then" mailsync-run-then))
+              (list "--print-synced")))))
+
 (defun mailsync--run-start ()
-  "Start `mailsync run' with `mailsync-run-config', unless it is running."
+  "Start `mailsync run' as the settings ask, unless it is running."
   (unless (process-live-p mailsync--run)
     (let ((program (executable-find mailsync-program))
-          (config (expand-file-name mailsync-run-config)))
+          (arguments (mailsync--run-arguments)))
       (unless program
         (user-error "Cannot run %s: not found (set `mailsync-program', or run make install)"
                     mailsync-program))
-      (unless (file-readable-p config)
-        (user-error "Cannot run mailsync: cannot read `mailsync-run-config' %s" config))
+      (when (and (not mailsync-run-accounts)
+                 (not (file-readable-p (expand-file-name mailsync-run-config))))
+        (user-error "Cannot run mailsync: cannot read `mailsync-run-config' %s"
+                    (expand-file-name mailsync-run-config)))
       (setq mailsync--run
             (make-process :name "mailsync-run"
-                          :command (list program "run" "--config" config)
+                          :command (cons program arguments)
                           :connection-type 'pipe
                           :noquery t
                           :coding 'utf-8
                           :filter #'mailsync--run-filter
                           :sentinel #'mailsync--run-sentinel))
       (process-put mailsync--run 'started (float-time))
-      (mailsync--log "mailsync run: started with %s" config))))
+      (mailsync--log "mailsync run: started: %s" (combine-and-quote-strings arguments)))))
 
 (defun mailsync--run-filter (process output)
   "Log each whole line of OUTPUT from `mailsync run' PROCESS.
@@ -865,10 +916,35 @@ the command-line hint after an error."
         (setq text (substring text (match-end 0)))
         (setq line (replace-regexp-in-string
                     "\\`\\(?:[0-9-]+ [0-9:.]+ \\)?\\(?:mailsync run: \\)?" "" line))
-        (unless (string-prefix-p "Try 'mailsync " line)
+        (cond
+         ((string-match "\\`synced\\(\\(?: [0-9a-f]*\\)+\\)\\'" line)
+          (let ((names (mapcar #'mailsync--unhex (split-string (substring (match-string 1 line) 1) " "))))
+            (mailsync--log "mailsync run: synced %s" (string-join (or (cdr names) '("everything")) ", "))
+            ;; Out of the filter: the hook may take its time.
+            (run-at-time 0 nil #'mailsync--after-sync (car names) (cdr names))))
+         ((not (string-prefix-p "Try 'mailsync " line))
           (setq mailsync--run-last-line line)
-          (mailsync--log "mailsync run: %s" line))))
+          (mailsync--log "mailsync run: %s" line)))))
     (process-put process 'partial text)))
+
+(defun mailsync--unhex (hex)
+  "The name that HEX, lower-case hexadecimal of its UTF-8 bytes, stands for."
+  (decode-coding-string
+   (apply #'unibyte-string
+          (mapcar (lambda (at) (string-to-number (substring hex at (+ at 2)) 16))
+                  (number-sequence 0 (- (length hex) 2) 2)))
+   'utf-8))
+
+(defun mailsync--after-sync (account folders)
+  "Run `mailsync-after-sync-functions' with ACCOUNT and FOLDERS.
+An error in one is logged; the others still run."
+  (run-hook-wrapped 'mailsync-after-sync-functions
+                    (lambda (function)
+                      (condition-case err
+                          (funcall function account folders)
+                        (error (mailsync--error "%s after a sync: %s" function
+                                                (error-message-string err))))
+                      nil)))
 
 (defconst mailsync--run-final-statuses '(2 3 4)
   "Exit statuses of `mailsync run' that starting it again cannot mend.
@@ -903,7 +979,7 @@ instead."
 (defun mailsync--run-restart ()
   "Start `mailsync run' again, as its sentinel asked."
   (setq mailsync--run-timer nil)
-  (when (and mailsync-mode mailsync-run-config)
+  (when (and mailsync-mode (mailsync--run-arguments))
     (setq mailsync--run-restarts (1+ mailsync--run-restarts))
     (condition-case err
         (mailsync--run-start)
@@ -926,8 +1002,8 @@ instead."
 
 (defun mailsync--insert-run-status ()
   "Insert the state of `mailsync run' into the status buffer."
-  (when (or mailsync-run-config mailsync--run)
-    (insert (format "mailsync run %s\n" (or mailsync-run-config "")))
+  (when (or (mailsync--run-arguments) mailsync--run)
+    (insert (format "mailsync %s\n" (combine-and-quote-strings (mailsync--run-arguments))))
     (insert (cond ((process-live-p mailsync--run)
                    (format "  running, pid %d" (process-id mailsync--run)))
                   (mailsync--run-timer "  NOT RUNNING: starting it again soon")

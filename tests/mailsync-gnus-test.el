@@ -553,13 +553,22 @@ unless its :utf7 says otherwise."
       (delete-directory dir t))))
 
 (ert-deftest mailsync-test-one-bad-root-starts-none ()
-  "With one bad root the mode stays off and no good root is watched."
+  "With one bad root the mode stays off and no good root is watched.
+Turned on from Lisp (an init file), that is a warning, and what follows
+runs; turned on by a command, an error."
   (let* ((good (make-temp-file "mailsync-good" t))
          (mailsync-maildirs `((,good :server "nnmaildir+a")
                               ("/nonexistent/mailsync-test" :server "nnmaildir+b"))))
     (unwind-protect
         (progn
-          (should-error (mailsync-mode 1) :type 'user-error)
+          (when (get-buffer "*Warnings*")
+            (kill-buffer "*Warnings*"))
+          (should (eq (progn (mailsync-mode 1) 'init-goes-on) 'init-goes-on))
+          (with-current-buffer "*Warnings*"
+            (should (string-match-p "mailsync-mode is off: Maildir /nonexistent/mailsync-test does not exist"
+                                    (buffer-string))))
+          (should-not mailsync-mode)
+          (should-error (funcall-interactively #'mailsync-mode 1) :type 'user-error)
           (should-not mailsync-mode)
           (should (null mailsync--watches))
           (should-not (get-process "mailsync-wake"))
@@ -568,7 +577,7 @@ unless its :utf7 says otherwise."
             (unwind-protect
                 (let ((mailsync-maildirs `((,good :server "nnmaildir+a")
                                            (,bad :server "nnmaildir+b" :layout mh))))
-                  (should-error (mailsync-mode 1) :type 'user-error)
+                  (should-error (funcall-interactively #'mailsync-mode 1) :type 'user-error)
                   (should-not mailsync-mode)
                   (should (null mailsync--watches))
                   (should-not (get-process "mailsync-wake")))
@@ -1163,7 +1172,7 @@ the sync program; killed, it is started again; the mode stops it."
                      10.0))
             (mailsync-status)
             (with-current-buffer "*mailsync-status*"
-              (should (string-match-p "mailsync run .*mswatchrc\n  running, pid [0-9]+, started again 1 times"
+              (should (string-match-p "mailsync run --config .*mswatchrc --print-synced\n  running, pid [0-9]+, started again 1 times"
                                       (buffer-string))))
             (let ((running mailsync--run))
               (mailsync-mode -1)
@@ -1201,6 +1210,110 @@ other run's pid, and does not start it again."
             (should-not mailsync--run-timer)
             (should (process-live-p other)))
         (delete-process other)))))
+
+;;;; Push sync for any mail reader: `mailsync-run-accounts' and the after-sync hook
+
+(defconst mailsync-test--notmuch-lisp "/usr/share/emacs/site-lisp/elpa-src/notmuch-0.37"
+  "notmuch's Emacs Lisp, as Debian 12's elpa-notmuch installs it (sources:
+they load in every Emacs the tests run).")
+
+(declare-function notmuch-search "notmuch")
+(declare-function notmuch-refresh-all-buffers "notmuch")
+
+(ert-deftest mailsync-test-run-accounts-push-mail-that-notmuch-shows ()
+  "`mailsync-run-accounts' pushes server mail into the maildir, notmuch shows it.
+As the README's notmuch recipe: an mbsync channel read from ~/.mbsyncrc,
+no mswatch configuration; `mailsync-run-then' runs notmuch new after
+syncs; `mailsync-after-sync-functions' refreshes notmuch's buffers, with
+no Gnus.  A notmuch search buffer open before a server delivery lists it
+after, and the hook got the account and the folder."
+  (skip-unless (file-directory-p mailsync-test--notmuch-lisp))
+  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-notmuch" t)))
+         (server (expand-file-name "dovecot" tmp))
+         (port (string-to-number (mailsync-test--dovecot "start" server)))
+         (local (expand-file-name "mail" tmp))
+         (notmuch-config (expand-file-name "notmuch-config" tmp))
+         ;; The child reads $HOME/.mbsyncrc, as a user's would be read.
+         (process-environment (append (list (concat "HOME=" tmp)
+                                            (concat "NOTMUCH_CONFIG=" notmuch-config))
+                                      process-environment))
+         (load-path (cons mailsync-test--notmuch-lisp load-path))
+         (mailsync-program (expand-file-name "target/release/mailsync" mailsync-test--root))
+         (mailsync-run-accounts '((mbsync "test")))
+         (mailsync-run-config nil)
+         (mailsync-run-then "notmuch new --quiet")
+         (synced nil)
+         (mailsync-after-sync-functions
+          (list (lambda (account folders)
+                  (push (cons account folders) synced)
+                  (notmuch-refresh-all-buffers))))
+         (mailsync-maildirs nil)
+         (mailsync-imap-servers nil)
+         (gnus-secondary-select-methods nil)
+         (gnus-select-method '(nnnil "")))
+    (unwind-protect
+        (progn
+          (with-temp-file (expand-file-name ".mbsyncrc" tmp)
+            (insert (format "IMAPAccount test\nHost 127.0.0.1\nPort %d\nUser test\nPass secret\n\
+SSLType None\nAuthMechs LOGIN\n\nIMAPStore test-remote\nAccount test\n\n\
+MaildirStore test-local\nPath %s/\nInbox %s/INBOX\nSubFolders Verbatim\n\n\
+Channel test\nFar :test-remote:\nNear :test-local:\nPatterns *\nCreate Near\nSyncState *\n"
+                            port local local)))
+          (with-temp-file notmuch-config
+            (insert (format "[database]\npath=%s\n[user]\nname=Test\nprimary_email=test@example.org\n" local)))
+          (require 'notmuch)
+          (mailsync-mode 1)
+          ;; The start-up sync makes the store (it did not exist) and syncs everything.
+          (should (mailsync-test--wait-until (lambda () (equal synced '(("test")))) 30.0))
+          (notmuch-search "subject:pushed")
+          (let ((buffer (current-buffer)))
+            (should (mailsync-test--wait-until
+                     (lambda () (with-current-buffer buffer
+                                  (string-match-p "End of search results" (buffer-string))))
+                     10.0))
+            (should-not (string-match-p "pushed to notmuch" (with-current-buffer buffer (buffer-string))))
+            (mailsync-test--save-on-server server "INBOX" "pushed to notmuch")
+            (should (mailsync-test--wait-until
+                     (lambda () (with-current-buffer buffer
+                                  (string-match-p "pushed to notmuch" (buffer-string))))
+                     30.0))
+            (should (equal (car synced) '("test" "INBOX")))
+            (kill-buffer buffer)))
+      (mailsync-mode -1)
+      (mailsync-test--dovecot "remove" server)
+      (delete-directory tmp t))))
+
+(ert-deftest mailsync-test-run-accounts-configuration-error-is-said-once-and-not-retried ()
+  "A channel ~/.mbsyncrc does not have is a configuration error: status 2.
+`mailsync-mode' says it once in *Warnings*, without the command line's
+hint, and does not start `mailsync run' again."
+  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-accounts" t)))
+         (process-environment (cons (concat "HOME=" tmp) process-environment))
+         (mailsync-program (expand-file-name "target/release/mailsync" mailsync-test--root))
+         (mailsync-run-accounts '((mbsync "nosuch")))
+         (mailsync-run-config nil)
+         (mailsync-maildirs nil)
+         (mailsync-imap-servers nil)
+         (gnus-secondary-select-methods nil)
+         (gnus-select-method '(nnnil "")))
+    (unwind-protect
+        (progn
+          (write-region "IMAPAccount other\nHost 127.0.0.1\nUser u\nPass p\n" nil
+                        (expand-file-name ".mbsyncrc" tmp) nil 'silent)
+          (when (get-buffer "*Warnings*")
+            (kill-buffer "*Warnings*"))
+          (mailsync-mode 1)
+          (should (mailsync-test--wait-until (lambda () (null mailsync--run)) 10.0))
+          (with-current-buffer "*Warnings*"
+            (let ((text (buffer-string))
+                  (said "no mbsync Channel or IMAPAccount named nosuch"))
+              (should (= 1 (cl-count-if (lambda (line) (string-search said line))
+                                        (split-string text "\n"))))
+              (should-not (string-match-p "Try 'mailsync\\|--help" text))))
+          (should (= mailsync--run-restarts 0))
+          (should-not mailsync--run-timer))
+      (mailsync-mode -1)
+      (delete-directory tmp t))))
 
 ;;;; nnimap checks: no round trip when the server said enough, never SELECT or EXPUNGE
 

@@ -68,6 +68,10 @@ pub struct RunArgs {
     /// (local names; none: everything) are its arguments and $MAILSYNC_FOLDERS' lines
     #[arg(long, value_name = "CMD")]
     then: Option<String>,
+    /// When --then would run (and after it), print `synced ACCOUNT FOLDER…`, each name in
+    /// hexadecimal: for a program that follows the run (Emacs's mailsync-mode)
+    #[arg(long)]
+    print_synced: bool,
     /// Watch the stores, but print the syncs instead of running them
     #[arg(long, short = 'd')]
     dry: bool,
@@ -429,7 +433,8 @@ impl Run {
         };
         Ok(Run {
             label,
-            then: args.then.clone().map(Then::new),
+            then: (args.then.is_some() || args.print_synced)
+                .then(|| Then::new(args.then.clone(), args.print_synced)),
             _lock: lock,
             dry: args.dry,
             quiet: args.quiet,

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeSet;
 use std::ffi::OsString;
+use std::io::Write;
 use std::os::unix::ffi::OsStringExt;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -86,22 +87,26 @@ fn watch_child(
     Ok(running)
 }
 
-/// The `--then` command: run after syncs once nothing else waits, with
-/// every folder synced since it last started. Syncs ending while it runs
-/// make one more run after it, however many they are.
+/// After syncs, once nothing else waits: the `--then` command, run with
+/// every folder synced since it last started, and the `synced` line of
+/// `--print-synced` (after the command, which may index what was synced).
+/// Syncs ending while the command runs make one more run after it,
+/// however many they are.
 pub struct Then {
-    command: String,
+    command: Option<String>,
+    print: bool,
     folders: BTreeSet<Vec<u8>>,
-    /// Everything was synced: it gets no folders.
+    /// Everything was synced: no folders are named.
     everything: bool,
     wanted: bool,
-    running: Option<Running>,
+    running: Option<(Running, String)>,
 }
 
 impl Then {
-    pub fn new(command: String) -> Then {
+    pub fn new(command: Option<String>, print: bool) -> Then {
         Then {
             command,
+            print,
             folders: BTreeSet::new(),
             everything: false,
             wanted: false,
@@ -118,7 +123,7 @@ impl Then {
         }
     }
 
-    /// Starts it if a sync succeeded since it last started and it does not
+    /// Runs it if a sync succeeded since it last started and it does not
     /// run; the caller knows that no sync runs or waits. `account` is
     /// given as `$MAILSYNC_ACCOUNT`.
     pub fn start_if_wanted(&mut self, account: &str, events: &Sender<Event>) -> Result<(), String> {
@@ -132,10 +137,15 @@ impl Then {
         self.wanted = false;
         self.everything = false;
         self.folders.clear();
+        let line = synced_line(account, &folders);
+        let Some(command) = &self.command else {
+            self.print_line(&line);
+            return Ok(());
+        };
         let lines = folders.join(&b'\n');
         let child = Command::new("/bin/sh")
             .arg("-c")
-            .arg(&self.command)
+            .arg(command)
             .arg("mailsync-then")
             .args(folders.into_iter().map(OsString::from_vec))
             .env("MAILSYNC_FOLDERS", OsString::from_vec(lines))
@@ -144,20 +154,57 @@ impl Then {
             .spawn()
             .map_err(|err| format!("cannot run /bin/sh: {err}"))?;
         let events = events.clone();
-        self.running = Some(watch_child(child, "then", move |status| {
+        let running = watch_child(child, "then", move |status| {
             let _ = events.send(Event::ThenEnded(status));
-        })?);
+        })?;
+        self.running = Some((running, line));
         Ok(())
     }
 
+    /// The command ended: its `synced` line is printed (whatever its
+    /// status: the sync itself succeeded).
     pub fn ended(&mut self) {
-        self.running = None;
+        if let Some((_, line)) = self.running.take() {
+            self.print_line(&line);
+        }
     }
 
-    /// Asks a running one to end (SIGTERM), when the run stops.
+    fn print_line(&self, line: &str) {
+        if self.print {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+
+    /// Asks a running command to end (SIGTERM), when the run stops.
     pub fn terminate(&self) {
-        if let Some(running) = &self.running {
+        if let Some((running, _)) = &self.running {
             running.terminate();
         }
+    }
+}
+
+/// `synced ACCOUNT FOLDER…`, each name in lower-case hexadecimal (a name
+/// may hold any byte but `/` and NUL, spaces and line breaks too).
+fn synced_line(account: &str, folders: &[Vec<u8>]) -> String {
+    let hex = |bytes: &[u8]| bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>();
+    let mut line = format!("synced {}", hex(account.as_bytes()));
+    for folder in folders {
+        line.push(' ');
+        line.push_str(&hex(folder));
+    }
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn synced_lines_name_everything_in_hexadecimal() {
+        assert_eq!(super::synced_line("work", &[]), "synced 776f726b");
+        assert_eq!(
+            super::synced_line("", &[b"a b\n".to_vec(), b"\xff".to_vec()]),
+            "synced  6120620a ff"
+        );
     }
 }
