@@ -52,7 +52,19 @@ install: build
 	install -m 644 mailsync-gnus.el mailsync-pkg.el $(DESTDIR)$(LISPDIR)/
 	install -m 755 $(MODULE) $(DESTDIR)$(LISPDIR)/
 	install -d $(DESTDIR)$(SYSTEMD_USER_DIR)
-	sed 's|@BINDIR@|$(abspath $(BINDIR))|' scripts/mailsync.service.in > $(DESTDIR)$(SYSTEMD_USER_DIR)/mailsync.service
+	for unit in mailsync.service mailsync@.service; do \
+	  sed 's|@BINDIR@|$(abspath $(BINDIR))|g' scripts/$$unit.in > $(DESTDIR)$(SYSTEMD_USER_DIR)/$$unit; done
+	@echo
+	@echo "mailsync is installed:"
+	@echo "  $(abspath $(BINDIR))/mailsync, and its other names: $(LINK_NAMES)"
+	@echo "  $(abspath $(LISPDIR))/: mailsync-gnus.el and its module"
+	@echo "  $(SYSTEMD_USER_DIR)/: mailsync.service (~/.mswatchrc), mailsync@.service (an mbsync channel)"
+	@echo "Next:"
+	@echo "  push sync of mbsync channel CHANNEL:  systemctl --user enable --now mailsync@CHANNEL"
+	@echo "    (or by hand: mailsync run --mbsync CHANNEL; OfflineIMAP: mailsync run --offlineimap ACCOUNT)"
+	@echo "  in ~/.emacs or ~/.gnus.el:  (add-to-list 'load-path \"$(abspath $(LISPDIR))\")"
+	@echo "                              (require 'mailsync-gnus) (mailsync-mode 1)"
+	@case ":$$PATH:" in *":$(abspath $(BINDIR)):"*) ;; *) echo "  $(abspath $(BINDIR)) is not in your PATH: add it (the units need no PATH)";; esac
 
 clean:
 	$(CARGO) clean

@@ -29,6 +29,13 @@ fn output(command: &mut Command) -> (bool, String) {
     (output.status.success(), text)
 }
 
+fn text_has(path: &Path, line: &str) -> bool {
+    fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .any(|found| found == line || found.starts_with(line))
+}
+
 fn make_install(home: &Path, prefix: &Path) -> (bool, String) {
     let target_dir = built().parent().expect("the target directory").to_path_buf();
     output(
@@ -53,6 +60,14 @@ fn make_install_into_a_home_gives_a_working_binary_module_and_user_unit() {
     let prefix = home.join(".local");
     let (ok, text) = make_install(&home, &prefix);
     assert!(ok, "make install failed:\n{text}");
+    // It says where things went and what to do next.
+    for said in [
+        "mailsync is installed:",
+        "systemctl --user enable --now mailsync@CHANNEL",
+        "(require 'mailsync-gnus) (mailsync-mode 1)",
+    ] {
+        assert!(text.contains(said), "{said:?} in:\n{text}");
+    }
 
     let bin = prefix.join("bin");
     let binary = bin.join("mailsync");
@@ -89,6 +104,26 @@ fn make_install_into_a_home_gives_a_working_binary_module_and_user_unit() {
             .env("HOME", &home),
     );
     assert!(ok, "systemd-analyze verify {}:\n{text}", unit.display());
+    assert!(text_has(&unit, "RestartPreventExitStatus=2 3 4"));
+    // The template: one mbsync channel, no .mswatchrc; PATH holds the
+    // installed binary's directory (the user manager's lacks ~/.local/bin).
+    let template = home.join(".config/systemd/user/mailsync@.service");
+    let exec = format!("ExecStart={} run --mbsync %i", binary.display());
+    assert!(text_has(&template, &exec), "{exec}");
+    for unit in [&unit, &template] {
+        assert!(text_has(unit, &format!("Environment=PATH={}:", bin.display())));
+        assert!(text_has(unit, "RestartPreventExitStatus=2 3 4"));
+    }
+    let instance = home.join(".config/systemd/user/mailsync@work.service");
+    fs::copy(&template, &instance).unwrap();
+    let (ok, text) = output(
+        Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&instance)
+            .env("HOME", &home),
+    );
+    assert!(ok, "systemd-analyze verify {}:\n{text}", instance.display());
+    fs::remove_file(&instance).unwrap();
 
     // A real Emacs loads the installed Lisp file and the module next to it.
     let lisp = prefix.join("share/emacs/site-lisp/mailsync");
