@@ -729,7 +729,9 @@ fn a_clock_that_is_set_syncs_everything_once() {
 
 /// A directory first in `$PATH` whose `mbsync` and `offlineimap` log
 /// each run's arguments to `DIR/backend.log`, then run the real one: the
-/// syncs a derived set-up makes, counted.
+/// syncs a derived set-up makes, counted. When `DIR/during` exists, it
+/// is run once by /bin/sh just before the sync ends (a stand-in for a
+/// delivery that lands while a sync runs, which a test cannot time).
 fn counting_backends(dir: &Path) -> (OsString, PathBuf) {
     let bin = dir.join("bin");
     fs::create_dir_all(&bin).unwrap();
@@ -739,8 +741,10 @@ fn counting_backends(dir: &Path) -> (OsString, PathBuf) {
         fs::write(
             &script,
             format!(
-                "#!/bin/sh\necho \"$*\" >> '{}'\nexec /usr/bin/{program} \"$@\"\n",
-                log.display()
+                "#!/bin/sh\necho \"$*\" >> '{log}'\n/usr/bin/{program} \"$@\"\nstatus=$?\n\
+                 if [ -e '{during}' ]; then sh '{during}'; rm -f '{during}'; fi\nexit $status\n",
+                log = log.display(),
+                during = dir.join("during").display()
             ),
         )
         .unwrap();
@@ -871,6 +875,33 @@ fn push_sync_with_mbsync_alone(near: &str, inbox: &str, foo_bar: &str, foo_bar_n
     assert_eq!(
         lines(&backend_log).len(),
         before + 21,
+        "{:?}",
+        lines(&backend_log)
+    );
+    // A local delivery lands while a sync runs: the sync does not explain
+    // it, so INBOX is synced again, and the log says which store, which
+    // folder and what changed.
+    let during = format!(
+        "printf 'Subject: during\\n\\nbody\\n' > '{}/new/during.{}'",
+        inbox.display(),
+        std::process::id()
+    );
+    fs::write(dir.join("during"), during).unwrap();
+    dovecot.save("INBOX", "while the next sync runs");
+    run.wait_until("both deliveries on the server and --then run", limit, || {
+        on_server("INBOX") == 18 && lines(&then_log).len() == 23
+    });
+    assert!(
+        run.said().contains(
+            "INBOX: changed in store local during or just after its sync, not by it \
+             (1 messages carry no sync program's UID mark (,U=): delivered meanwhile); syncing it again"
+        ),
+        "{}",
+        run.said()
+    );
+    assert_eq!(
+        lines(&backend_log).len(),
+        before + 23,
         "{:?}",
         lines(&backend_log)
     );
@@ -1149,4 +1180,15 @@ fn offlineimap_alone_one_sync_per_delivery_and_notmuch_and_mu_index_after_it() {
             == 5
     });
     assert_eq!(run.terminate(), 0, "{}", run.said());
+}
+
+/// The README's store for Gnus's nnmaildir: nested folders flattened.
+#[test]
+fn mbsync_alone_flattened_one_sync_per_delivery_and_then_once_per_burst() {
+    push_sync_with_mbsync_alone(
+        "Path LOCAL/\nInbox LOCAL/INBOX\nSubFolders Verbatim\nFlatten .",
+        "INBOX",
+        "foo.bar",
+        "foo.bar",
+    );
 }

@@ -102,8 +102,9 @@ struct Batch {
 pub struct Settled {
     /// (store, mailbox) reports the sync explained: dropped.
     pub dropped: Vec<(usize, Vec<u8>)>,
-    /// Mailboxes queued again, not explained.
-    pub queued: Vec<Vec<u8>>,
+    /// Mailboxes queued again, not explained: the store whose report
+    /// was not, and why.
+    pub queued: Vec<(Vec<u8>, usize, String)>,
 }
 
 pub struct Schedule {
@@ -326,8 +327,13 @@ impl Schedule {
     }
 
     /// Settles the syncs whose settle time is over at `now`: each held
-    /// report is asked of `explained(store, mailbox)`.
-    pub fn settle(&mut self, now: Instant, explained: &mut dyn FnMut(usize, &[u8]) -> bool) -> Settled {
+    /// report is asked of `explained(store, mailbox)`, which says what
+    /// changed when the sync does not explain it.
+    pub fn settle(
+        &mut self,
+        now: Instant,
+        explained: &mut dyn FnMut(usize, &[u8]) -> Result<(), String>,
+    ) -> Settled {
         let settle = self.settle_time();
         let (over, still): (Vec<Batch>, Vec<Batch>) = std::mem::take(&mut self.settling)
             .into_iter()
@@ -336,11 +342,13 @@ impl Schedule {
         let mut settled = Settled::default();
         for batch in over {
             for (store, name) in batch.held {
-                if explained(store, &name) {
-                    settled.dropped.push((store, name));
-                } else if !settled.queued.contains(&name) {
-                    self.queue(now, &name, Why::Unexplained(store));
-                    settled.queued.push(name);
+                match explained(store, &name) {
+                    Ok(()) => settled.dropped.push((store, name)),
+                    Err(_) if settled.queued.iter().any(|(queued, _, _)| *queued == name) => {}
+                    Err(what) => {
+                        self.queue(now, &name, Why::Unexplained(store));
+                        settled.queued.push((name, store, what));
+                    }
                 }
             }
         }
@@ -442,13 +450,16 @@ mod tests {
                 SyncAll(ms) => schedule.sync_all(at(*ms), Why::Start),
                 End(ms, success) => schedule.ended(at(*ms), *success),
                 Settle(ms, explained, queued) => {
-                    let settled = schedule.settle(at(*ms), &mut |store, mailbox| {
-                        explained
-                            .iter()
-                            .any(|(s, m)| *s == store && m.as_bytes() == mailbox)
+                    let settled = schedule.settle(at(*ms), &mut |store, mailbox| match explained
+                        .iter()
+                        .any(|(s, m)| *s == store && m.as_bytes() == mailbox)
+                    {
+                        true => Ok(()),
+                        false => Err("changed".into()),
                     });
                     let queued: Vec<Vec<u8>> = queued.iter().map(|name| name.as_bytes().to_vec()).collect();
-                    assert_eq!(settled.queued, queued, "{context}");
+                    let got: Vec<Vec<u8>> = settled.queued.into_iter().map(|(name, _, _)| name).collect();
+                    assert_eq!(got, queued, "{context}");
                 }
                 Wake(expected) => {
                     let got = schedule

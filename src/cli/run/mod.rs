@@ -680,13 +680,14 @@ impl Run {
             let snapshot = snapshots.remove(&(store, mailbox.to_vec()));
             explained(stores, store, mailbox, snapshot)
         });
-        for mailbox in settled.queued {
+        for (mailbox, store, what) in settled.queued {
             if !self.quiet {
                 say(
                     &self.label,
                     &format!(
-                        "{}: changed during or just after its sync, not by it; syncing it again",
-                        lossy(&mailbox)
+                        "{}: changed in store {} during or just after its sync, not by it ({what}); syncing it again",
+                        lossy(&mailbox),
+                        self.stores[store].name
                     ),
                 );
             }
@@ -780,7 +781,8 @@ fn describe(target: &Target, config: &Config) -> String {
 }
 
 /// Whether store `store`'s report of `mailbox`, made during a successful
-/// sync of it (or just after), is that sync's own doing:
+/// sync of it (or just after), is that sync's own doing, and if not, what
+/// changed:
 /// - from a maildir watched here: the folder's message files are still
 ///   what the sync left (`snapshot`, taken when it ended: nobody changed
 ///   it since), and every one carries a sync program's UID mark (`,U=`:
@@ -790,12 +792,29 @@ fn describe(target: &Target, config: &Config) -> String {
 ///   folder (watched here too), so nothing arrived that the sync did not
 ///   carry;
 /// - from a child watcher: never (mswatch's behaviour: it syncs again).
-fn explained(stores: &[Store], store: usize, mailbox: &[u8], snapshot: Option<Vec<OsString>>) -> bool {
+fn explained(
+    stores: &[Store],
+    store: usize,
+    mailbox: &[u8],
+    snapshot: Option<Vec<OsString>>,
+) -> Result<(), String> {
     let marked = |file: &OsString| file.as_encoded_bytes().windows(3).any(|part| part == b",U=");
     match stores[store].watcher.as_ref() {
         Some(watcher @ Watcher::Maildir { .. }) => match (watcher.message_files(mailbox), snapshot) {
-            (Some(files), Some(left)) => files == left && files.iter().all(marked),
-            _ => false,
+            (Some(files), Some(left)) if files != left => {
+                let came = files.iter().filter(|file| !left.contains(file)).count();
+                let went = left.iter().filter(|file| !files.contains(file)).count();
+                Err(format!(
+                    "since the sync ended, {came} message files came and {went} went"
+                ))
+            }
+            (Some(files), Some(_)) => match files.iter().filter(|file| !marked(file)).count() {
+                0 => Ok(()),
+                unmarked => Err(format!(
+                    "{unmarked} messages carry no sync program's UID mark (,U=): delivered meanwhile"
+                )),
+            },
+            _ => Err("its message files could not be compared with what the sync left".into()),
         },
         Some(watcher @ Watcher::Imap { .. }) => {
             let local = stores
@@ -803,11 +822,15 @@ fn explained(stores: &[Store], store: usize, mailbox: &[u8], snapshot: Option<Ve
                 .filter_map(|store| store.watcher.as_ref())
                 .find_map(|watcher| watcher.message_files(mailbox));
             match (watcher.server_messages(mailbox), local) {
-                (Some(remote), Some(files)) => remote as usize == files.len(),
-                _ => false,
+                (Some(remote), Some(files)) if remote as usize == files.len() => Ok(()),
+                (Some(remote), Some(files)) => Err(format!(
+                    "the server holds {remote} messages, the local folder {}",
+                    files.len()
+                )),
+                _ => Err("the server's and the local folder's messages could not be counted".into()),
             }
         }
-        _ => false,
+        _ => Err("its watcher runs as a child, whose reports say nothing more".into()),
     }
 }
 
