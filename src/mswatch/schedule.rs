@@ -97,6 +97,10 @@ struct Batch {
     held: Vec<(usize, Vec<u8>)>,
 }
 
+/// Whether a sync explains store `usize`'s report of a mailbox; if not,
+/// what changed.
+pub type Explain<'a> = dyn FnMut(usize, &[u8]) -> Result<(), String> + 'a;
+
 /// What a finished sync's held reports came to.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Settled {
@@ -332,7 +336,7 @@ impl Schedule {
     pub fn settle(
         &mut self,
         now: Instant,
-        explained: &mut dyn FnMut(usize, &[u8]) -> Result<(), String>,
+        explained: &mut Explain,
     ) -> Settled {
         let settle = self.settle_time();
         let (over, still): (Vec<Batch>, Vec<Batch>) = std::mem::take(&mut self.settling)
