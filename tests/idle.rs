@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use common::servers::Dovecot;
 use common::{kill, mailsync, set_clock_to_now, stop, Watch};
@@ -218,6 +218,35 @@ fn without_notify_idle_connections_up_to_the_limit_and_the_rest_polled() {
     nothing_before_inbox(&dovecot, &watch);
 }
 
+#[test]
+fn without_notify_a_mailbox_made_meanwhile_gets_an_idle_connection_while_one_is_spare() {
+    // Polled every 10 minutes: only the listing (every second while a
+    // connection is spare) and an IDLE connection can find it sooner.
+    let dovecot = tls_dovecot(WITHOUT_NOTIFY);
+    let watch = start_idle(&dovecot, &["--max-connections", "8", "--poll", "600"]);
+    let stderr = watch.stderr_until("IDLE on ", Duration::from_secs(5)).join("\n");
+    assert!(stderr.contains("IDLE on 1 connections"), "{stderr}");
+    let started = Instant::now();
+    create(&dovecot, "fresh");
+    assert_eq!(
+        watch.line(FIRST_LINE).as_deref(),
+        Some(&b"fresh"[..]),
+        "{}",
+        watch.stderr_text()
+    );
+    let found = started.elapsed();
+    // Delivered into: its own IDLE connection tells, not the 10-minute poll.
+    let started = Instant::now();
+    dovecot.deliver("fresh", "into the new mailbox");
+    assert_eq!(watch.line(FIRST_LINE).as_deref(), Some(&b"fresh"[..]));
+    eprintln!(
+        "a new mailbox reported after {:.2} s, a delivery into it after {:.2} s",
+        found.as_secs_f64(),
+        started.elapsed().as_secs_f64()
+    );
+    nothing_before_inbox(&dovecot, &watch);
+}
+
 /// Stops Dovecot, changes two of ten mailboxes, starts it again: exactly
 /// those two are reported, once.
 fn restart_reports_exactly_what_changed(extra_conf: &str, flags: &[&str]) {
@@ -397,6 +426,13 @@ fn mailboxes_below_inbox_are_named_as_mbsync_names_them_under_its_path() {
     assert_eq!(watch.next(), "lists/gnus", "stderr: {}", watch.stderr_text());
     dovecot.deliver("INBOX", "the inbox itself");
     assert_eq!(watch.next(), "INBOX");
+    // With --host, no configuration names the prefix: the server's
+    // NAMESPACE does, and it is stripped as mbsync's Path is.
+    let args = idle_args(&dovecot, "secret", &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let host = Watch::start_command("idle", &args);
+    dovecot.deliver("INBOX.lists.gnus", "below INBOX, watched by --host");
+    assert_eq!(host.next(), "lists.gnus", "stderr: {}", host.stderr_text());
 }
 
 #[test]

@@ -125,8 +125,10 @@ fn a_tls_handshake_trickled_a_byte_at_a_time_ends_at_sigterm() {
     stuck_then_stopped(fake_imap::trickling_tls(), "imaps");
 }
 
-/// A NOTIFY server with one mailbox, INBOX, that counts its sessions (one
-/// LIST each) and answers the other commands with `answer` (None: OK).
+/// A NOTIFY server with one mailbox, INBOX, that counts its sessions (the
+/// NOTIFY that begins one, the EXAMINE that begins an IDLE connection;
+/// LIST comes every second while IDLE connections are spare) and answers
+/// the other commands with `answer` (None: OK).
 fn counting_sessions(
     answer: fn(&str, &str, &mut TcpStream) -> Option<std::io::Result<()>>,
 ) -> (FakeImap, Arc<std::sync::atomic::AtomicUsize>) {
@@ -137,8 +139,11 @@ fn counting_sessions(
         fake_imap::WITH_NOTIFY,
         Arc::new(move |tag: &str, command: &str, out: &mut TcpStream| {
             let verb = fake_imap::verb(command);
-            if verb == "LIST" {
+            // A session begins with NOTIFY; an IDLE connection with EXAMINE.
+            if verb == "NOTIFY" || verb == "EXAMINE" {
                 counted.fetch_add(1, Ordering::SeqCst);
+            }
+            if verb == "LIST" {
                 return write!(out, "* LIST () \".\" \"INBOX\"\r\n{tag} OK done\r\n");
             }
             answer(&verb, tag, out).unwrap_or_else(|| write!(out, "{tag} OK done\r\n"))
@@ -194,9 +199,10 @@ fn notify_offered_but_refused_falls_back_to_idle_without_reconnecting() {
     watch.stderr_until("IDLE on", Duration::from_secs(10));
     // No new session while it watches.
     assert!(watch.lines_until_quiet(Duration::from_secs(3)).is_empty());
+    // The main session's NOTIFY (refused) and INBOX's IDLE connection.
     assert_eq!(
         sessions.load(Ordering::SeqCst),
-        1,
+        2,
         "stderr: {}",
         watch.stderr_text()
     );

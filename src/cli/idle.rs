@@ -208,6 +208,9 @@ pub fn start(
         max_connections: usize::from(args.max_connections),
         poll: Duration::from_secs(args.poll),
         use_notify: !args.no_notify,
+        // With --host no configuration says what the server's names sit
+        // under: the server does (NAMESPACE).
+        strip_namespace: args.host.is_some(),
         ..Options::default()
     };
     let names = RemoteNames::new(style.clone(), &map).stripping(server_prefix);

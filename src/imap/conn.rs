@@ -254,6 +254,9 @@ pub struct Connection {
     scan: ResponseScan,
     /// The bytes of the last response handed out.
     last_size: usize,
+    /// The last response line imap-proto could not read (NAMESPACE's
+    /// answer is one), for the few commands that read it themselves.
+    unreadable: Option<Vec<u8>>,
     next_tag: u32,
     capabilities: Vec<String>,
 }
@@ -502,6 +505,7 @@ impl Connection {
             consumed: 0,
             scan: ResponseScan::default(),
             last_size: 0,
+            unreadable: None,
             next_tag: 1,
             capabilities: Vec::new(),
         };
@@ -917,6 +921,15 @@ impl Connection {
         }
     }
 
+    /// The prefix of the server's personal namespace (`INBOX.` on Courier
+    /// and Cyrus, RFC 2342), None when it has none or does not say.
+    pub fn personal_namespace(&mut self, waker: &mut Waker) -> Result<Option<String>, ImapError> {
+        self.unreadable = None;
+        let tag = self.send_command("NAMESPACE")?;
+        self.finish(waker, &tag)?;
+        Ok(self.unreadable.take().and_then(|line| personal_prefix(&line)))
+    }
+
     /// The next response, or None when `until` comes first. A line that
     /// imap-proto cannot read is skipped and handed out as an untagged BAD
     /// (what a server says of a line it cannot parse), so the caller can
@@ -938,13 +951,16 @@ impl Connection {
                 let whole = &self.buffer[self.consumed..end];
                 let response = match Response::parse(whole) {
                     Ok((b"", response)) => response.into_owned(),
-                    _ => Response::Data {
-                        status: Status::Bad,
-                        outcome: Outcome {
-                            code: None,
-                            information: Some(Cow::Borrowed("a response mailsync cannot read")),
-                        },
-                    },
+                    _ => {
+                        self.unreadable = Some(whole.to_vec());
+                        Response::Data {
+                            status: Status::Bad,
+                            outcome: Outcome {
+                                code: None,
+                                information: Some(Cow::Borrowed("a response mailsync cannot read")),
+                            },
+                        }
+                    }
                 };
                 self.last_size = end - self.consumed;
                 self.consumed = end;
@@ -1106,8 +1122,48 @@ pub fn bye(server: &str, text: Option<&str>) -> ImapError {
     }
 }
 
+/// The first personal namespace's prefix in a `* NAMESPACE` line: its
+/// first quoted string (`* NAMESPACE (("INBOX." ".")) NIL NIL`); None for
+/// `NIL`, an empty prefix, or a line that is not that.
+fn personal_prefix(line: &[u8]) -> Option<String> {
+    let line = std::str::from_utf8(line).ok()?;
+    let rest = line
+        .get(..12)
+        .filter(|head| head.eq_ignore_ascii_case("* NAMESPACE "))?;
+    let rest = line[rest.len()..]
+        .trim_start()
+        .strip_prefix("((")?
+        .trim_start()
+        .strip_prefix('"')?;
+    let mut prefix = String::new();
+    let mut chars = rest.chars();
+    loop {
+        match chars.next()? {
+            '"' => break,
+            '\\' => prefix.push(chars.next()?),
+            c => prefix.push(c),
+        }
+    }
+    (!prefix.is_empty()).then_some(prefix)
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_personal_namespace_prefix_is_read_from_its_line() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("* NAMESPACE ((\"INBOX.\" \".\")) NIL NIL\r\n", Some("INBOX.")),
+            ("* namespace ((\"\" \"/\")) NIL ((\"Shared/\" \"/\"))\r\n", None),
+            ("* NAMESPACE NIL NIL NIL\r\n", None),
+            ("* NAMESPACE ((\"a\\\"b.\" \".\")) NIL NIL\r\n", Some("a\"b.")),
+            ("* NAMESPACE ((\"INBOX.", None),
+            ("* OK hello\r\n", None),
+        ];
+        for (line, prefix) in cases {
+            assert_eq!(personal_prefix(line.as_bytes()).as_deref(), *prefix, "{line:?}");
+        }
+    }
+
     use super::*;
 
     /// Where the first response ends, or the start of the error.

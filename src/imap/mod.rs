@@ -161,6 +161,14 @@ impl RemoteNames {
         self
     }
 
+    /// Strips `prefix` too, when nothing was given to strip: the server's
+    /// own word for its personal namespace.
+    fn learn_prefix(&mut self, prefix: String) {
+        if self.prefix.is_none() && !self.whole {
+            self.prefix = Some(prefix);
+        }
+    }
+
     /// The server's own names, INBOX as the root: for nnimap groups.
     pub fn server_names() -> RemoteNames {
         RemoteNames {
@@ -204,6 +212,10 @@ pub struct Options {
     pub idle_renewal: Duration,
     /// Use NOTIFY where the server offers it.
     pub use_notify: bool,
+    /// Strip the server's personal namespace (asked with NAMESPACE) from
+    /// its names, as a sync program configured for it does (`mailsync
+    /// idle --host`: no configuration says the prefix).
+    pub strip_namespace: bool,
 }
 
 /// Connections per account without NOTIFY: the default, and what may be
@@ -224,6 +236,7 @@ impl Default for Options {
             poll: Duration::from_secs(POLL_SECONDS),
             idle_renewal: Duration::from_secs(25 * 60),
             use_notify: true,
+            strip_namespace: false,
         }
     }
 }
@@ -234,6 +247,9 @@ enum Report {
     /// Every watched mailbox (with its status where known) and the
     /// server's delimiter: a mailbox not in it is gone.
     Listing(Vec<(String, MailboxStatus)>, Option<String>),
+    /// The server's personal namespace prefix, asked for
+    /// [`Options::strip_namespace`].
+    Namespace(String),
     /// One mailbox's status now.
     Status(String, MailboxStatus),
     /// A mailbox changed in a way no status shows (flags without CONDSTORE).
@@ -405,7 +421,7 @@ struct Shared {
 fn coordinate(
     reports: Receiver<Report>,
     mut sink: Box<dyn Sink>,
-    names: RemoteNames,
+    mut names: RemoteNames,
     options: &Options,
     stop: &Stop,
     shared: &Shared,
@@ -415,7 +431,7 @@ fn coordinate(
             change(&mut health);
         }
     };
-    let count = |name: &str, delimiter: Option<&str>, status: &MailboxStatus| {
+    let count = |names: &RemoteNames, name: &str, delimiter: Option<&str>, status: &MailboxStatus| {
         if let (Some(messages), Ok(mut counts)) = (status.messages, shared.counts.lock()) {
             counts.insert(names.folder(name, delimiter), messages);
         }
@@ -452,10 +468,11 @@ fn coordinate(
             }
         };
         match report {
+            Ok(Report::Namespace(prefix)) => names.learn_prefix(prefix),
             Ok(Report::Listing(listed, given)) => {
                 delimiter = given.or(delimiter);
                 for (name, status) in &listed {
-                    count(name, delimiter.as_deref(), status);
+                    count(&names, name, delimiter.as_deref(), status);
                 }
                 mailboxes.listing(&listed).into_iter().for_each(&mut touch);
                 let count = mailboxes.len();
@@ -475,7 +492,7 @@ fn coordinate(
                 }
             }
             Ok(Report::Status(name, status)) => {
-                count(&name, delimiter.as_deref(), &status);
+                count(&names, &name, delimiter.as_deref(), &status);
                 if mailboxes.status(&name, &status) {
                     touch(name);
                 }

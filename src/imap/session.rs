@@ -123,6 +123,11 @@ enum Never {}
 
 fn session(context: &Context, waker: &mut Waker, backoff: &mut Backoff) -> Result<Never, ImapError> {
     let mut link = context.connect(waker)?;
+    if context.options.strip_namespace && link.has_capability("NAMESPACE") {
+        if let Some(prefix) = link.personal_namespace(waker)? {
+            context.report(Report::Namespace(prefix));
+        }
+    }
     let (listing, delimiter) = list(context, &mut link, waker)?;
     let names: Vec<String> = listing.iter().map(|(name, _)| name.clone()).collect();
     context.report(Report::Listing(listing, delimiter.clone()));
@@ -408,9 +413,59 @@ enum LinkNews {
     Refused(String),
 }
 
+/// How often the poller lists the mailboxes while a new one could still
+/// get an IDLE connection of its own: a mailbox made meanwhile is
+/// reported, and watched, within about this. Without a spare connection
+/// it is listed with the STATUS polls.
+const LIST_PERIOD: Duration = Duration::from_secs(1);
+
+/// The IDLE connections of one session, each on a thread of its own;
+/// stopped and joined however the session ends.
+struct IdleLinks {
+    stop: Arc<Stop>,
+    news: Sender<LinkNews>,
+    threads: Vec<thread::JoinHandle<()>>,
+}
+
+impl IdleLinks {
+    /// Starts one on `mailbox`.
+    fn start(&mut self, context: &Context, mailbox: &str) -> std::io::Result<()> {
+        let (account, options, tls, reports) = (
+            context.account.clone(),
+            context.options.clone(),
+            context.tls.clone(),
+            context.reports.clone(),
+        );
+        let (stop, news, mailbox) = (Arc::clone(&self.stop), self.news.clone(), mailbox.to_string());
+        let thread = thread::Builder::new()
+            .name("mailsync-imap-idle".into())
+            .spawn(move || {
+                let context = Context {
+                    account: &account,
+                    options: &options,
+                    tls,
+                    reports: &reports,
+                    notify_refused: Default::default(),
+                };
+                idle_link(&context, &mailbox, &stop, &news);
+            })?;
+        self.threads.push(thread);
+        Ok(())
+    }
+}
+
+impl Drop for IdleLinks {
+    fn drop(&mut self) {
+        self.stop.stop();
+        for thread in self.threads.drain(..) {
+            let _ = thread.join();
+        }
+    }
+}
+
 /// Without NOTIFY: IDLE connections for the first mailboxes (INBOX first),
 /// STATUS polling of the rest on this one, which also lists the mailboxes
-/// each time to see new and deleted ones.
+/// to see new and deleted ones.
 fn idle_session(
     context: &Context,
     mut link: Connection,
@@ -423,35 +478,16 @@ fn idle_session(
     let idle_count = names.len().min(context.options.max_connections.saturating_sub(1));
     let mut polled: HashSet<String> = names.split_off(idle_count).into_iter().collect();
     let mut idling: HashSet<String> = names.into_iter().collect();
-    let links_stop = Stop::new().map_err(|err| ImapError::lost(link.server(), err))?;
-    // Stops the IDLE connections however this session ends.
-    let mut links = StopOnDrop(Arc::clone(&links_stop), Vec::new());
+    let lost = |err| ImapError::lost(link.server(), err);
     let (news, news_rx) = unbounded();
+    let mut links = IdleLinks {
+        stop: Stop::new().map_err(lost)?,
+        news,
+        threads: Vec::new(),
+    };
     for mailbox in &idling {
-        let (account, options, tls, reports) = (
-            context.account.clone(),
-            context.options.clone(),
-            context.tls.clone(),
-            context.reports.clone(),
-        );
-        let (stop, news, mailbox) = (Arc::clone(&links_stop), news.clone(), mailbox.clone());
-        let spawned = thread::Builder::new()
-            .name("mailsync-imap-idle".into())
-            .spawn(move || {
-                let context = Context {
-                    account: &account,
-                    options: &options,
-                    tls,
-                    reports: &reports,
-                    notify_refused: Default::default(),
-                };
-                idle_link(&context, &mailbox, &stop, &news);
-            });
-        links
-            .1
-            .push(spawned.map_err(|err| ImapError::lost(link.server(), err))?);
+        links.start(context, mailbox).map_err(lost)?;
     }
-    drop(news);
     let mut waiting = idling.len();
     let deadline = Instant::now() + 2 * RESPONSE_TIMEOUT;
     while waiting > 0 {
@@ -476,18 +512,14 @@ fn idle_session(
         ),
     });
     backoff.up(Instant::now());
-    poll_loop(context, &mut link, waker, &news_rx, idling, polled, delimiter)
+    let watched = Watched { idling, polled };
+    poll_loop(context, &mut link, waker, &news_rx, links, watched, delimiter)
 }
 
-struct StopOnDrop(Arc<Stop>, Vec<thread::JoinHandle<()>>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.stop();
-        for thread in self.1.drain(..) {
-            let _ = thread.join();
-        }
-    }
+/// Which mailboxes an IDLE connection watches, and which are polled.
+struct Watched {
+    idling: HashSet<String>,
+    polled: HashSet<String>,
 }
 
 fn poll_loop(
@@ -495,40 +527,65 @@ fn poll_loop(
     link: &mut Connection,
     waker: &mut Waker,
     news: &Receiver<LinkNews>,
-    mut idling: HashSet<String>,
-    mut polled: HashSet<String>,
+    mut links: IdleLinks,
+    mut watched: Watched,
     mut delimiter: Option<String>,
 ) -> Result<Never, ImapError> {
+    let options = context.options;
+    let mut next_status = Instant::now() + options.poll;
     loop {
-        if waker.sleep(context.options.poll) {
+        let spare = watched.idling.len() + 1 < options.max_connections;
+        let listing_due = match spare {
+            true => (Instant::now() + LIST_PERIOD).min(next_status),
+            false => next_status,
+        };
+        if waker.sleep(listing_due.saturating_duration_since(Instant::now())) {
             return Err(ImapError::Stopped);
         }
-        while let Ok(LinkNews::Refused(mailbox)) = news.try_recv() {
-            idling.remove(&mailbox);
-            polled.insert(mailbox);
+        for told in news.try_iter() {
+            if let LinkNews::Refused(mailbox) = told {
+                watched.idling.remove(&mailbox);
+                watched.polled.insert(mailbox);
+            }
         }
-        // The listing sees new and deleted mailboxes; STATUS only where no
-        // IDLE connection watches.
+        // The listing sees new and deleted mailboxes. A new one's status
+        // is asked at once (what changes from then on is news), then it
+        // gets an IDLE connection while one is spare. STATUS of the polled
+        // ones every `poll`.
         let (responses, _) = link.command(waker, "LIST \"\" \"*\"")?;
-        let listed = listed(responses, context.options);
+        let listed = listed(responses, options);
         delimiter = delimiter.or(listed.delimiter);
         let present: HashSet<&String> = listed.names.iter().collect();
-        polled.retain(|name| present.contains(name));
-        polled.extend(
-            listed
-                .names
-                .iter()
-                .filter(|name| !idling.contains(*name))
-                .cloned(),
-        );
-        let polled_now: Vec<String> = polled.iter().cloned().collect();
-        let found = statuses(link, waker, &polled_now)?;
+        watched.polled.retain(|name| present.contains(name));
+        let new: Vec<String> = listed
+            .names
+            .iter()
+            .filter(|name| !watched.idling.contains(*name) && !watched.polled.contains(*name))
+            .cloned()
+            .collect();
+        let mut asked = new.clone();
+        if Instant::now() >= next_status {
+            next_status = Instant::now() + options.poll;
+            asked.extend(watched.polled.iter().cloned());
+        }
+        let found = match asked.is_empty() {
+            true => HashMap::new(),
+            false => statuses(link, waker, &asked)?,
+        };
         context.report(Report::Listing(
             with_status(listed.names, found),
             delimiter.clone(),
         ));
+        for name in new {
+            if watched.idling.len() + 1 < options.max_connections && links.start(context, &name).is_ok() {
+                watched.idling.insert(name);
+            } else {
+                watched.polled.insert(name);
+            }
+        }
     }
 }
+
 /// One IDLE connection on one mailbox, reconnecting by itself.
 fn idle_link(context: &Context, mailbox: &str, stop: &Arc<Stop>, news: &Sender<LinkNews>) {
     let Ok(mut waker) = Waker::new(Arc::clone(stop)) else {

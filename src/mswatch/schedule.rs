@@ -333,11 +333,7 @@ impl Schedule {
     /// Settles the syncs whose settle time is over at `now`: each held
     /// report is asked of `explained(store, mailbox)`, which says what
     /// changed when the sync does not explain it.
-    pub fn settle(
-        &mut self,
-        now: Instant,
-        explained: &mut Explain,
-    ) -> Settled {
+    pub fn settle(&mut self, now: Instant, explained: &mut Explain) -> Settled {
         let settle = self.settle_time();
         let (over, still): (Vec<Batch>, Vec<Batch>) = std::mem::take(&mut self.settling)
             .into_iter()
