@@ -6,6 +6,7 @@
 #   MAILSYNC_BENCH_RUN_DELIVERIES=N  deliveries each way per pass in the mailsync run table (default 2; two passes)
 #   MAILSYNC_BENCH_RUN_CHAIN=N   server saves in the whole-chain (Emacs hook) table (default 10)
 #   MAILSYNC_BENCH_IMAP_DELIVERIES=N  deliveries per RTT in the Gnus-on-nnimap table (default 10)
+#   MAILSYNC_BENCH_PUSH_DELIVERIES=N  server saves per pass in the push-sync table (default 20)
 #   MAILSYNC_BENCH_HOSTILE=SECONDS  the window of each hostile-server row (default 30)
 #   MAILSYNC_BENCH_SIZES=A,B,…   store sizes of the start-up table (default 1000,10000,50000,100000)
 #   MAILSYNC_BENCH_DIR=DIR       where the stores of the start-up table are made (default $TMPDIR

@@ -1114,6 +1114,17 @@ The sync program appends its arguments to TMP's syncs.log."
              (format "store b {\n watch %s watch --maildir %sb --layout verbatim --delay 0\n}\n"
                      program tmp)))))
 
+(defmacro mailsync-test--with-no-store-in-gnus (bindings &rest body)
+  "Run BODY with BINDINGS bound by `let*', and no mail store in Gnus.
+Only a `mailsync run' child is then watched: no maildir, no IMAP server."
+  (declare (indent 1) (debug t))
+  `(let* (,@bindings
+          (mailsync-maildirs nil)
+          (mailsync-imap-servers nil)
+          (gnus-secondary-select-methods nil)
+          (gnus-select-method '(nnnil "")))
+     ,@body))
+
 (defmacro mailsync-test--with-run-config (spec &rest body)
   "Run BODY with `mailsync-run-config' set to a fresh configuration.
 SPEC is (TMP CONFIG PROGRAM): the bound directory, the file in it, and
@@ -1122,15 +1133,12 @@ TMP/syncs.log; see `mailsync-test--write-run-config').  Gnus watches
 nothing else.  Afterwards `mailsync-mode' is off and TMP gone."
   (declare (indent 1) (debug t))
   (pcase-let ((`(,tmp ,config ,program) spec))
-    `(let* ((,tmp (file-name-as-directory (make-temp-file "mailsync-run" t)))
-            (,config (expand-file-name "mswatchrc" ,tmp))
-            (,program (expand-file-name "target/release/mailsync" mailsync-test--root))
-            (mailsync-program ,program)
-            (mailsync-run-config ,config)
-            (mailsync-maildirs nil)
-            (mailsync-imap-servers nil)
-            (gnus-secondary-select-methods nil)
-            (gnus-select-method '(nnnil "")))
+    `(mailsync-test--with-no-store-in-gnus
+         ((,tmp (file-name-as-directory (make-temp-file "mailsync-run" t)))
+          (,config (expand-file-name "mswatchrc" ,tmp))
+          (,program (expand-file-name "target/release/mailsync" mailsync-test--root))
+          (mailsync-program ,program)
+          (mailsync-run-config ,config))
        (unwind-protect
            (progn
              (mailsync-test--write-run-config ,tmp ,program)
@@ -1228,29 +1236,26 @@ syncs; `mailsync-after-sync-functions' refreshes notmuch's buffers, with
 no Gnus.  A notmuch search buffer open before a server delivery lists it
 after, and the hook got the account and the folder."
   (skip-unless (file-directory-p mailsync-test--notmuch-lisp))
-  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-notmuch" t)))
-         (server (expand-file-name "dovecot" tmp))
-         (port (string-to-number (mailsync-test--dovecot "start" server)))
-         (local (expand-file-name "mail" tmp))
-         (notmuch-config (expand-file-name "notmuch-config" tmp))
-         ;; The child reads $HOME/.mbsyncrc, as a user's would be read.
-         (process-environment (append (list (concat "HOME=" tmp)
-                                            (concat "NOTMUCH_CONFIG=" notmuch-config))
-                                      process-environment))
-         (load-path (cons mailsync-test--notmuch-lisp load-path))
-         (mailsync-program (expand-file-name "target/release/mailsync" mailsync-test--root))
-         (mailsync-run-accounts '((mbsync "test")))
-         (mailsync-run-config nil)
-         (mailsync-run-then "notmuch new --quiet")
-         (synced nil)
-         (mailsync-after-sync-functions
-          (list (lambda (account folders)
-                  (push (cons account folders) synced)
-                  (notmuch-refresh-all-buffers))))
-         (mailsync-maildirs nil)
-         (mailsync-imap-servers nil)
-         (gnus-secondary-select-methods nil)
-         (gnus-select-method '(nnnil "")))
+  (mailsync-test--with-no-store-in-gnus
+      ((tmp (file-name-as-directory (make-temp-file "mailsync-notmuch" t)))
+       (server (expand-file-name "dovecot" tmp))
+       (port (string-to-number (mailsync-test--dovecot "start" server)))
+       (local (expand-file-name "mail" tmp))
+       (notmuch-config (expand-file-name "notmuch-config" tmp))
+       ;; The child reads $HOME/.mbsyncrc, as a user's would be read.
+       (process-environment (append (list (concat "HOME=" tmp)
+                                          (concat "NOTMUCH_CONFIG=" notmuch-config))
+                                    process-environment))
+       (load-path (cons mailsync-test--notmuch-lisp load-path))
+       (mailsync-program (expand-file-name "target/release/mailsync" mailsync-test--root))
+       (mailsync-run-accounts '((mbsync "test")))
+       (mailsync-run-config nil)
+       (mailsync-run-then "notmuch new --quiet")
+       (synced nil)
+       (mailsync-after-sync-functions
+        (list (lambda (account folders)
+                (push (cons account folders) synced)
+                (notmuch-refresh-all-buffers)))))
     (unwind-protect
         (progn
           (with-temp-file (expand-file-name ".mbsyncrc" tmp)
@@ -1287,15 +1292,12 @@ Channel test\nFar :test-remote:\nNear :test-local:\nPatterns *\nCreate Near\nSyn
   "A channel ~/.mbsyncrc does not have is a configuration error: status 2.
 `mailsync-mode' says it once in *Warnings*, without the command line's
 hint, and does not start `mailsync run' again."
-  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-accounts" t)))
-         (process-environment (cons (concat "HOME=" tmp) process-environment))
-         (mailsync-program (expand-file-name "target/release/mailsync" mailsync-test--root))
-         (mailsync-run-accounts '((mbsync "nosuch")))
-         (mailsync-run-config nil)
-         (mailsync-maildirs nil)
-         (mailsync-imap-servers nil)
-         (gnus-secondary-select-methods nil)
-         (gnus-select-method '(nnnil "")))
+  (mailsync-test--with-no-store-in-gnus
+      ((tmp (file-name-as-directory (make-temp-file "mailsync-accounts" t)))
+       (process-environment (cons (concat "HOME=" tmp) process-environment))
+       (mailsync-program (expand-file-name "target/release/mailsync" mailsync-test--root))
+       (mailsync-run-accounts '((mbsync "nosuch")))
+       (mailsync-run-config nil))
     (unwind-protect
         (progn
           (write-region "IMAPAccount other\nHost 127.0.0.1\nUser u\nPass p\n" nil

@@ -113,7 +113,19 @@ fn logging_sync(dir: &Path, real: &str) -> (PathBuf, PathBuf) {
     (script, log)
 }
 
-fn syncs(log: &Path) -> Vec<String> {
+/// How many messages the server holds in `mailbox`.
+fn on_server(dovecot: &Dovecot, mailbox: &str) -> usize {
+    dovecot
+        .doveadm(
+            &["-f", "flow", "fetch", "-u", "test", "uid", "mailbox", mailbox],
+            None,
+        )
+        .lines()
+        .count()
+}
+
+/// The lines of a log file (none when it does not exist yet).
+fn lines(log: &Path) -> Vec<String> {
     fs::read_to_string(log)
         .unwrap_or_default()
         .lines()
@@ -153,7 +165,7 @@ fn server_local_flag_and_folder_steps(
     let limit = Duration::from_secs(30);
     orchestrator.wait_until("the start-up sync", limit, || messages(&local.join("INBOX")) == 1);
     thread::sleep(settle);
-    let before = syncs(sync_log).len();
+    let before = lines(sync_log).len();
     for round in 0..3 {
         dovecot.save("INBOX", &format!("server delivery {round}"));
         orchestrator.wait_until("a server delivery reaching the local maildir", limit, || {
@@ -161,17 +173,10 @@ fn server_local_flag_and_folder_steps(
         });
         thread::sleep(settle);
     }
-    let server_syncs = syncs(sync_log).len() - before;
+    let server_syncs = lines(sync_log).len() - before;
     deliver(&local.join("INBOX"));
     orchestrator.wait_until("a local delivery reaching the server", limit, || {
-        dovecot
-            .doveadm(
-                &["-f", "flow", "fetch", "-u", "test", "uid", "mailbox", "INBOX"],
-                None,
-            )
-            .lines()
-            .count()
-            == 5
+        on_server(dovecot, "INBOX") == 5
     });
     // Gnus marks a message read once that sync is over (a flag changed
     // while the same mailbox syncs is taken for the sync's own: README).
@@ -293,7 +298,7 @@ fn compare_with_mswatch(backend: Backend) {
         assert_eq!(running.terminate(), 0, "{}", running.said());
         eprintln!(
             "{backend:?}, {orchestrator}: {server_syncs} syncs for 3 server deliveries; all syncs: {:?}",
-            syncs(&sync_log)
+            lines(&sync_log)
         );
         results.push((server_syncs, end));
     }
@@ -340,7 +345,7 @@ fn scripted_sync(dir: &Path) -> PathBuf {
 }
 
 fn sync_times(dir: &Path) -> Vec<(f64, String)> {
-    syncs(&dir.join("syncs.log"))
+    lines(&dir.join("syncs.log"))
         .iter()
         .filter_map(|line| {
             let (time, args) = line.split_once(' ')?;
@@ -480,13 +485,13 @@ fn failures_back_off_a_killed_watcher_comes_back_and_sigterm_waits_for_the_sync(
     fs::write(dir.join("slow"), "").unwrap();
     deliver(&b.join("INBOX"));
     run.wait_until("a slow sync", limit, || {
-        syncs(&dir.join("syncs.log"))
+        lines(&dir.join("syncs.log"))
             .last()
             .is_some_and(|line| line == "waiting")
     });
     assert_eq!(run.terminate(), 0, "{}", run.said());
     assert!(
-        syncs(&dir.join("syncs.log")).last().unwrap() == "terminated",
+        lines(&dir.join("syncs.log")).last().unwrap() == "terminated",
         "the sync got SIGTERM"
     );
     let left = Command::new("pgrep")
@@ -543,13 +548,13 @@ fn one_run_per_configuration_and_sighup_ends_it_as_sigterm_does() {
     fs::write(dir.join("slow"), "").unwrap();
     deliver(&a.join("INBOX"));
     run.wait_until("a slow sync", Duration::from_secs(20), || {
-        syncs(&dir.join("syncs.log"))
+        lines(&dir.join("syncs.log"))
             .last()
             .is_some_and(|line| line == "waiting")
     });
     assert_eq!(run.signal_and_wait("-HUP"), 0, "{}", run.said());
     assert_eq!(
-        syncs(&dir.join("syncs.log")).last().unwrap(),
+        lines(&dir.join("syncs.log")).last().unwrap(),
         "terminated",
         "the sync got SIGTERM"
     );
@@ -665,7 +670,7 @@ fn with_offlineimap_one_sync_per_server_delivery_and_dovecot_restarts() {
     // OfflineIMAP makes the local maildir (Maildir++ with sep ".") itself.
     running.wait_until("the start-up sync", limit, || messages(&local.join("INBOX")) == 1);
     thread::sleep(Duration::from_secs(2));
-    let before = syncs(&sync_log).len();
+    let before = lines(&sync_log).len();
     for round in 0..3 {
         dovecot.save("INBOX", &format!("server delivery {round}"));
         running.wait_until("a server delivery reaching the local maildir", limit, || {
@@ -674,10 +679,10 @@ fn with_offlineimap_one_sync_per_server_delivery_and_dovecot_restarts() {
         thread::sleep(Duration::from_secs(2));
     }
     assert_eq!(
-        syncs(&sync_log).len() - before,
+        lines(&sync_log).len() - before,
         3,
         "one sync per server delivery: {:?}",
-        syncs(&sync_log)
+        lines(&sync_log)
     );
     // Dovecot restarts: `mailsync idle` in the process connects again, and
     // a message saved meanwhile still arrives.
@@ -754,10 +759,6 @@ fn counting_backends(dir: &Path) -> (OsString, PathBuf) {
     path.push(":");
     path.push(std::env::var_os("PATH").unwrap_or_default());
     (path, log)
-}
-
-fn lines(path: &Path) -> Vec<String> {
-    syncs(path)
 }
 
 /// An mbsync channel `name` of `dovecot`'s account into `near` (the
@@ -856,17 +857,10 @@ fn push_sync_with_mbsync_alone(near: &str, inbox: &str, foo_bar: &str, foo_bar_n
         deliver(&inbox);
         deliver(&foo_bar);
     }
-    let on_server = |folder: &str| {
-        dovecot
-            .doveadm(
-                &["-f", "flow", "fetch", "-u", "test", "uid", "mailbox", folder],
-                None,
-            )
-            .lines()
-            .count()
-    };
     run.wait_until("the local deliveries on the server and --then run", limit, || {
-        on_server("INBOX") == 16 && on_server("foo/bar") == 16 && lines(&then_log).len() == 22
+        on_server(&dovecot, "INBOX") == 16
+            && on_server(&dovecot, "foo/bar") == 16
+            && lines(&then_log).len() == 22
     });
     assert_eq!(
         lines(&then_log).last().unwrap(),
@@ -889,7 +883,7 @@ fn push_sync_with_mbsync_alone(near: &str, inbox: &str, foo_bar: &str, foo_bar_n
     fs::write(dir.join("during"), during).unwrap();
     dovecot.save("INBOX", "while the next sync runs");
     run.wait_until("both deliveries on the server and --then run", limit, || {
-        on_server("INBOX") == 18 && lines(&then_log).len() == 23
+        on_server(&dovecot, "INBOX") == 18 && lines(&then_log).len() == 23
     });
     assert!(
         run.said().contains(
@@ -1062,7 +1056,7 @@ fn derived_set_ups_configuration_errors_dry_runs_and_home() {
             "sync {mailsync} \"sync\" --backend mbsync --config {}/.mbsyncrc --local-separator /",
             dir.display()
         ),
-        "base_delay 0.1".into(),
+        "base_delay 0.05".into(),
         "inter_delay 1".into(),
         "mailbox_prefix work :".into(),
     ] {
@@ -1170,14 +1164,7 @@ fn offlineimap_alone_one_sync_per_delivery_and_notmuch_and_mu_index_after_it() {
     );
     deliver(&local.join("INBOX"));
     run.wait_until("a local delivery reaching the server", limit, || {
-        dovecot
-            .doveadm(
-                &["-f", "flow", "fetch", "-u", "test", "uid", "mailbox", "INBOX"],
-                None,
-            )
-            .lines()
-            .count()
-            == 5
+        on_server(&dovecot, "INBOX") == 5
     });
     assert_eq!(run.terminate(), 0, "{}", run.said());
 }

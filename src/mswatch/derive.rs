@@ -14,9 +14,9 @@ use crate::imap::config::{
     from_mbsync, from_offlineimap, mbsync_near_store, offlineimap_local_repository, SubFolders,
 };
 
-/// From a change to its sync: long enough for the reports of one delivery
-/// (a server's, then the local file's) to come together.
-pub const BASE_DELAY: Duration = Duration::from_millis(100);
+/// From a change to its sync: long enough for the files of one local
+/// delivery of several messages to come together, short against a sync.
+pub const BASE_DELAY: Duration = Duration::from_millis(50);
 /// Between two syncs of one mailbox: a burst of deliveries is synced in
 /// a few runs, not one per message.
 pub const INTER_DELAY: Duration = Duration::from_secs(1);

@@ -23,6 +23,7 @@
 mod common;
 mod hostile;
 mod imap;
+mod push;
 mod run;
 
 use std::collections::HashMap;
@@ -887,6 +888,10 @@ fn main() {
     if only.is_empty() || only == "run" {
         let _took = Took::new("run");
         run::tables(setting("MAILSYNC_BENCH_RUN_DELIVERIES", 2) as usize, idle);
+    }
+    if only.is_empty() || only == "push" {
+        let _took = Took::new("push");
+        push::table(setting("MAILSYNC_BENCH_PUSH_DELIVERIES", 20) as usize, idle);
     }
     if only.is_empty() || only == "hostile" {
         let _took = Took::new("hostile");
