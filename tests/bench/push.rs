@@ -391,6 +391,9 @@ fn connections(bench: &Bench) -> usize {
         .count()
 }
 
+/// CPU ms and wake-ups so far, of what one contender runs.
+type Sampler = Box<dyn Fn() -> (f64, u64)>;
+
 #[derive(Default)]
 struct Figures {
     latencies: Vec<f64>,
@@ -447,7 +450,7 @@ fn measure(
         let add = |(cpu, woken): (f64, u64), (more_cpu, more_woken): (f64, u64)| {
             (cpu + more_cpu, woken + more_woken)
         };
-        let (sample, rss): (Box<dyn Fn() -> (f64, u64)>, Option<u64>) = match &bench.orchestrator {
+        let (sample, rss): (Sampler, Option<u64>) = match &bench.orchestrator {
             Orchestrator::Child(child) => {
                 let pids: HashSet<u32> = tree(child.id()).into_iter().collect();
                 let rss = pids.iter().map(|&pid| rss_kib(pid)).sum();
