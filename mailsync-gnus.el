@@ -759,6 +759,9 @@ limit) is stopped with a warning."
   (setq mailsync--watches nil)
   (mailsync--forget-checks))
 
+(defvar mailsync--start-after-sync nil
+  "Non-nil when the stores could not be watched before `mailsync run' synced.")
+
 ;;;###autoload
 (define-minor-mode mailsync-mode
   "Check Gnus groups the moment their mail changes on disk.
@@ -769,13 +772,12 @@ from an init file, what stops it is a warning, not an error."
   :group 'mailsync
   (if mailsync-mode
       (condition-case err
-          (progn
-            (when (mailsync--run-arguments)
-              (mailsync--run-start))
+          (if (not (mailsync--run-arguments))
+              (mailsync-start)
+            (mailsync--run-start)
             ;; With `mailsync run' alone, nothing else need be watched.
-            (unless (and (mailsync--run-arguments)
-                         (not (or (mailsync--roots) (mailsync--imap-servers))))
-              (mailsync-start)))
+            (when (or (mailsync--roots) (mailsync--imap-servers))
+              (mailsync--start-beside-run)))
         (error (setq mailsync-mode nil)
                (mailsync--run-stop)
                ;; From an init file: a warning, and the rest of it runs.
@@ -784,6 +786,7 @@ from an init file, what stops it is a warning, not an error."
                  (display-warning 'mailsync
                                   (format "mailsync-mode is off: %s" (error-message-string err))
                                   :error))))
+    (setq mailsync--start-after-sync nil)
     (mailsync-stop)
     (mailsync--run-stop)))
 
@@ -927,6 +930,22 @@ the command-line hint after an error."
           (mailsync--log "mailsync run: %s" line)))))
     (process-put process 'partial text)))
 
+(defun mailsync--start-beside-run ()
+  "Run `mailsync-start' beside `mailsync run'.
+A mail store missing before the first sync, which makes it, is no error:
+that is said once, and the stores are watched after the next sync."
+  (let ((missing (cl-remove-if (lambda (root) (file-directory-p (expand-file-name (car root))))
+                               (mailsync--roots))))
+    (if missing
+        (unless mailsync--start-after-sync
+          (setq mailsync--start-after-sync t)
+          (mailsync--log "not watching %s until mailsync run has synced: it does not exist yet"
+                         (mapconcat #'car missing ", ")))
+      (mailsync-start)
+      (when mailsync--start-after-sync
+        (setq mailsync--start-after-sync nil)
+        (mailsync--log "watching the mail stores now that a sync made them")))))
+
 (defun mailsync--unhex (hex)
   "The name that HEX, lower-case hexadecimal of its UTF-8 bytes, stands for."
   (decode-coding-string
@@ -937,7 +956,12 @@ the command-line hint after an error."
 
 (defun mailsync--after-sync (account folders)
   "Run `mailsync-after-sync-functions' with ACCOUNT and FOLDERS.
-An error in one is logged; the others still run."
+An error in one is logged; the others still run.  Stores that could not
+be watched before (missing before the first sync) are watched now."
+  (when (and mailsync--start-after-sync mailsync-mode)
+    (condition-case err
+        (mailsync--start-beside-run)
+      (error (mailsync--error "Cannot watch the mail stores: %s" (error-message-string err)))))
   (run-hook-wrapped 'mailsync-after-sync-functions
                     (lambda (function)
                       (condition-case err

@@ -1228,6 +1228,52 @@ they load in every Emacs the tests run).")
 (declare-function notmuch-search "notmuch")
 (declare-function notmuch-refresh-all-buffers "notmuch")
 
+(defun mailsync-test--write-mbsyncrc (home port local)
+  "Write HOME/.mbsyncrc: channel test, Dovecot's PORT into LOCAL (Verbatim)."
+  (with-temp-file (expand-file-name ".mbsyncrc" home)
+    (insert (format "IMAPAccount test\nHost 127.0.0.1\nPort %d\nUser test\nPass secret\n\
+SSLType None\nAuthMechs LOGIN\n\nIMAPStore test-remote\nAccount test\n\n\
+MaildirStore test-local\nPath %s/\nInbox %s/INBOX\nSubFolders Verbatim\n\n\
+Channel test\nFar :test-remote:\nNear :test-local:\nPatterns *\nCreate Near\nSyncState *\n"
+                    port local local))))
+
+(ert-deftest mailsync-test-run-accounts-a-store-the-first-sync-makes-is-watched-after-it ()
+  "A store missing before the first sync is no error beside `mailsync run'.
+From an init file, `mailsync-mode' with `mailsync-run-accounts' and a
+maildir that the first sync makes: the mode stays on, no warning, the
+child runs, and once it synced the store is watched and its folders
+reported."
+  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-first" t)))
+         (server (expand-file-name "dovecot" tmp))
+         (port (string-to-number (mailsync-test--dovecot "start" server)))
+         (local (expand-file-name "mail" tmp))
+         (process-environment (cons (concat "HOME=" tmp) process-environment))
+         (mailsync-program (expand-file-name "target/release/mailsync" mailsync-test--root))
+         (mailsync-run-accounts '((mbsync "test")))
+         (mailsync-run-config nil)
+         (mailsync-maildirs `((,local :server "nnmaildir+work" :layout verbatim)))
+         (mailsync-imap-servers nil)
+         (mailsync-check-on-start nil)
+         (changed nil)
+         (mailsync-folder-changed-functions (list (lambda (_directory folders)
+                                                    (setq changed (append folders changed))))))
+    (unwind-protect
+        (progn
+          (mailsync-test--write-mbsyncrc tmp port local)
+          (when (get-buffer "*Warnings*")
+            (kill-buffer "*Warnings*"))
+          (mailsync-mode 1)
+          (should mailsync-mode)
+          (should (process-live-p mailsync--run))
+          (should-not (get-buffer "*Warnings*"))
+          (should (mailsync-test--wait-until (lambda () mailsync--watches) 30.0))
+          (should-not mailsync--start-after-sync)
+          (mailsync-test--save-on-server server "INBOX" "after the first sync")
+          (should (mailsync-test--wait-until (lambda () (member "INBOX" changed)) 30.0)))
+      (mailsync-mode -1)
+      (mailsync-test--dovecot "remove" server)
+      (delete-directory tmp t))))
+
 (ert-deftest mailsync-test-run-accounts-push-mail-that-notmuch-shows ()
   "`mailsync-run-accounts' pushes server mail into the maildir, notmuch shows it.
 As the README's notmuch recipe: an mbsync channel read from ~/.mbsyncrc,
@@ -1258,12 +1304,7 @@ after, and the hook got the account and the folder."
                 (notmuch-refresh-all-buffers)))))
     (unwind-protect
         (progn
-          (with-temp-file (expand-file-name ".mbsyncrc" tmp)
-            (insert (format "IMAPAccount test\nHost 127.0.0.1\nPort %d\nUser test\nPass secret\n\
-SSLType None\nAuthMechs LOGIN\n\nIMAPStore test-remote\nAccount test\n\n\
-MaildirStore test-local\nPath %s/\nInbox %s/INBOX\nSubFolders Verbatim\n\n\
-Channel test\nFar :test-remote:\nNear :test-local:\nPatterns *\nCreate Near\nSyncState *\n"
-                            port local local)))
+          (mailsync-test--write-mbsyncrc tmp port local)
           (with-temp-file notmuch-config
             (insert (format "[database]\npath=%s\n[user]\nname=Test\nprimary_email=test@example.org\n" local)))
           (require 'notmuch)
