@@ -191,7 +191,7 @@ struct Setup {
     /// The file it comes from, and the account in it: what is locked.
     file: PathBuf,
     account: Option<String>,
-    /// A derived set-up's local store: the first sync makes it.
+    /// A derived set-up's local store, made empty when it is missing.
     local: Option<PathBuf>,
 }
 
