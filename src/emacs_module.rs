@@ -29,7 +29,7 @@ use emacs::{defun, Env, IntoLisp, Result, ResultExt, Value};
 use crate::engine::{Engine, Options, Sink};
 use crate::groups::GroupMap;
 use crate::imap::{
-    self, Account, AskSecret, Auth, Endpoint, ImapError, ImapWatch, MailboxStatus, Password, RemoteNames,
+    self, Account, AskSecret, Auth, Endpoint, ImapError, ImapWatch, LocalNames, MailboxStatus, Password,
     Secret, Tls,
 };
 use crate::naming::{Folder, Layout, NameStyle};
@@ -216,6 +216,34 @@ fn module_version() -> Result<i64> {
     Ok(MODULE_VERSION)
 }
 
+/// This build's version and the defaults it applies when an option is
+/// nil: a plist of :version (the package's), :delay-ms, :max-connections,
+/// :connections-range (MIN . MAX) and :poll-seconds. mailsync-gnus.el shows
+/// them; its tests check that its own defaults agree.
+#[defun]
+fn module_defaults(env: &Env) -> Result<Value<'_>> {
+    let range = imap::MAX_CONNECTIONS_RANGE;
+    plist(
+        env,
+        vec![
+            (":version", env!("CARGO_PKG_VERSION").into_lisp(env)?),
+            (
+                ":delay-ms",
+                count(env, crate::engine::DEFAULT_DELAY.as_millis() as u64)?,
+            ),
+            (":max-connections", count(env, imap::MAX_CONNECTIONS as u64)?),
+            (
+                ":connections-range",
+                env.cons(
+                    count(env, *range.start() as u64)?,
+                    count(env, *range.end() as u64)?,
+                )?,
+            ),
+            (":poll-seconds", count(env, imap::POLL_SECONDS)?),
+        ],
+    )
+}
+
 /// `(plist-get PLIST KEY)`.
 fn option<'e>(env: &'e Env, plist: Value<'e>, key: &str) -> Result<Value<'e>> {
     env.call("plist-get", (plist, env.intern(key)?))
@@ -274,7 +302,7 @@ fn module_start(env: &Env, root: String, wake: Value, options: Value) -> Result<
         source: Some(Source::Maildir(engine)),
         mailbox,
         secrets: None,
-        names: GroupMap::new(style.clone(), style, &server, None, utf7),
+        names: GroupMap::on_server(style, &server, utf7),
     })
 }
 
@@ -320,8 +348,7 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
     let port = match port.map(u16::try_from) {
         Some(Ok(port)) => port,
         Some(Err(_)) => return env.signal(mailsync_setting_error, ("the port is out of range",)),
-        None if tls == Tls::Implicit => 993,
-        None => 143,
+        None => tls.default_port(),
     };
     let mut ca_files = Vec::new();
     let mut files = option(env, account, ":ca-files")?;
@@ -385,14 +412,14 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
         password: Password::Asked(Arc::new(asker)),
         auth,
     };
-    let watch = ImapWatch::start(account, options, sink, RemoteNames::server_names())
+    let watch = ImapWatch::start(account, options, sink, LocalNames::server_names())
         .or_signal(env, mailsync_store_error)?;
     let style = NameStyle::new("INBOX", "");
     Ok(Watch {
         source: Some(Source::Imap(watch)),
         mailbox,
         secrets: Some(secrets),
-        names: GroupMap::new(style.clone(), style, &server, None, true),
+        names: GroupMap::on_server(style, &server, true),
     })
 }
 

@@ -26,19 +26,24 @@ pub fn utf7_by_default(server: &str) -> bool {
     server.starts_with("nnimap")
 }
 
+/// The group template of the Gnus server prefix `server`, such as
+/// `nnimap+local` (empty: the native method, no prefix).
+pub fn server_template(server: &str) -> String {
+    if server.is_empty() {
+        "%s".to_string()
+    } else {
+        format!("{server}:%s")
+    }
+}
+
 impl GroupMap {
-    /// `server` is a Gnus server prefix such as `nnimap+local` (empty: the
-    /// native method); `template`, when given, overrides it.
-    pub fn new(local: NameStyle, group: NameStyle, server: &str, template: Option<&str>, utf7: bool) -> Self {
-        let template = match template {
-            Some(template) => template.to_string(),
-            None if server.is_empty() => "%s".to_string(),
-            None => format!("{server}:%s"),
-        };
+    /// Folders spelled `style` on disk, and in the group names, of the
+    /// Gnus server `server`.
+    pub fn on_server(style: NameStyle, server: &str, utf7: bool) -> Self {
         GroupMap {
-            local,
-            group,
-            template,
+            local: style.clone(),
+            group: style,
+            template: server_template(server),
             utf7,
         }
     }
@@ -125,13 +130,12 @@ mod tests {
     ];
 
     fn map(((local_inbox, local_sep), (group_inbox, group_sep), server, template, utf7): Naming) -> GroupMap {
-        GroupMap::new(
-            NameStyle::new(local_inbox, local_sep),
-            NameStyle::new(group_inbox, group_sep),
-            server,
-            template,
+        GroupMap {
+            local: NameStyle::new(local_inbox, local_sep),
+            group: NameStyle::new(group_inbox, group_sep),
+            template: template.map_or_else(|| server_template(server), str::to_string),
             utf7,
-        )
+        }
     }
 
     #[test]

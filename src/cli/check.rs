@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use clap::Args;
 
-use mailsync::groups::{utf7_by_default, GroupMap};
+use mailsync::groups::{server_template, utf7_by_default, GroupMap};
 use mailsync::naming::NameStyle;
 use mailsync::quote::{is_lisp_symbol, lisp_call, shell_line};
 
@@ -79,13 +79,15 @@ impl CheckArgs {
             Some(switch) => switch == Switch::Yes,
             None => utf7_by_default(&self.server),
         };
-        GroupMap::new(
+        GroupMap {
             local,
-            NameStyle::new(self.group_inbox.as_str(), self.group_separator.as_str()),
-            &self.server,
-            self.template.as_deref(),
+            group: NameStyle::new(self.group_inbox.as_str(), self.group_separator.as_str()),
+            template: self
+                .template
+                .clone()
+                .unwrap_or_else(|| server_template(&self.server)),
             utf7,
-        )
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use clap::Args;
 use mailsync::backend::{default_offlineimap_config, read_name_map};
 use mailsync::imap::config::{check_host, from_mbsync, from_offlineimap, Found};
 use mailsync::imap::{
-    self, Account, Auth, Endpoint, ImapWatch, Options, Password, RemoteNames, Selection, Tls,
+    self, Account, Auth, Endpoint, ImapWatch, LocalNames, Options, Password, Selection, Tls,
 };
 use mailsync::naming::NameStyle;
 use mailsync::sink::Sink;
@@ -136,9 +136,7 @@ fn account(args: &IdleArgs) -> Result<Found, String> {
             )
         }
     };
-    let port = args
-        .port
-        .unwrap_or(if args.tls == Tls::Implicit { 993 } else { 143 });
+    let port = args.port.unwrap_or(args.tls.default_port());
     Ok(Found {
         account: Account {
             label: format!("{user}@{host}"),
@@ -213,7 +211,7 @@ pub fn start(
         strip_namespace: args.host.is_some(),
         ..Options::default()
     };
-    let names = RemoteNames::new(style.clone(), &map).stripping(server_prefix);
+    let names = LocalNames::new(style.clone(), &map).stripping(server_prefix);
     let watch = ImapWatch::start(account, options, sink(style.clone()), names)
         .map_err(|err| CliError::new(Status::Failed(1), format!("cannot start: {err}")))?;
     Ok((watch, style))

@@ -119,11 +119,55 @@ fn mbsync_sections(text: &str) -> Vec<Section> {
 /// The account of mbsync channel `name` (or of IMAPAccount `name`).
 pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
     let sections = mbsync_sections(text);
-    let find = |kinds: &[&str], wanted: &str| {
-        sections
-            .iter()
-            .find(|section| kinds.contains(&section.kind.as_str()) && section.name == wanted)
+    let channel = match find_section(&sections, &["channel"], name) {
+        Some(channel) => Some(mbsync_channel(&sections, channel)?),
+        None => None,
     };
+    let store = channel.as_ref().map(|channel| channel.far);
+    let account = match store.and_then(|store| store.get("account")) {
+        Some(account) => find_section(&sections, MBSYNC_ACCOUNT, &unquote(account))
+            .ok_or_else(|| format!("mbsync IMAPAccount {account} is not in the configuration"))?,
+        // An IMAPStore may hold the account's settings itself.
+        None => match store {
+            Some(store) => store,
+            None => find_section(&sections, MBSYNC_ACCOUNT, name)
+                .ok_or_else(|| format!("no mbsync Channel or IMAPAccount named {name}"))?,
+        },
+    };
+    let (patterns, local_separator) = channel
+        .map(|channel| (channel.patterns, channel.local_separator))
+        .unwrap_or_default();
+    Ok(Found {
+        account: mbsync_account(account)?,
+        patterns,
+        local_separator,
+        server_prefix: store
+            .and_then(|store| store.get("path"))
+            .map(unquote)
+            .filter(|path| !path.is_empty()),
+    })
+}
+
+/// The section kinds that can hold an mbsync account's settings.
+const MBSYNC_ACCOUNT: &[&str] = &["imapaccount", "imap4account"];
+
+fn find_section<'a>(sections: &'a [Section], kinds: &[&str], wanted: &str) -> Option<&'a Section> {
+    sections
+        .iter()
+        .find(|section| kinds.contains(&section.kind.as_str()) && section.name == wanted)
+}
+
+/// What an mbsync Channel says of its stores.
+struct MbsyncChannel<'a> {
+    /// The Far store, an IMAPStore.
+    far: &'a Section,
+    patterns: Vec<String>,
+    /// The Near MaildirStore's separator between levels, when it has one.
+    local_separator: Option<String>,
+}
+
+fn mbsync_channel<'a>(sections: &'a [Section], channel: &Section) -> Result<MbsyncChannel<'a>, String> {
+    let name = &channel.name;
     let store_of = |reference: &str| {
         reference
             .trim_matches(':')
@@ -132,45 +176,37 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
             .unwrap_or("")
             .to_string()
     };
-    let (store, patterns, local_separator) = match find(&["channel"], name) {
-        Some(channel) => {
-            let far = channel
-                .get("far")
-                .or_else(|| channel.get("master"))
-                .ok_or_else(|| format!("mbsync channel {name} has no Far store"))?;
-            let near = channel.get("near").or_else(|| channel.get("slave")).map(store_of);
-            let patterns: Vec<String> = ["patterns", "pattern"]
-                .iter()
-                .filter_map(|key| channel.values.get(*key))
-                .flatten()
-                .flat_map(|value| words(value))
-                .collect();
-            let separator = near
-                .and_then(|near| find(&["maildirstore"], &near))
-                .and_then(|store| MaildirStore::read(store).ok())
-                .map(|store| store.separator().to_string());
-            let far_store = store_of(far);
-            let store = find(&["imapstore"], &far_store).ok_or_else(|| {
-                format!("mbsync channel {name}: its Far store {far_store} is not an IMAPStore")
-            })?;
-            (Some(store), patterns, separator)
-        }
-        None => (None, Vec::new(), None),
-    };
-    let account = match store.and_then(|store| store.get("account")) {
-        Some(account) => find(&["imapaccount", "imap4account"], &unquote(account))
-            .ok_or_else(|| format!("mbsync IMAPAccount {account} is not in the configuration"))?,
-        None => match store {
-            // An IMAPStore may hold the account's settings itself.
-            Some(store) => store,
-            None => find(&["imapaccount", "imap4account"], name)
-                .ok_or_else(|| format!("no mbsync Channel or IMAPAccount named {name}"))?,
-        },
-    };
+    let far = channel
+        .get("far")
+        .or_else(|| channel.get("master"))
+        .ok_or_else(|| format!("mbsync channel {name} has no Far store"))?;
+    let near = channel.get("near").or_else(|| channel.get("slave")).map(store_of);
+    let patterns = ["patterns", "pattern"]
+        .iter()
+        .filter_map(|key| channel.values.get(*key))
+        .flatten()
+        .flat_map(|value| words(value))
+        .collect();
+    let local_separator = near
+        .and_then(|near| find_section(sections, &["maildirstore"], &near))
+        .and_then(|store| MaildirStore::read(store).ok())
+        .map(|store| store.separator().to_string());
+    let far_store = store_of(far);
+    let far = find_section(sections, &["imapstore"], &far_store)
+        .ok_or_else(|| format!("mbsync channel {name}: its Far store {far_store} is not an IMAPStore"))?;
+    Ok(MbsyncChannel {
+        far,
+        patterns,
+        local_separator,
+    })
+}
+
+/// The account an mbsync IMAPAccount (or IMAPStore) section describes.
+fn mbsync_account(account: &Section) -> Result<Account, String> {
+    let name = &account.name;
     if account.get("tunnel").is_some() {
         return Err(format!(
-            "mbsync account {}: Tunnel is not supported; give --host, --user and --pass-cmd",
-            account.name
+            "mbsync account {name}: Tunnel is not supported; give --host, --user and --pass-cmd"
         ));
     }
     let tls = match account.get("tlstype").or_else(|| account.get("ssltype")) {
@@ -178,32 +214,23 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
             "imaps" => Tls::Implicit,
             "starttls" => Tls::StartTls,
             "none" => Tls::None,
-            other => {
-                return Err(format!(
-                    "mbsync account {}: unknown TLSType {other}",
-                    account.name
-                ))
-            }
+            other => return Err(format!("mbsync account {name}: unknown TLSType {other}")),
         },
         None => Tls::StartTls,
     };
     let host = account
         .get("host")
         .map(unquote)
-        .ok_or_else(|| format!("mbsync account {} has no Host", account.name))?;
-    check_host(&host).map_err(|why| format!("mbsync account {}: Host {why}", account.name))?;
+        .ok_or_else(|| format!("mbsync account {name} has no Host"))?;
+    check_host(&host).map_err(|why| format!("mbsync account {name}: Host {why}"))?;
     let port = match account.get("port") {
         Some(port) => port
             .parse()
-            .map_err(|_| format!("mbsync account {}: Port {port} is not a number", account.name))?,
-        None if tls == Tls::Implicit => 993,
-        None => 143,
+            .map_err(|_| format!("mbsync account {name}: Port {port} is not a number"))?,
+        None => tls.default_port(),
     };
     let user = account.get("user").map(unquote).ok_or_else(|| {
-        format!(
-            "mbsync account {} has no User (UserCmd is not supported: give --user)",
-            account.name
-        )
+        format!("mbsync account {name} has no User (UserCmd is not supported: give --user)")
     })?;
     let password = if let Some(command) = account.get("passcmd") {
         Password::Command(unquote(command.trim_start_matches('+')))
@@ -211,13 +238,12 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
         Password::Given(Secret::new(unquote(pass)))
     } else {
         return Err(format!(
-            "mbsync account {} has neither Pass nor PassCmd (mbsync would ask; give --pass-cmd)",
-            account.name
+            "mbsync account {name} has neither Pass nor PassCmd (mbsync would ask; give --pass-cmd)"
         ));
     };
     let auth = match account.get("authmechs") {
         Some(names) => Auth::from_names(&unquote(names))
-            .map_err(|err| format!("mbsync account {}: AuthMechs: {err}", account.name))?,
+            .map_err(|err| format!("mbsync account {name}: AuthMechs: {err}"))?,
         None => Auth::default(),
     };
     let ca_files = account
@@ -225,21 +251,12 @@ pub fn from_mbsync(text: &str, name: &str) -> Result<Found, String> {
         .map(|file| PathBuf::from(expand_home(&unquote(file))))
         .into_iter()
         .collect();
-    Ok(Found {
-        account: Account {
-            label: account.name.clone(),
-            endpoint: Endpoint::new(host, port, tls, ca_files)
-                .trusting_from("CertificateFile in ~/.mbsyncrc"),
-            user,
-            password,
-            auth,
-        },
-        patterns,
-        local_separator,
-        server_prefix: store
-            .and_then(|store| store.get("path"))
-            .map(unquote)
-            .filter(|path| !path.is_empty()),
+    Ok(Account {
+        label: name.clone(),
+        endpoint: Endpoint::new(host, port, tls, ca_files).trusting_from("CertificateFile in ~/.mbsyncrc"),
+        user,
+        password,
+        auth,
     })
 }
 
@@ -310,9 +327,7 @@ impl MaildirStore {
 /// The Near `MaildirStore` of mbsync channel `channel`.
 pub fn mbsync_near_store(text: &str, channel: &str) -> Result<MaildirStore, String> {
     let sections = mbsync_sections(text);
-    let section = sections
-        .iter()
-        .find(|section| section.kind == "channel" && section.name == channel)
+    let section = find_section(&sections, &["channel"], channel)
         .ok_or_else(|| format!("no mbsync Channel named {channel}"))?;
     let near = section
         .get("near")
@@ -327,9 +342,7 @@ pub fn mbsync_near_store(text: &str, channel: &str) -> Result<MaildirStore, Stri
             "mbsync channel {channel}: its Near store names a folder ({near}); write an .mswatchrc for it"
         ));
     }
-    let found = sections
-        .iter()
-        .find(|section| section.kind == "maildirstore" && section.name == store)
+    let found = find_section(&sections, &["maildirstore"], store)
         .ok_or_else(|| format!("mbsync channel {channel}: its Near store {store} is not a MaildirStore"))?;
     MaildirStore::read(found)
 }
@@ -408,6 +421,26 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
         }
     }
     let remote = ini::resolve(written, &REMOTE_KEYS).map_err(|why| format!("[Account {name}]: {why}"))?;
+    let (user, password, auth) = offlineimap_login(name, written, &remote)?;
+    Ok(Found {
+        account: Account {
+            label: name.to_string(),
+            endpoint: offlineimap_endpoint(name, &remote)?,
+            user,
+            password,
+            auth,
+        },
+        patterns: Vec::new(),
+        local_separator,
+        server_prefix: remote
+            .get("reference")
+            .filter(|reference| !reference.is_empty())
+            .cloned(),
+    })
+}
+
+/// Where an OfflineIMAP remote repository's server is, and how it is reached.
+fn offlineimap_endpoint(name: &str, remote: &HashMap<String, String>) -> Result<Endpoint, String> {
     let gmail = remote
         .get("type")
         .is_some_and(|kind| kind.eq_ignore_ascii_case("gmail"));
@@ -435,9 +468,24 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
         Some(port) => port
             .parse()
             .map_err(|_| format!("[Account {name}]: remoteport {port} is not a number"))?,
-        None if tls == Tls::Implicit => 993,
-        None => 143,
+        None => tls.default_port(),
     };
+    let ca_files = remote
+        .get("sslcacertfile")
+        .filter(|file| file.as_str() != "OS-DEFAULT")
+        .map(|file| PathBuf::from(expand_home(file)))
+        .into_iter()
+        .collect();
+    Ok(Endpoint::new(host, port, tls, ca_files).trusting_from("sslcacertfile in ~/.offlineimaprc"))
+}
+
+/// Who logs in to an OfflineIMAP remote repository (as `written`, and with
+/// its values resolved), with what secret and mechanisms.
+fn offlineimap_login(
+    name: &str,
+    written: &HashMap<String, String>,
+    remote: &HashMap<String, String>,
+) -> Result<(String, Password, Auth), String> {
     let user = remote
         .get("remoteuser")
         .cloned()
@@ -476,28 +524,7 @@ pub fn from_offlineimap(text: &str, name: &str) -> Result<Found, String> {
             "[Account {name}]: no remotepass or remotepassfile (OfflineIMAP would ask or use a keyring); give --pass-cmd"
         ));
     };
-    let ca_files = remote
-        .get("sslcacertfile")
-        .filter(|file| file.as_str() != "OS-DEFAULT")
-        .map(|file| PathBuf::from(expand_home(file)))
-        .into_iter()
-        .collect();
-    Ok(Found {
-        account: Account {
-            label: name.to_string(),
-            endpoint: Endpoint::new(host, port, tls, ca_files)
-                .trusting_from("sslcacertfile in ~/.offlineimaprc"),
-            user,
-            password,
-            auth,
-        },
-        patterns: Vec::new(),
-        local_separator,
-        server_prefix: remote
-            .get("reference")
-            .filter(|reference| !reference.is_empty())
-            .cloned(),
-    })
+    Ok((user, password, auth))
 }
 
 /// The local repository of an OfflineIMAP account: a `Maildir` one.

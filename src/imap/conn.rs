@@ -80,6 +80,17 @@ pub enum Tls {
     None,
 }
 
+impl Tls {
+    /// The port a server takes this way when none is named: 993 for
+    /// implicit TLS, 143 otherwise.
+    pub fn default_port(self) -> u16 {
+        match self {
+            Tls::Implicit => 993,
+            Tls::StartTls | Tls::None => 143,
+        }
+    }
+}
+
 impl std::str::FromStr for Tls {
     type Err = String;
 

@@ -18,7 +18,7 @@ mod session;
 mod status;
 mod trust;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
@@ -128,8 +128,9 @@ fn glob(pattern: &[u8], name: &[u8], delimiter: Option<&[u8]>) -> bool {
 /// report pairs with the local watcher's: INBOX is the root, the server's
 /// delimiter splits levels, and names a `nametrans` changed come from the
 /// name map (local name → server name, read backwards here).
+/// `backend::RemoteNames` goes the other way, for the sync's arguments.
 #[derive(Clone, Debug)]
-pub struct RemoteNames {
+pub struct LocalNames {
     pub local: NameStyle,
     /// Server name → local name.
     pub renamed: HashMap<String, Vec<u8>>,
@@ -140,10 +141,10 @@ pub struct RemoteNames {
     prefix: Option<String>,
 }
 
-impl RemoteNames {
+impl LocalNames {
     /// `map` is the sync's name map: local name → server name.
-    pub fn new(local: NameStyle, map: &HashMap<Vec<u8>, Vec<u8>>) -> RemoteNames {
-        RemoteNames {
+    pub fn new(local: NameStyle, map: &HashMap<Vec<u8>, Vec<u8>>) -> LocalNames {
+        LocalNames {
             local,
             renamed: map
                 .iter()
@@ -156,7 +157,7 @@ impl RemoteNames {
 
     /// The same, the sync program stripping `prefix` from the server's
     /// names (`INBOX.` on servers whose mailboxes sit below INBOX).
-    pub fn stripping(mut self, prefix: Option<String>) -> RemoteNames {
+    pub fn stripping(mut self, prefix: Option<String>) -> LocalNames {
         self.prefix = prefix;
         self
     }
@@ -170,8 +171,8 @@ impl RemoteNames {
     }
 
     /// The server's own names, INBOX as the root: for nnimap groups.
-    pub fn server_names() -> RemoteNames {
-        RemoteNames {
+    pub fn server_names() -> LocalNames {
+        LocalNames {
             local: NameStyle::new("INBOX", ""),
             renamed: HashMap::new(),
             whole: true,
@@ -304,7 +305,7 @@ impl ImapWatch {
         account: Account,
         options: Options,
         sink: Box<dyn Sink>,
-        names: RemoteNames,
+        names: LocalNames,
     ) -> std::io::Result<ImapWatch> {
         let stop = Stop::new()?;
         let health = Arc::new(Mutex::new(Health::default()));
@@ -420,150 +421,203 @@ struct Shared {
 
 fn coordinate(
     reports: Receiver<Report>,
-    mut sink: Box<dyn Sink>,
-    mut names: RemoteNames,
+    sink: Box<dyn Sink>,
+    names: LocalNames,
     options: &Options,
     stop: &Stop,
     shared: &Shared,
 ) {
-    let note = |change: &dyn Fn(&mut Health)| {
-        if let Ok(mut health) = shared.health.lock() {
-            change(&mut health);
-        }
+    let mut coordinator = Coordinator {
+        sink,
+        names,
+        shared,
+        stop,
+        mailboxes: Mailboxes::new(options.report_flags),
+        coalescer: Coalescer::with_bound(options.delay, options.max_delay),
+        delimiter: None,
+        ready: false,
+        unlisted_said: false,
+        unusable_said: HashSet::new(),
+        losses: Losses::default(),
     };
-    let count = |names: &RemoteNames, name: &str, delimiter: Option<&str>, status: &MailboxStatus| {
-        if let (Some(messages), Ok(mut counts)) = (status.messages, shared.counts.lock()) {
-            counts.insert(names.folder(name, delimiter), messages);
-        }
-    };
-    let mut mailboxes = Mailboxes::new(options.report_flags);
-    let mut coalescer = Coalescer::with_bound(options.delay, options.max_delay);
-    let mut delimiter: Option<String> = None;
-    let mut ready = false;
-    let mut unlisted_said = false;
-    let mut unusable_said = std::collections::HashSet::new();
-    let mut losses = Losses::default();
-    let lost = |sink: &mut Box<dyn Sink>, losses: &mut Losses, message: String, link: bool, now: Instant| {
-        note(&|health| {
-            health.connected = false;
-            health.reconnects += 1;
-            health.last_error = Some(message.clone());
-        });
-        if losses.worth_saying(link, now) {
-            sink.warning(message);
-        }
-    };
-    loop {
-        if stop.is_stopped() {
-            return;
-        }
-        let report = match coalescer.next_due() {
+    while !stop.is_stopped() {
+        let report = match coordinator.coalescer.next_due() {
             Some(due) => reports.recv_timeout(due.saturating_duration_since(Instant::now())),
             None => reports.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
-        let now = Instant::now();
-        let mut touch = |name: String| {
-            if ready {
-                coalescer.touch(name, now);
-            }
-        };
         match report {
-            Ok(Report::Namespace(prefix)) => names.learn_prefix(prefix),
-            Ok(Report::Listing(listed, given)) => {
-                delimiter = given.or(delimiter);
+            Ok(report) => coordinator.take(report, Instant::now()),
+            Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        // A failure stopped the account: nothing more is reported.
+        if stop.is_stopped() {
+            return;
+        }
+        coordinator.send_due(Instant::now());
+    }
+}
+
+/// The state of one account's coordinator thread: what the server said of
+/// each mailbox, what waits to be reported, and what was said already.
+struct Coordinator<'a> {
+    sink: Box<dyn Sink>,
+    names: LocalNames,
+    shared: &'a Shared,
+    /// Set when the account fails, which ends the coordinator too.
+    stop: &'a Stop,
+    mailboxes: Mailboxes,
+    coalescer: Coalescer<String>,
+    /// The server's hierarchy delimiter, once a listing gave it.
+    delimiter: Option<String>,
+    /// Whether the first listing was reported as ready.
+    ready: bool,
+    unlisted_said: bool,
+    unusable_said: HashSet<String>,
+    losses: Losses,
+}
+
+impl Coordinator<'_> {
+    fn folder(&self, name: &str) -> Folder {
+        self.names.folder(name, self.delimiter.as_deref())
+    }
+
+    fn note(&self, change: impl FnOnce(&mut Health)) {
+        if let Ok(mut health) = self.shared.health.lock() {
+            change(&mut health);
+        }
+    }
+
+    fn count(&self, name: &str, status: &MailboxStatus) {
+        if let (Some(messages), Ok(mut counts)) = (status.messages, self.shared.counts.lock()) {
+            counts.insert(self.folder(name), messages);
+        }
+    }
+
+    /// `name` changed: reported once its window ends (nothing before ready).
+    fn touch(&mut self, name: String, now: Instant) {
+        if self.ready {
+            self.coalescer.touch(name, now);
+        }
+    }
+
+    fn take(&mut self, report: Report, now: Instant) {
+        match report {
+            Report::Namespace(prefix) => self.names.learn_prefix(prefix),
+            Report::Listing(listed, given) => {
+                self.delimiter = given.or(self.delimiter.take());
                 for (name, status) in &listed {
-                    count(&names, name, delimiter.as_deref(), status);
+                    self.count(name, status);
                 }
-                mailboxes.listing(&listed).into_iter().for_each(&mut touch);
-                let count = mailboxes.len();
-                note(&|health| {
+                for name in self.mailboxes.listing(&listed) {
+                    self.touch(name, now);
+                }
+                let count = self.mailboxes.len();
+                self.note(|health| {
                     health.connected = true;
                     health.mailboxes = count;
                 });
             }
             // A mailbox the server never listed is no mailbox of the
             // account's (a new one is listed first: NOTIFY's MailboxName).
-            Ok(Report::Status(name, _)) if mailboxes.get(&name).is_none() => {
-                if !unlisted_said {
-                    unlisted_said = true;
-                    sink.warning(format!(
+            Report::Status(name, _) if self.mailboxes.get(&name).is_none() => {
+                if !self.unlisted_said {
+                    self.unlisted_said = true;
+                    self.sink.warning(format!(
                         "the server reported mailbox {name:?}, which it did not list; such reports are ignored"
                     ));
                 }
             }
-            Ok(Report::Status(name, status)) => {
-                count(&names, &name, delimiter.as_deref(), &status);
-                if mailboxes.status(&name, &status) {
-                    touch(name);
+            Report::Status(name, status) => {
+                self.count(&name, &status);
+                if self.mailboxes.status(&name, &status) {
+                    self.touch(name, now);
                 }
             }
-            Ok(Report::Changed(name)) => touch(name),
-            Ok(Report::Disconnected(message)) => lost(&mut sink, &mut losses, message, false, now),
-            Ok(Report::LinkLost(message)) => lost(&mut sink, &mut losses, message, true, now),
-            Ok(Report::Ready { how }) => {
-                note(&|health| health.how = Some(how.clone()));
-                if !ready {
-                    ready = true;
-                    let mut folders: Vec<Folder> = mailboxes
-                        .names()
-                        .map(|name| names.folder(name, delimiter.as_deref()))
-                        .collect();
-                    folders.sort();
-                    sink.server_status(
-                        mailboxes
-                            .iter()
-                            .map(|(name, status)| (names.folder(name, delimiter.as_deref()), *status))
-                            .collect(),
-                    );
-                    sink.info(format!("watching {} mailboxes: {how}", mailboxes.len()));
-                    sink.ready(Ok(folders));
+            Report::Changed(name) => self.touch(name, now),
+            Report::Disconnected(message) => self.lost(message, false, now),
+            Report::LinkLost(message) => self.lost(message, true, now),
+            Report::Ready { how } => self.on_ready(how),
+            Report::Warning(message) => self.sink.warning(message),
+            Report::RescanAll => {
+                let every: Vec<String> = self.mailboxes.names().cloned().collect();
+                for name in every {
+                    self.touch(name, now);
                 }
-            }
-            Ok(Report::Warning(message)) => sink.warning(message),
-            Ok(Report::RescanAll) => {
-                let every: Vec<String> = mailboxes.names().cloned().collect();
-                every.into_iter().for_each(&mut touch);
             }
             // Said once each (and of the first thousand only), not at every listing.
-            Ok(Report::Unusable(name)) => {
-                if unusable_said.len() < 1000 && unusable_said.insert(name.clone()) {
-                    sink.warning(format!(
+            Report::Unusable(name) => {
+                if self.unusable_said.len() < 1000 && self.unusable_said.insert(name.clone()) {
+                    self.sink.warning(format!(
                         "mailbox {name:?} is not watched: no folder can be named by an empty name or one holding a NUL"
                     ));
                 }
             }
-            Ok(Report::Failed(error)) => {
-                let message = error.to_string();
-                note(&|health| {
-                    health.connected = false;
-                    health.last_error = Some(message.clone());
-                });
-                stop.stop();
-                if ready {
-                    sink.stopped(Box::new(error));
-                } else {
-                    sink.ready(Err(Box::new(error)));
-                }
-                return;
-            }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+            Report::Failed(error) => self.fail(error),
         }
-        let due = coalescer.take_due(Instant::now());
-        if !due.is_empty() {
-            let folders: Vec<Folder> = due
-                .iter()
-                .map(|name| names.folder(name, delimiter.as_deref()))
-                .collect();
-            // A mailbox gone from the listing has no status: its name alone is reported.
-            let statuses = due
-                .iter()
-                .zip(&folders)
-                .filter_map(|(name, folder)| Some((folder.clone(), *mailboxes.get(name)?)))
-                .collect();
-            sink.server_status(statuses);
-            sink.changed(folders);
+    }
+
+    fn lost(&mut self, message: String, link: bool, now: Instant) {
+        self.note(|health| {
+            health.connected = false;
+            health.reconnects += 1;
+            health.last_error = Some(message.clone());
+        });
+        if self.losses.worth_saying(link, now) {
+            self.sink.warning(message);
         }
+    }
+
+    /// The first time: every mailbox and its status, then ready.
+    fn on_ready(&mut self, how: String) {
+        self.note(|health| health.how = Some(how.clone()));
+        if self.ready {
+            return;
+        }
+        self.ready = true;
+        let mut folders: Vec<Folder> = self.mailboxes.names().map(|name| self.folder(name)).collect();
+        folders.sort();
+        self.sink.server_status(
+            self.mailboxes
+                .iter()
+                .map(|(name, status)| (self.folder(name), *status))
+                .collect(),
+        );
+        self.sink
+            .info(format!("watching {} mailboxes: {how}", self.mailboxes.len()));
+        self.sink.ready(Ok(folders));
+    }
+
+    /// The account stops for good: said as a failed start, or a stop.
+    fn fail(&mut self, error: ImapError) {
+        self.stop.stop();
+        let message = error.to_string();
+        self.note(|health| {
+            health.connected = false;
+            health.last_error = Some(message);
+        });
+        if self.ready {
+            self.sink.stopped(Box::new(error));
+        } else {
+            self.sink.ready(Err(Box::new(error)));
+        }
+    }
+
+    /// Reports the mailboxes whose window has ended, with their statuses.
+    fn send_due(&mut self, now: Instant) {
+        let due = self.coalescer.take_due(now);
+        if due.is_empty() {
+            return;
+        }
+        let folders: Vec<Folder> = due.iter().map(|name| self.folder(name)).collect();
+        // A mailbox gone from the listing has no status: its name alone is reported.
+        let statuses = due
+            .iter()
+            .zip(&folders)
+            .filter_map(|(name, folder)| Some((folder.clone(), *self.mailboxes.get(name)?)))
+            .collect();
+        self.sink.server_status(statuses);
+        self.sink.changed(folders);
     }
 }
 
@@ -602,7 +656,7 @@ mod tests {
     fn server_names_become_the_local_store_s_folders() {
         let local = NameStyle::new("INBOX", "/");
         let map = HashMap::from([(b"Sent".to_vec(), b"[Gmail]/Sent Mail".to_vec())]);
-        let names = RemoteNames::new(local.clone(), &map);
+        let names = LocalNames::new(local.clone(), &map);
         // (server name, delimiter, local name)
         let cases = [
             ("INBOX", Some("."), "INBOX"),
@@ -625,7 +679,7 @@ mod tests {
 
     #[test]
     fn for_nnimap_the_server_s_names_stay_whole() {
-        let names = RemoteNames::server_names();
+        let names = LocalNames::server_names();
         let style = NameStyle::new("INBOX", "");
         for (server, expected) in [
             ("INBOX", "INBOX"),
@@ -640,7 +694,7 @@ mod tests {
     #[test]
     fn a_server_prefix_is_stripped_as_mbsync_s_path_is() {
         let names =
-            RemoteNames::new(NameStyle::new("INBOX", "/"), &HashMap::new()).stripping(Some("INBOX.".into()));
+            LocalNames::new(NameStyle::new("INBOX", "/"), &HashMap::new()).stripping(Some("INBOX.".into()));
         let style = NameStyle::new("INBOX", "/");
         for (server, local) in [
             ("INBOX", "INBOX"),

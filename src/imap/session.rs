@@ -4,6 +4,7 @@
 //! supervisor makes a new one after a back-off, and the listing it starts
 //! with tells the coordinator exactly what changed meanwhile.
 
+use std::cell::Cell;
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::thread;
@@ -89,28 +90,65 @@ pub(super) fn supervise(account: &Account, options: &Options, reports: &Sender<R
         reports,
         notify_refused: Default::default(),
     };
-    let mut backoff = Backoff::default();
-    loop {
-        let error = match session(&context, &mut waker, &mut backoff) {
-            Ok(never) => match never {},
-            Err(error) => error,
-        };
-        match error {
-            ImapError::Stopped => return,
-            error if error.is_permanent() => return fail(error),
+    reconnecting(
+        &mut waker,
+        |waker, backoff| session(&context, waker, backoff),
+        |error| match error {
+            error if error.is_permanent() => {
+                fail(error);
+                AfterLoss::End
+            }
             ImapError::ClockJumped => {
                 context.report(Report::Disconnected(format!(
                     "{}: the clock jumped or the machine resumed; connecting again",
                     account.label
                 )));
+                AfterLoss::Now
             }
-            error => {
+            error => AfterLoss::Wait(error),
+        },
+        |error, wait| {
+            context.report(Report::Disconnected(format!(
+                "{}: {error}; connecting again in {:.1} s",
+                account.label,
+                wait.as_secs_f64()
+            )))
+        },
+    );
+}
+
+/// What a loop of sessions does after one ended with an error.
+enum AfterLoss {
+    /// Give up (the judge has said why).
+    End,
+    /// Connect again at once.
+    Now,
+    /// Connect again after the back-off's wait, said with this error.
+    Wait(ImapError),
+}
+
+/// Runs `session` again and again, each failure judged by `judge`, until
+/// a stop; before connecting again after a wait, `say` tells the error and
+/// the wait. A session gets the back-off to reset once it is up.
+fn reconnecting(
+    waker: &mut Waker,
+    mut session: impl FnMut(&mut Waker, &mut Backoff) -> Result<Never, ImapError>,
+    mut judge: impl FnMut(ImapError) -> AfterLoss,
+    mut say: impl FnMut(&ImapError, Duration),
+) {
+    let mut backoff = Backoff::default();
+    loop {
+        let error = match session(waker, &mut backoff) {
+            Ok(never) => match never {},
+            Err(ImapError::Stopped) => return,
+            Err(error) => error,
+        };
+        match judge(error) {
+            AfterLoss::End => return,
+            AfterLoss::Now => {}
+            AfterLoss::Wait(error) => {
                 let wait = backoff.next(jitter(), Instant::now());
-                context.report(Report::Disconnected(format!(
-                    "{}: {error}; connecting again in {:.1} s",
-                    account.label,
-                    wait.as_secs_f64()
-                )));
+                say(&error, wait);
                 if waker.sleep(wait) {
                     return;
                 }
@@ -592,44 +630,37 @@ fn idle_link(context: &Context, mailbox: &str, stop: &Arc<Stop>, news: &Sender<L
         let _ = news.send(LinkNews::Refused(mailbox.to_string()));
         return;
     };
-    let mut backoff = Backoff::default();
-    let mut told = false;
-    loop {
-        let error = match idle_on(context, mailbox, &mut waker, &mut told, news, &mut backoff) {
-            Ok(never) => match never {},
-            Err(error) => error,
-        };
-        match error {
-            ImapError::Stopped => return,
-            ImapError::Unavailable { .. } if !told => {
+    let told = Cell::new(false);
+    reconnecting(
+        &mut waker,
+        |waker, backoff| idle_on(context, mailbox, waker, &told, news, backoff),
+        |error| match error {
+            ImapError::Unavailable { .. } if !told.get() => {
                 let _ = news.send(LinkNews::Refused(mailbox.to_string()));
-                return;
+                AfterLoss::End
             }
             error if error.is_permanent() => {
                 context.report(Report::Failed(error));
-                return;
+                AfterLoss::End
             }
-            ImapError::ClockJumped => {}
-            error => {
-                let wait = backoff.next(jitter(), Instant::now());
-                context.report(Report::LinkLost(format!(
-                    "{} ({mailbox}): {error}; connecting again in {:.1} s",
-                    context.account.label,
-                    wait.as_secs_f64()
-                )));
-                if waker.sleep(wait) {
-                    return;
-                }
-            }
-        }
-    }
+            ImapError::ClockJumped => AfterLoss::Now,
+            error => AfterLoss::Wait(error),
+        },
+        |error, wait| {
+            context.report(Report::LinkLost(format!(
+                "{} ({mailbox}): {error}; connecting again in {:.1} s",
+                context.account.label,
+                wait.as_secs_f64()
+            )))
+        },
+    );
 }
 
 fn idle_on(
     context: &Context,
     mailbox: &str,
     waker: &mut Waker,
-    told: &mut bool,
+    told: &Cell<bool>,
     news: &Sender<LinkNews>,
     backoff: &mut Backoff,
 ) -> Result<Never, ImapError> {
@@ -648,8 +679,7 @@ fn idle_on(
     };
     examine(&mut link, waker)?;
     backoff.up(Instant::now());
-    if !*told {
-        *told = true;
+    if !told.replace(true) {
         let _ = news.send(LinkNews::Idling);
     }
     loop {
