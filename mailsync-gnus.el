@@ -167,21 +167,23 @@ nil: ten times `mailsync-delay'."
   "Connections at most to one server of `mailsync-imap-servers' without NOTIFY.
 Without NOTIFY each mailbox is watched by IDLE on a connection of its
 own, INBOX first, and the rest are polled on one more connection; Gmail
-allows 15 per account.  nil: mailsync's default (`mailsync idle
---max-connections' documents it)."
+allows 15 per account.  nil: mailsync's default, which
+`mailsync-status' shows."
   :type '(choice (const :tag "Default" nil) (integer :tag "Connections")))
 
 (defcustom mailsync-imap-poll-interval nil
   "Seconds between polls of the mailboxes that have no IDLE connection.
 For a server of `mailsync-imap-servers' without NOTIFY.  nil: mailsync's
-default (`mailsync idle --poll' documents it)."
+default, which `mailsync-status' shows."
   :type '(choice (const :tag "Default" nil) (integer :tag "Seconds")))
 
 (defcustom mailsync-folder-changed-functions (list #'mailsync-gnus-check-folders)
   "Functions called with (DIRECTORY FOLDERS) when mail changes.
-DIRECTORY is the configured root; FOLDERS the changed folder names with
-the store's inbox name and separator, and no server prefix.  The Gnus
-checker is the default member; other mail readers can add theirs."
+DIRECTORY is the configured root (for an account of
+`mailsync-imap-servers', its Gnus server prefix); FOLDERS the changed
+folder names with the store's inbox name and separator, and no server
+prefix.  The Gnus checker is the default member; other mail readers can
+add theirs."
   :type 'hook)
 
 (defcustom mailsync-check-on-start t
@@ -360,12 +362,12 @@ loaded already: Emacs cannot unload a module, so then restart Emacs."
 (cl-defstruct (mailsync--watch (:constructor mailsync--watch-create)
                                (:copier nil))
   "One watched mail store, or IMAP account.
-DIRECTORY is the root as configured, TRUENAME the directory it names;
-for an IMAP account DIRECTORY is its Gnus server prefix (\"nnimap+work\")
-and TRUENAME nil.  READY is non-nil once every folder is watched.
+NAME is what the user named it by: a store's root as configured, or an
+IMAP account's Gnus server prefix (\"nnimap+work\").  TRUENAME is the
+directory a store's root names, nil for an IMAP account.  READY is non-nil once every folder is watched.
 GROUPS maps each folder name the module reported to its Gnus group, as
 the module names it."
-  directory truename plist handle process ready
+  name truename plist handle process ready
   (groups (make-hash-table :test #'equal)))
 
 (defvar mailsync--watches nil
@@ -437,7 +439,7 @@ Its time, less the Gnus checks it runs, counts as mailsync's own."
     (dolist (status (nth 4 result))
       (puthash (mailsync--folder-name (car status)) (cdr status) mailsync--server-status))
     (dolist (warning (nth 1 result))
-      (mailsync--error "%s: %s" (mailsync--watch-directory watch) warning))
+      (mailsync--error "%s: %s" (mailsync--watch-name watch) warning))
     (pcase (nth 2 result)
       (`(ready ,names ,groups)
        (mailsync--remember-groups watch (mapcar #'mailsync--folder-name names)
@@ -447,11 +449,11 @@ Its time, less the Gnus checks it runs, counts as mailsync's own."
     (when (nth 3 result)
       (mailsync--give-secret watch (eq (nth 3 result) 'refused)))
     (when folders
-      (mailsync--log "%s changed: %s" (mailsync--watch-directory watch)
+      (mailsync--log "%s changed: %s" (mailsync--watch-name watch)
                      (mapconcat #'prin1-to-string folders " "))
       (dolist (function mailsync-folder-changed-functions)
         (condition-case err
-            (funcall function (mailsync--watch-directory watch) folders)
+            (funcall function (mailsync--watch-name watch) folders)
           (error (mailsync--error "%S failed: %s" function
                                   (error-message-string err))))))
     (mailsync--count :own-time (- (float-time) start
@@ -461,7 +463,7 @@ Its time, less the Gnus checks it runs, counts as mailsync's own."
   "Every folder in WATCH's store is watched now: say so and check GROUPS.
 GROUPS are those of every folder, when `mailsync-check-on-start' asked
 for them."
-  (let ((directory (mailsync--watch-directory watch)))
+  (let ((directory (mailsync--watch-name watch)))
     (setf (mailsync--watch-ready watch) t)
     (mailsync--log "watching %s: %d folders" directory
                    (or (plist-get (mailsync--module-stats (mailsync--watch-handle watch))
@@ -479,7 +481,7 @@ for them."
   "WATCH's store cannot be watched, for the reason MESSAGE: stop it and say so.
 A watch that was ready stopped for good (a login the server now refuses):
 nothing connects again until `mailsync-start'."
-  (let ((directory (mailsync--watch-directory watch))
+  (let ((directory (mailsync--watch-name watch))
         (what (if (mailsync--watch-ready watch) "Stopped watching" "Cannot watch")))
     (setq mailsync--watches (delq watch mailsync--watches))
     (mailsync--stop-watch watch)
@@ -512,7 +514,7 @@ inside another is a `user-error' naming both."
   (let ((known (delq nil (mapcar (lambda (watch)
                                    (when (mailsync--watch-truename watch)
                                      (cons (mailsync--watch-truename watch)
-                                           (mailsync--watch-directory watch))))
+                                           (mailsync--watch-name watch))))
                                  mailsync--watches)))
         planned)
     (dolist (root roots)
@@ -537,7 +539,7 @@ inside another is a `user-error' naming both."
   "Make the watch of DIRECTORY (true name TRUENAME, configured by PLIST).
 START is called with the wake-up pipe and returns the module's handle.
 Return the watch."
-  (let ((watch (mailsync--watch-create :directory directory :truename truename
+  (let ((watch (mailsync--watch-create :name directory :truename truename
                                        :plist plist)))
     (setf (mailsync--watch-process watch)
           (make-pipe-process :name "mailsync-wake" :noquery t :coding 'binary
@@ -700,10 +702,10 @@ auth-source cached is not used then."
                      (cdr (mailsync--imap-credentials (plist-get plist :server)
                                                       (plist-get plist :method)
                                                       refused))
-                   (error (mailsync--error "%s: %s" (mailsync--watch-directory watch)
+                   (error (mailsync--error "%s: %s" (mailsync--watch-name watch)
                                            (error-message-string err))
                           nil))))
-    (mailsync--log "%s: logging in again, %s" (mailsync--watch-directory watch)
+    (mailsync--log "%s: logging in again, %s" (mailsync--watch-name watch)
                    (if secret "with the password from auth-source" "but auth-source has none"))
     (mailsync--module-give-secret (mailsync--watch-handle watch) secret)))
 
@@ -736,13 +738,13 @@ limit) is stopped with a warning."
             (push (mailsync--start-watch (nth 0 root) (nth 1 root) (nthcdr 2 root)) started))
           (dolist (server servers)
             (unless (cl-find (car server) mailsync--watches
-                             :key #'mailsync--watch-directory :test #'equal)
+                             :key #'mailsync--watch-name :test #'equal)
               (push (mailsync--start-imap-watch (car server) (cdr server)) started))))
       (error (mapc #'mailsync--stop-watch started)
              (signal (car err) (cdr err))))
     (setq started (nreverse started))
     (dolist (watch started)
-      (mailsync--log "starting to watch %s" (mailsync--watch-directory watch)))
+      (mailsync--log "starting to watch %s" (mailsync--watch-name watch)))
     (setq mailsync--watches (append mailsync--watches started))
     (when (called-interactively-p 'interactive)
       (message "mailsync: watching %d store%s" (length mailsync--watches)
@@ -755,7 +757,7 @@ limit) is stopped with a warning."
   (interactive)
   (dolist (watch mailsync--watches)
     (mailsync--stop-watch watch)
-    (mailsync--log "stopped watching %s" (mailsync--watch-directory watch)))
+    (mailsync--log "stopped watching %s" (mailsync--watch-name watch)))
   (setq mailsync--watches nil)
   (mailsync--forget-checks))
 
@@ -797,13 +799,20 @@ from an init file, what stops it is a warning, not an error."
   (with-current-buffer (get-buffer-create "*mailsync-status*")
     (let ((inhibit-read-only t))
       (erase-buffer)
-      (insert (format "mailsync: %s\n\n"
+      (insert (format "mailsync: %s\n"
                       (if mailsync--watches "running" "stopped")))
+      (when (fboundp 'mailsync--module-defaults)
+        (let ((defaults (mailsync--module-defaults)))
+          (insert (format "module %s (interface %s); defaults: delay %d ms, %d IMAP connections, polls every %d s\n"
+                          (plist-get defaults :version) (mailsync--module-version-loaded)
+                          (plist-get defaults :delay-ms) (plist-get defaults :max-connections)
+                          (plist-get defaults :poll-seconds)))))
+      (insert "\n")
       (mailsync--insert-run-status)
       (dolist (watch mailsync--watches)
         (let ((stats (mailsync--module-stats (mailsync--watch-handle watch)))
               (plist (mailsync--watch-plist watch)))
-          (insert (format "%s\n" (mailsync--watch-directory watch)))
+          (insert (format "%s\n" (mailsync--watch-name watch)))
           (if (plist-get stats :imap)
               (mailsync--insert-imap-status watch stats)
             (mailsync--insert-maildir-status watch plist stats))))
@@ -1109,7 +1118,7 @@ the server's groups queued meanwhile, asked about once it is done."
   "The Gnus groups of FOLDERS in the store at DIRECTORY, as the module named them.
 A folder the module has not reported is left out, and logged."
   (let ((watch (cl-find directory mailsync--watches
-                        :key #'mailsync--watch-directory :test #'equal))
+                        :key #'mailsync--watch-name :test #'equal))
         groups)
     (dolist (folder folders)
       (let ((group (and watch (gethash folder (mailsync--watch-groups watch)))))

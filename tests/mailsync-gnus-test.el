@@ -687,6 +687,34 @@ built before versions existed are taken to be."
       (should (string-match-p "user-error: The mailsync module .* has interface 1, this mailsync-gnus.el needs [0-9]+: rebuild it .*, then restart Emacs"
                               (buffer-string))))))
 
+;; Versions and defaults: each is defined once (Cargo.toml, the engine),
+;; and the places that must spell it too are checked against that here.
+(ert-deftest mailsync-test-versions-and-defaults-agree-with-the-module ()
+  "The Lisp header, mailsync-pkg.el and Cargo.toml carry the module's version.
+The defaults the Lisp documents are those the module applies."
+  (require 'lisp-mnt)
+  (mailsync--require-module)
+  (let ((defaults (mailsync--module-defaults))
+        (cargo (with-temp-buffer
+                 (insert-file-contents (expand-file-name "Cargo.toml" mailsync-test--root))
+                 (re-search-forward "^version = \"\\([^\"]+\\)\"")
+                 (match-string 1)))
+        (pkg (with-temp-buffer
+               (insert-file-contents (expand-file-name "mailsync-pkg.el" mailsync-test--root))
+               (nth 2 (read (current-buffer))))))
+    (should (equal (plist-get defaults :version) cargo))
+    (should (equal (lm-version (expand-file-name "mailsync-gnus.el" mailsync-test--root)) cargo))
+    (should (equal pkg cargo))
+    (should (= (plist-get defaults :delay-ms)
+               (round (* 1000 (eval (car (get 'mailsync-delay 'standard-value)) t)))))
+    (mailsync-status)
+    (with-current-buffer "*mailsync-status*"
+      (should (string-match-p (format "module %s (interface %d); defaults: delay %d ms, %d IMAP connections, polls every %d s"
+                                      cargo mailsync--module-version (plist-get defaults :delay-ms)
+                                      (plist-get defaults :max-connections)
+                                      (plist-get defaults :poll-seconds))
+                              (buffer-string))))))
+
 ;;;; nnimap over a real Dovecot, its maildir watched on disk
 
 
@@ -965,7 +993,7 @@ with a password the server refuses (which could lock the account)."
     (mailsync-test--doveadm server "kick" "test")
     (should (mailsync-test--wait-until
              (lambda () (not (cl-find "nnimap+remote" mailsync--watches
-                                      :key #'mailsync--watch-directory :test #'equal)))
+                                      :key #'mailsync--watch-name :test #'equal)))
              15.0))
     (with-current-buffer "*Warnings*"
       (should (string-match-p "Stopped watching nnimap\\+remote: .*refused the login"
@@ -1053,7 +1081,7 @@ token is refused stops with one warning; the first goes on."
             (mailsync-start)
             (should (mailsync-test--wait-until
                      (lambda () (and warnings (mailsync--ready-p))) 40.0))
-            (should (equal (mapcar #'mailsync--watch-directory mailsync--watches)
+            (should (equal (mapcar #'mailsync--watch-name mailsync--watches)
                            '("nnimap+remote")))
             (should (= (length warnings) 1))
             (should (string-match-p "Cannot watch nnimap\\+second: .*refused a fresh token too"
