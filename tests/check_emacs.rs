@@ -359,7 +359,7 @@ fn run_check_local_checks_the_synced_groups_after_each_sync() {
         fs::read_to_string(&log).unwrap_or_default().contains("done")
     });
     // Its check (of every group) runs after it.
-    thread::sleep(Duration::from_millis(1500));
+    wait("the start-up check", &|| emacs.checked().contains(&group(ODD)));
     let before = emacs.checked().len();
     dovecot.save(std::str::from_utf8(ODD).unwrap(), "second");
     wait("the check after the sync", &|| {

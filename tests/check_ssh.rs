@@ -37,15 +37,9 @@ fn run(command: &mut Command) -> Output {
 }
 
 fn which(program: &str) -> PathBuf {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
-        .unwrap_or_else(|| {
-            panic!("{program} is not installed: run `make test` (scripts/setup.sh installs it)")
-        })
+    common::which(program).unwrap_or_else(|| {
+        panic!("{program} is not installed: run `make test` (scripts/setup.sh installs it)")
+    })
 }
 
 fn number(output: &Output) -> u32 {

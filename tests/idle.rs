@@ -28,12 +28,6 @@ fn tls_dovecot(extra: &str) -> Dovecot {
     Dovecot::start_with(".", true, &format!("auth_verbose = yes\n{extra}"))
 }
 
-fn password_file(dovecot: &Dovecot, password: &str) -> PathBuf {
-    let path = dovecot.dir.path().join(format!("password-{password}"));
-    fs::write(&path, format!("{password}\n")).unwrap();
-    path
-}
-
 /// `mailsync idle` on the TLS port with the test's CA and `extra` flags.
 fn idle_args(dovecot: &Dovecot, password: &str, extra: &[&str]) -> Vec<String> {
     let mut args: Vec<String> = [
@@ -46,7 +40,7 @@ fn idle_args(dovecot: &Dovecot, password: &str, extra: &[&str]) -> Vec<String> {
         "--user",
         "test",
         "--pass-file",
-        password_file(dovecot, password).to_str().unwrap(),
+        dovecot.password_file(password).to_str().unwrap(),
         "--delay",
         "0",
     ]
@@ -71,7 +65,7 @@ fn tls_mbsyncrc(dovecot: &Dovecot, host: &str, channel: &str) -> PathBuf {
              MaildirStore test-local\nPath {dir}/local/\nInbox {dir}/local/INBOX\nSubFolders Verbatim\n\n\
              Channel test\nFar :test-remote:\nNear :test-local:\n{channel}\n",
             port = dovecot.imaps_port.unwrap(),
-            password = password_file(dovecot, "secret").display(),
+            password = dovecot.password_file("secret").display(),
             ca = dovecot.ca_file().display(),
             dir = dir.display()
         ),
@@ -323,7 +317,10 @@ fn a_wrong_password_is_one_attempt_and_exit_1() {
         "{stderr}"
     );
     assert!(!stderr.contains("wrong"), "the password is not shown: {stderr}");
-    thread::sleep(Duration::from_millis(500));
+    // It has exited: no attempt comes after the one Dovecot logs.
+    common::wait_until("Dovecot's log of the attempt", Duration::from_secs(10), || {
+        dovecot.log().contains("Password mismatch")
+    });
     assert_eq!(
         dovecot.log().matches("Password mismatch").count(),
         1,
@@ -441,7 +438,7 @@ fn accounts_come_from_an_mbsyncrc_or_an_offlineimaprc() {
     create(&dovecot, "x.y");
     create(&dovecot, "skip");
     let dir = dovecot.dir.path();
-    let password = password_file(&dovecot, "secret");
+    let password = dovecot.password_file("secret");
     let mbsyncrc = tls_mbsyncrc(&dovecot, "127.0.0.1", "Patterns * !skip");
     let offlineimaprc = dir.join("offlineimaprc");
     fs::write(

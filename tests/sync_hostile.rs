@@ -304,7 +304,7 @@ fn check_ssh_reaches_emacsclient_intact_through_every_login_shell() {
     let spec = [b"acct:".as_slice(), folder].concat();
     let path = format!("{}:{}", dir.path().display(), std::env::var("PATH").unwrap());
     for shell in SHELLS {
-        let Ok(found) = which(shell) else {
+        let Some(found) = common::which(shell) else {
             panic!("{shell} is not installed: run `make test` (scripts/setup.sh installs it)");
         };
         let _ = fs::remove_file(&argv);
@@ -341,15 +341,6 @@ fn check_ssh_reaches_emacsclient_intact_through_every_login_shell() {
         assert_eq!(words, vec![b"--eval".to_vec(), expected_lisp], "{shell}");
         assert!(!dir.path().join("PWNED").exists(), "{shell} evaluated the name");
     }
-}
-
-fn which(program: &str) -> Result<PathBuf, ()> {
-    std::env::var_os("PATH")
-        .iter()
-        .flat_map(std::env::split_paths)
-        .map(|dir| dir.join(program))
-        .find(|path| path.is_file())
-        .ok_or(())
 }
 
 #[test]

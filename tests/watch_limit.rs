@@ -117,10 +117,13 @@ fn hitting_the_watch_limit_while_running_warns_once_and_recovers_when_raised() {
         make_maildir(&root.join(format!(".f{n}")));
     }
     common::kill(watch.child.id(), "-CONT");
-    thread::sleep(Duration::from_millis(500));
     // The root's 3 watches and 2 for each of 10 folders (a Maildir++
     // folder's own directory needs none); 3 + 5 could be had.
-    let stderr = watch.stderr_text();
+    let mut stderr = String::new();
+    common::wait_until("the limit said", Duration::from_secs(10), || {
+        stderr += &watch.stderr_text();
+        stderr.contains("only 8 could be added")
+    });
     assert_eq!(
         stderr.matches("the inotify watch limit is reached").count(),
         1,

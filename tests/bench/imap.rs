@@ -64,12 +64,6 @@ impl RawClient {
     }
 }
 
-fn password_file(dovecot: &Dovecot) -> String {
-    let path = dovecot.dir.path().join("bench-password");
-    std::fs::write(&path, "secret\n").unwrap();
-    path.to_string_lossy().into_owned()
-}
-
 /// `mailsync idle` on the plain port, every change printed at once.
 fn start_idle(dovecot: &Dovecot, notify: bool) -> (Running, Duration) {
     let started = Instant::now();
@@ -89,7 +83,7 @@ fn start_idle(dovecot: &Dovecot, notify: bool) -> (Running, Duration) {
         "--port",
         &dovecot.port.to_string(),
         "--pass-file",
-        &password_file(dovecot),
+        &dovecot.password_file("secret").to_string_lossy(),
     ]);
     if !notify {
         command.arg("--no-notify");

@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use super::repo;
+
 /// What the Lisp below prints: the log line found, peak memory added, stop time.
 const LISP: &str = r#"
 (progn
@@ -56,10 +58,6 @@ pub struct Outcome {
     pub growth_mib: f64,
     /// How long `mailsync-stop' took, ms.
     pub stop_ms: f64,
-}
-
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
 /// Runs the Lisp above in `emacs` against the server on `port`, reached

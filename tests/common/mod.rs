@@ -209,6 +209,22 @@ pub mod fake_imap;
 pub mod hostile_emacs;
 pub mod servers;
 
+/// The repository's top directory.
+pub fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where `program` is: in `$PATH`, else in /usr/sbin or /sbin (useradd,
+/// sshd), as root's shell finds it.
+pub fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
+        .map(|dir| dir.join(program))
+        .find(|path| path.is_file())
+}
+
 /// Waits for `done`, failing the test with `what` after `limit`.
 pub fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) {
     let start = Instant::now();

@@ -6,9 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
+use super::repo;
 
 /// A Dovecot serving user `test` (password `secret`) from a temp dir.
 pub struct Dovecot {
@@ -160,6 +158,14 @@ impl Dovecot {
     pub fn deliver(&self, mailbox: &str, subject: &str) {
         let message = format!("From: test@example.org\r\nSubject: {subject}\r\n\r\nbody\r\n");
         self.doveadm(&["save", "-u", "test", "-m", mailbox], Some(message.as_bytes()));
+    }
+
+    /// A file holding `password` and a line break, for a password command
+    /// (`cat FILE`) or an mbsyncrc's `PassCmd`.
+    pub fn password_file(&self, password: &str) -> PathBuf {
+        let path = self.dir.path().join(format!("password-{password}"));
+        fs::write(&path, format!("{password}\n")).unwrap();
+        path
     }
 
     /// Dovecot's log so far.
