@@ -269,102 +269,99 @@ impl Parser {
     }
 }
 
-impl Config {
-    pub fn parse(text: &str) -> Result<Config, ConfigError> {
-        let mut parser = Parser {
-            tokens: tokens(text)?,
-            at: 0,
-        };
-        let mut base_delay = Duration::from_secs(10);
-        let mut inter_delay = Duration::from_secs(60);
-        let mut inter_delays = HashMap::new();
-        let mut max_delay = Duration::from_secs(600);
-        let mut poll_period = Some(Duration::from_secs(86400));
-        let mut ignore = Vec::new();
-        let mut sync = None;
-        let mut mailbox_prefix = None;
-        let mut stores = Vec::new();
-        loop {
-            parser.skip_blank_lines();
-            let line = parser.line();
-            let keyword = match parser.next() {
-                None => break,
-                Some(Token::Word(word)) => word,
-                Some(_) => {
-                    parser.at -= 1;
-                    return parser.expected("a setting");
+/// A configuration being read: mswatch's defaults until a line sets them.
+struct Draft {
+    base_delay: Duration,
+    inter_delay: Duration,
+    inter_delays: HashMap<String, Duration>,
+    max_delay: Duration,
+    poll_period: Option<Duration>,
+    ignore: Vec<String>,
+    sync: Option<Vec<String>>,
+    mailbox_prefix: Option<(String, String)>,
+    stores: Vec<Store>,
+}
+
+impl Default for Draft {
+    /// mswatch 1.2.0's own defaults.
+    fn default() -> Self {
+        Draft {
+            base_delay: Duration::from_secs(10),
+            inter_delay: Duration::from_secs(60),
+            inter_delays: HashMap::new(),
+            max_delay: Duration::from_secs(600),
+            poll_period: Some(Duration::from_secs(86400)),
+            ignore: Vec::new(),
+            sync: None,
+            mailbox_prefix: None,
+            stores: Vec::new(),
+        }
+    }
+}
+
+impl Draft {
+    /// Reads the rest of setting `keyword`, which starts line `line`.
+    /// Returns whether the line's end is still to be read (a store's
+    /// block reads its own).
+    fn setting(&mut self, parser: &mut Parser, keyword: &str, line: usize) -> Result<bool, ConfigError> {
+        let error = |message: String| Err(ConfigError { line, message });
+        match keyword {
+            "base_delay" => self.base_delay = parser.time("base_delay")?,
+            "max_delay" => self.max_delay = parser.time("max_delay")?,
+            "poll_period" => {
+                let period = parser.time("poll_period")?;
+                self.poll_period = (!period.is_zero()).then_some(period);
+            }
+            "inter_delay" => {
+                let delay = parser.time("inter_delay")?;
+                let mailboxes = parser.words();
+                if mailboxes.is_empty() {
+                    self.inter_delay = delay;
                 }
-            };
-            match keyword.as_str() {
-                "base_delay" => base_delay = parser.time("base_delay")?,
-                "max_delay" => max_delay = parser.time("max_delay")?,
-                "poll_period" => {
-                    let period = parser.time("poll_period")?;
-                    poll_period = (!period.is_zero()).then_some(period);
-                }
-                "inter_delay" => {
-                    let delay = parser.time("inter_delay")?;
-                    let mailboxes = parser.words();
-                    if mailboxes.is_empty() {
-                        inter_delay = delay;
-                    }
-                    for mailbox in mailboxes {
-                        inter_delays.insert(mailbox, delay);
-                    }
-                }
-                "ignore" => {
-                    let mailboxes = parser.words();
-                    if mailboxes.is_empty() {
-                        return parser.expected("mailbox names after ignore");
-                    }
-                    ignore.extend(mailboxes);
-                }
-                "sync" => {
-                    let command = parser.words();
-                    if command.is_empty() {
-                        return parser.expected("the sync program after sync");
-                    }
-                    sync = Some(command);
-                }
-                "mailbox_prefix" => {
-                    let words = parser.words();
-                    match <[String; 2]>::try_from(words) {
-                        Ok([prefix, separator]) => mailbox_prefix = Some((prefix, separator)),
-                        Err(_) => {
-                            return Err(ConfigError {
-                                line,
-                                message: "mailbox_prefix takes a prefix and a separator".into(),
-                            })
-                        }
-                    }
-                }
-                "store" => {
-                    if stores.len() == 2 {
-                        return Err(ConfigError {
-                            line,
-                            message: "a third store: mswatch syncs two".into(),
-                        });
-                    }
-                    stores.push(parser.store()?);
-                    continue;
-                }
-                other => {
-                    return Err(ConfigError {
-                        line,
-                        message: format!(
-                            "unknown setting {other:?} (base_delay, inter_delay, max_delay, poll_period, \
-                             ignore, sync, mailbox_prefix or store)"
-                        ),
-                    })
+                for mailbox in mailboxes {
+                    self.inter_delays.insert(mailbox, delay);
                 }
             }
-            parser.end_of_line()?;
+            "ignore" => {
+                let mailboxes = parser.words();
+                if mailboxes.is_empty() {
+                    return parser.expected("mailbox names after ignore");
+                }
+                self.ignore.extend(mailboxes);
+            }
+            "sync" => {
+                let command = parser.words();
+                if command.is_empty() {
+                    return parser.expected("the sync program after sync");
+                }
+                self.sync = Some(command);
+            }
+            "mailbox_prefix" => match <[String; 2]>::try_from(parser.words()) {
+                Ok([prefix, separator]) => self.mailbox_prefix = Some((prefix, separator)),
+                Err(_) => return error("mailbox_prefix takes a prefix and a separator".into()),
+            },
+            "store" if self.stores.len() == 2 => return error("a third store: mswatch syncs two".into()),
+            "store" => {
+                self.stores.push(parser.store()?);
+                return Ok(false);
+            }
+            other => {
+                return error(format!(
+                    "unknown setting {other:?} (base_delay, inter_delay, max_delay, poll_period, \
+                     ignore, sync, mailbox_prefix or store)"
+                ))
+            }
         }
-        let sync = sync.ok_or_else(|| ConfigError {
+        Ok(true)
+    }
+
+    /// The configuration, once every line is read.
+    fn finish(self) -> Result<Config, ConfigError> {
+        let sync = self.sync.ok_or_else(|| ConfigError {
             line: 0,
             message: "no sync program (a line `sync PROGRAM ARGS…`)".into(),
         })?;
-        let stores: [Store; 2] = stores.try_into().map_err(|found: Vec<Store>| ConfigError {
+        let stores: [Store; 2] = self.stores.try_into().map_err(|found: Vec<Store>| ConfigError {
             line: 0,
             message: format!(
                 "two stores are needed (`store NAME {{ watch … }}`), found {}",
@@ -372,16 +369,41 @@ impl Config {
             ),
         })?;
         Ok(Config {
-            base_delay,
-            inter_delay,
-            inter_delays,
-            max_delay,
-            poll_period,
-            ignore,
+            base_delay: self.base_delay,
+            inter_delay: self.inter_delay,
+            inter_delays: self.inter_delays,
+            max_delay: self.max_delay,
+            poll_period: self.poll_period,
+            ignore: self.ignore,
             sync,
-            mailbox_prefix,
+            mailbox_prefix: self.mailbox_prefix,
             stores,
         })
+    }
+}
+
+impl Config {
+    pub fn parse(text: &str) -> Result<Config, ConfigError> {
+        let mut parser = Parser {
+            tokens: tokens(text)?,
+            at: 0,
+        };
+        let mut draft = Draft::default();
+        loop {
+            parser.skip_blank_lines();
+            let line = parser.line();
+            let keyword = match parser.next() {
+                None => return draft.finish(),
+                Some(Token::Word(word)) => word,
+                Some(_) => {
+                    parser.at -= 1;
+                    return parser.expected("a setting");
+                }
+            };
+            if draft.setting(&mut parser, &keyword, line)? {
+                parser.end_of_line()?;
+            }
+        }
     }
 
     /// The sync program's arguments for everything (None) or the mailboxes.
