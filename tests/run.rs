@@ -853,10 +853,21 @@ fn push_sync_with_mbsync_alone(near: &str, inbox: &str, foo_bar: &str, foo_bar_n
         run.said()
     );
     // A burst of local deliveries to two folders: one sync, one --then.
+    // It comes once the last sync is inter_delay old (else each folder
+    // waits out its own and they are synced apart, as mswatch does), and
+    // while mailsync run is stopped, so that it reads the burst's events
+    // together however slowly this machine writes them.
+    let last_sync = fs::metadata(&backend_log).unwrap().modified().unwrap();
+    let free = last_sync + mailsync::mswatch::derive::INTER_DELAY;
+    if let Ok(left) = free.duration_since(std::time::SystemTime::now()) {
+        thread::sleep(left);
+    }
+    common::stop(run.child.id());
     for _ in 0..5 {
         deliver(&inbox);
         deliver(&foo_bar);
     }
+    kill(run.child.id(), "-CONT");
     run.wait_until("the local deliveries on the server and --then run", limit, || {
         on_server(&dovecot, "INBOX") == 16
             && on_server(&dovecot, "foo/bar") == 16
