@@ -286,13 +286,12 @@ fn module_start(env: &Env, root: String, wake: Value, options: Value) -> Result<
     } else {
         crate::groups::utf7_by_default(&server)
     };
-    let delay: Option<i64> = option(env, options, ":delay-ms")?.into_rust()?;
-    let max_delay: Option<i64> = option(env, options, ":max-delay-ms")?.into_rust()?;
+    let coalescing = coalescing(env, options)?;
     let engine_options = Options {
         layout,
-        delay: delay.map_or(crate::engine::DEFAULT_DELAY, millis),
-        max_delay: max_delay.map(millis),
-        report_flags: option(env, options, ":report-flags")?.is_not_nil(),
+        delay: coalescing.delay,
+        max_delay: coalescing.max_delay,
+        report_flags: coalescing.report_flags,
     };
     let folders_at_start = option(env, options, ":folders-at-start")?.is_not_nil();
     let (mailbox, sink) = sink(env, wake, folders_at_start)?;
@@ -358,42 +357,7 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
     }
     let label = string_option(env, account, ":label")?.unwrap_or_else(|| format!("{user}@{host}"));
     let server = string_option(env, account, ":server")?.unwrap_or_default();
-    let delay: Option<i64> = option(env, account, ":delay-ms")?.into_rust()?;
-    let max_delay: Option<i64> = option(env, account, ":max-delay-ms")?.into_rust()?;
-    let max_connections: Option<i64> = option(env, account, ":max-connections")?.into_rust()?;
-    let poll: Option<i64> = option(env, account, ":poll-seconds")?.into_rust()?;
-    let range = imap::MAX_CONNECTIONS_RANGE;
-    let max_connections = match max_connections.map(|n| usize::try_from(n).ok().filter(|n| range.contains(n)))
-    {
-        None => imap::MAX_CONNECTIONS,
-        Some(Some(n)) => n,
-        Some(None) => {
-            let message = format!(
-                "mailsync-imap-max-connections is {}: give {} to {}",
-                max_connections.unwrap_or_default(),
-                range.start(),
-                range.end()
-            );
-            return env.signal(mailsync_setting_error, (message,));
-        }
-    };
-    let poll = match poll {
-        None => imap::POLL_SECONDS,
-        Some(seconds) if seconds >= 1 => seconds as u64,
-        Some(seconds) => {
-            let message = format!("mailsync-imap-poll-interval is {seconds}: give 1 or more seconds");
-            return env.signal(mailsync_setting_error, (message,));
-        }
-    };
-    let defaults = imap::Options::default();
-    let options = imap::Options {
-        delay: delay.map_or(defaults.delay, millis),
-        max_delay: max_delay.map(millis),
-        report_flags: option(env, account, ":report-flags")?.is_not_nil(),
-        max_connections,
-        poll: Duration::from_secs(poll),
-        ..defaults
-    };
+    let options = imap_options(env, account)?;
     let auth = match string_option(env, account, ":auth")? {
         Some(names) => Auth::from_names(&names).or_signal(env, mailsync_setting_error)?,
         None => Auth::default(),
@@ -420,6 +384,64 @@ fn module_watch_imap(env: &Env, wake: Value, account: Value) -> Result<Watch> {
         mailbox,
         secrets: Some(secrets),
         names: GroupMap::on_server(style, &server, true),
+    })
+}
+
+/// What a store's or an account's plist says of coalescing: :delay-ms,
+/// :max-delay-ms (nil: the engine's defaults) and :report-flags.
+struct Coalescing {
+    delay: Duration,
+    max_delay: Option<Duration>,
+    report_flags: bool,
+}
+
+fn coalescing(env: &Env, plist: Value) -> Result<Coalescing> {
+    let delay: Option<i64> = option(env, plist, ":delay-ms")?.into_rust()?;
+    let max_delay: Option<i64> = option(env, plist, ":max-delay-ms")?.into_rust()?;
+    Ok(Coalescing {
+        delay: delay.map_or(crate::engine::DEFAULT_DELAY, millis),
+        max_delay: max_delay.map(millis),
+        report_flags: option(env, plist, ":report-flags")?.is_not_nil(),
+    })
+}
+
+/// An IMAP account's watching options from its plist: coalescing,
+/// :max-connections and :poll-seconds (nil: the defaults; out of range, an
+/// error naming the Emacs variable).
+fn imap_options(env: &Env, account: Value) -> Result<imap::Options> {
+    let max_connections: Option<i64> = option(env, account, ":max-connections")?.into_rust()?;
+    let poll: Option<i64> = option(env, account, ":poll-seconds")?.into_rust()?;
+    let range = imap::MAX_CONNECTIONS_RANGE;
+    let max_connections = match max_connections.map(|n| usize::try_from(n).ok().filter(|n| range.contains(n)))
+    {
+        None => imap::MAX_CONNECTIONS,
+        Some(Some(n)) => n,
+        Some(None) => {
+            let message = format!(
+                "mailsync-imap-max-connections is {}: give {} to {}",
+                max_connections.unwrap_or_default(),
+                range.start(),
+                range.end()
+            );
+            return env.signal(mailsync_setting_error, (message,));
+        }
+    };
+    let poll = match poll {
+        None => imap::POLL_SECONDS,
+        Some(seconds) if seconds >= 1 => seconds as u64,
+        Some(seconds) => {
+            let message = format!("mailsync-imap-poll-interval is {seconds}: give 1 or more seconds");
+            return env.signal(mailsync_setting_error, (message,));
+        }
+    };
+    let coalescing = coalescing(env, account)?;
+    Ok(imap::Options {
+        delay: coalescing.delay,
+        max_delay: coalescing.max_delay,
+        report_flags: coalescing.report_flags,
+        max_connections,
+        poll: Duration::from_secs(poll),
+        ..imap::Options::default()
     })
 }
 
