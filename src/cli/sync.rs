@@ -277,74 +277,89 @@ fn execute(args: &SyncArgs, plans: Vec<Plan>) -> Status {
             return CliError::new(Status::Failed(1), format!("cannot handle signals: {err}")).report("sync")
         }
     };
-    let interrupted = || forwarder.interrupted();
     let mut outcome = Outcome::default();
     for plan in plans {
         if let Some(signal) = forwarder.interrupted() {
             return Status::Signal(signal);
         }
-        let timeout = Duration::from_secs(args.lock_timeout);
-        let lock = match lock_account(args.backend.name(), &plan.account, timeout, &interrupted) {
-            Ok(lock) => lock,
-            Err(LockError::Interrupted(signal)) => return Status::Signal(signal),
-            Err(err) => {
-                eprintln!("mailsync sync: {err}");
-                outcome.sync_failed(Status::Failed(1));
-                continue;
-            }
-        };
-        {
-            let mut out = io::stdout().lock();
-            let _ = out.write_all(b"+ ");
-            let _ = out.write_all(&line(&plan.command));
-            let _ = out.write_all(b"\n");
-            let _ = out.flush();
-        }
-        let mut command = Command::new(&plan.command[0]);
-        command.args(&plan.command[1..]);
-        lock.inherit_into(&mut command);
-        let child = match command.spawn() {
-            Ok(child) => child,
-            Err(err) => {
-                let status = spawn_error(args, &plan.command[0], &err).report("sync");
-                if status == Status::NotFound {
-                    // The same backend is missing for every account.
-                    return status;
-                }
-                outcome.sync_failed(status);
-                continue;
-            }
-        };
-        let status = match forwarder.wait(child) {
-            Ok(status) => Status::of_child(status),
-            Err(err) => {
-                eprintln!(
-                    "mailsync sync: waiting for {}: {err}",
-                    plan.command[0].to_string_lossy()
-                );
-                Status::Failed(1)
-            }
-        };
-        drop(lock);
-        if !status.is_success() {
-            outcome.sync_failed(status);
-            continue;
-        }
-        if let Some(checker) = &plan.checker {
-            if let Err(failure) = checker.check(plan.folders.as_deref()) {
-                eprintln!(
-                    "mailsync sync: check after syncing {}: {}",
-                    String::from_utf8_lossy(&plan.account),
-                    failure.message
-                );
-                outcome.check_failed(failure.status);
-            }
+        if let Err(status) = sync_account(args, &plan, &forwarder, &mut outcome) {
+            return status;
         }
     }
     if let Some(signal) = forwarder.interrupted() {
         outcome.interrupted(signal);
     }
     outcome.status()
+}
+
+/// Syncs one account under its lock, then checks its groups; what failed
+/// goes into `outcome`. An error is what ends the whole run (a signal, a
+/// backend missing for every account).
+fn sync_account(
+    args: &SyncArgs,
+    plan: &Plan,
+    forwarder: &Forwarder,
+    outcome: &mut Outcome,
+) -> Result<(), Status> {
+    let timeout = Duration::from_secs(args.lock_timeout);
+    let interrupted = || forwarder.interrupted();
+    let lock = match lock_account(args.backend.name(), &plan.account, timeout, &interrupted) {
+        Ok(lock) => lock,
+        Err(LockError::Interrupted(signal)) => return Err(Status::Signal(signal)),
+        Err(err) => {
+            eprintln!("mailsync sync: {err}");
+            outcome.sync_failed(Status::Failed(1));
+            return Ok(());
+        }
+    };
+    {
+        let mut out = io::stdout().lock();
+        let _ = out.write_all(b"+ ");
+        let _ = out.write_all(&line(&plan.command));
+        let _ = out.write_all(b"\n");
+        let _ = out.flush();
+    }
+    let mut command = Command::new(&plan.command[0]);
+    command.args(&plan.command[1..]);
+    lock.inherit_into(&mut command);
+    let child = match command.spawn() {
+        Ok(child) => child,
+        Err(err) => {
+            let status = spawn_error(args, &plan.command[0], &err).report("sync");
+            if status == Status::NotFound {
+                // The same backend is missing for every account.
+                return Err(status);
+            }
+            outcome.sync_failed(status);
+            return Ok(());
+        }
+    };
+    let status = match forwarder.wait(child) {
+        Ok(status) => Status::of_child(status),
+        Err(err) => {
+            eprintln!(
+                "mailsync sync: waiting for {}: {err}",
+                plan.command[0].to_string_lossy()
+            );
+            Status::Failed(1)
+        }
+    };
+    drop(lock);
+    if !status.is_success() {
+        outcome.sync_failed(status);
+        return Ok(());
+    }
+    if let Some(checker) = &plan.checker {
+        if let Err(failure) = checker.check(plan.folders.as_deref()) {
+            eprintln!(
+                "mailsync sync: check after syncing {}: {}",
+                String::from_utf8_lossy(&plan.account),
+                failure.message
+            );
+            outcome.check_failed(failure.status);
+        }
+    }
+    Ok(())
 }
 
 pub fn run(args: SyncArgs) -> Status {

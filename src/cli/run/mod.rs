@@ -352,6 +352,42 @@ enum Flow {
     Stop,
 }
 
+/// Both stores of `config`, their watchers started, reporting to `events`.
+fn start_watchers(config: &Config, events: &Sender<Event>) -> Result<Vec<Store>, String> {
+    let mut stores = Vec::new();
+    for (index, store) in config.stores.iter().enumerate() {
+        let watcher = Watcher::start(index, &store.watch, events)
+            .map_err(|message| format!("store {}: {message}", store.name))?;
+        stores.push(Store {
+            name: store.name.clone(),
+            command: store.watch.clone(),
+            watcher: Some(watcher),
+            ready: false,
+            restart_at: None,
+            backoff: FIRST_RESTART,
+        });
+    }
+    Ok(stores)
+}
+
+/// When `config` syncs, its stores' reports settling for `settle`.
+fn timing(config: &Config, settle: [Duration; 2]) -> Timing {
+    let names = |names: &[String]| names.iter().map(|name| name.as_bytes().to_vec()).collect();
+    Timing {
+        base_delay: config.base_delay,
+        inter_delay: config.inter_delay,
+        inter_delays: config
+            .inter_delays
+            .iter()
+            .map(|(name, delay)| (name.as_bytes().to_vec(), *delay))
+            .collect(),
+        max_delay: config.max_delay,
+        poll_period: config.poll_period,
+        ignore: names(&config.ignore),
+        settle,
+    }
+}
+
 impl Run {
     /// Reads the configuration and starts both stores' watchers; on
     /// failure, the exit status (the error already said).
@@ -380,23 +416,7 @@ impl Run {
         let (events, events_rx) = unbounded();
         forward_signals(&events).map_err(|err| failed(format!("cannot handle signals: {err}")))?;
         watch_clock(&events).map_err(|err| failed(format!("cannot watch the clock: {err}")))?;
-        let mut stores: Vec<Store> = config
-            .stores
-            .iter()
-            .map(|store| Store {
-                name: store.name.clone(),
-                command: store.watch.clone(),
-                watcher: None,
-                ready: false,
-                restart_at: None,
-                backoff: FIRST_RESTART,
-            })
-            .collect();
-        for (index, store) in stores.iter_mut().enumerate() {
-            let watcher = Watcher::start(index, &store.command, &events)
-                .map_err(|message| failed(format!("store {}: {message}", store.name)))?;
-            store.watcher = Some(watcher);
-        }
+        let stores = start_watchers(&config, &events).map_err(failed)?;
         // The local style for checks: the first in-process maildir's, else ".".
         let style = stores
             .iter()
@@ -414,23 +434,7 @@ impl Run {
                 .as_ref()
                 .map_or(Duration::ZERO, Watcher::settle_time)
         };
-        let timing = Timing {
-            base_delay: config.base_delay,
-            inter_delay: config.inter_delay,
-            inter_delays: config
-                .inter_delays
-                .iter()
-                .map(|(name, delay)| (name.as_bytes().to_vec(), *delay))
-                .collect(),
-            max_delay: config.max_delay,
-            poll_period: config.poll_period,
-            ignore: config
-                .ignore
-                .iter()
-                .map(|name| name.as_bytes().to_vec())
-                .collect(),
-            settle: [settle(0), settle(1)],
-        };
+        let timing = timing(&config, [settle(0), settle(1)]);
         Ok(Run {
             label,
             then: (args.then.is_some() || args.print_synced)
