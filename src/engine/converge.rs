@@ -17,6 +17,30 @@ use super::tree::{Dirs, Identity, Watched};
 use crate::engine::classify::{Classifier, WatchedDir};
 use crate::naming::Folder;
 
+/// What a traversal reports, besides watching.
+#[derive(Clone, Copy)]
+enum Reporting<'a> {
+    /// Nothing (start-up).
+    Nothing,
+    /// Folders newly watched.
+    NewlyWatched,
+    /// Folders newly watched, and folders newly named: those not named so
+    /// in the names known before (a reconcile of the whole tree).
+    NewSince(&'a HashMap<Arc<Path>, Vec<Folder>>),
+    /// Every folder found (events were lost).
+    Every,
+}
+
+impl From<Report> for Reporting<'_> {
+    fn from(report: Report) -> Self {
+        match report {
+            Report::None => Reporting::Nothing,
+            Report::New => Reporting::NewlyWatched,
+            Report::All => Reporting::Every,
+        }
+    }
+}
+
 /// Watch requests gathered during a traversal, sent a batch at a time so
 /// that no list of the whole tree is built.
 #[derive(Default)]
@@ -31,13 +55,13 @@ impl Batch {
 
     /// Watches what is gathered and records it in `tree`; the folders with
     /// a new `new/` or `cur/` go into `touched` unless the traversal
-    /// reports none, failures into `failures`. Returns how many the watch
-    /// limit left out.
+    /// reports nothing, failures into `failures`. Returns how many the
+    /// watch limit left out.
     fn watch(
         &mut self,
         shards: Option<&mut Shards>,
         tree: &mut Dirs,
-        report: Report,
+        reporting: Reporting,
         touched: &mut HashSet<PathBuf>,
         failures: &mut Vec<(PathBuf, String)>,
     ) -> usize {
@@ -59,7 +83,7 @@ impl Batch {
             match added {
                 Added::Yes => {
                     if let WatchedDir::Mail { folder_dir, .. } = &role {
-                        if report != Report::None {
+                        if !matches!(reporting, Reporting::Nothing) {
                             touched.insert(folder_dir.clone());
                         }
                     }
@@ -134,7 +158,7 @@ impl State {
     /// makes the watched set equal to what is on disk, unwatching what is
     /// no longer reached before watching anything new. (No event was lost
     /// here; a directory replaced meanwhile has its own events queued.)
-    pub(super) fn reconcile(&mut self, report: Report) {
+    pub(super) fn reconcile(&mut self) {
         if self.root_missing {
             return;
         }
@@ -155,7 +179,7 @@ impl State {
         drop(reached);
         self.unwatch_each(unreachable);
         let before = self.tree.take_names();
-        let missing = self.visit_and_watch(&root, Folder::root(), report, Some(&before));
+        let missing = self.visit_and_watch(&root, Folder::root(), Reporting::NewSince(&before));
         self.settle_budget(missing);
         self.update_counts();
     }
@@ -171,21 +195,14 @@ impl State {
     /// Traverses and watches `top` and everything below it; returns how
     /// many directories the watch limit left out.
     pub(super) fn traverse(&mut self, top: &Path, folder: Folder, report: Report) -> usize {
-        let missing = self.visit_and_watch(top, folder, report, None);
+        let missing = self.visit_and_watch(top, folder, report.into());
         self.update_counts();
         missing
     }
 
     /// Visits `top` and below, recording names and links, watches what is
-    /// not watched yet, and reports as `report` says. `before` holds the
-    /// names known before a whole-tree traversal, to tell which are new.
-    fn visit_and_watch(
-        &mut self,
-        top: &Path,
-        folder: Folder,
-        report: Report,
-        before: Option<&HashMap<Arc<Path>, Vec<Folder>>>,
-    ) -> usize {
+    /// not watched yet, and reports as `reporting` says.
+    fn visit_and_watch(&mut self, top: &Path, folder: Folder, reporting: Reporting) -> usize {
         let mut touched: HashSet<PathBuf> = HashSet::new();
         // Watches to add, moved out of the visit a batch at a time.
         let mut batch = Batch::default();
@@ -197,18 +214,18 @@ impl State {
         let findings = plan(self.layout, top, folder, &mut |planned| {
             let folder_dir = planned.role.folder_dir(&planned.dir);
             if let Some(folder) = planned.folder {
-                let known = before.is_some_and(|names| {
-                    names
+                let known = match reporting {
+                    Reporting::NewSince(before) => before
                         .get(planned.dir.as_path())
-                        .is_some_and(|names| names.contains(&folder))
-                });
-                if tree.add_name(&planned.dir, folder) && before.is_some() && !known && report == Report::New
-                {
+                        .is_some_and(|names| names.contains(&folder)),
+                    _ => true,
+                };
+                if tree.add_name(&planned.dir, folder) && !known {
                     touched.insert(folder_dir.to_path_buf());
                 }
             }
             if tree.contains(&planned.dir) {
-                if matches!(planned.role, WatchedDir::Mail { .. }) && report == Report::All {
+                if matches!(planned.role, WatchedDir::Mail { .. }) && matches!(reporting, Reporting::Every) {
                     touched.insert(folder_dir.to_path_buf());
                 }
                 return;
@@ -226,13 +243,13 @@ impl State {
             batch.requests.push((shard, planned.dir));
             batch.roles.push(planned.role);
             if batch.requests.len() >= Batch::SIZE {
-                missing += batch.watch(shards.as_mut(), tree, report, &mut touched, &mut failures);
+                missing += batch.watch(shards.as_mut(), tree, reporting, &mut touched, &mut failures);
             }
         });
         missing += batch.watch(
             self.shards.as_mut(),
             &mut self.tree,
-            report,
+            reporting,
             &mut touched,
             &mut failures,
         );

@@ -227,7 +227,7 @@ impl State {
         };
         if meta.file_type().is_symlink() {
             if path.is_dir() {
-                self.reconcile(Report::New);
+                self.reconcile();
             }
             return;
         }
@@ -237,7 +237,7 @@ impl State {
         }
         if self.budget.short() {
             // A new directory: retry what the watch limit left out, with it.
-            return self.reconcile(Report::New);
+            return self.reconcile();
         }
         let names = self.tree.names(parent);
         if names.is_empty() {
@@ -245,7 +245,7 @@ impl State {
         }
         if names.len() > 1 {
             // A folder reached by links too: every name gets the new entry.
-            return self.reconcile(Report::New);
+            return self.reconcile();
         }
         let Some(name) = path.file_name() else {
             return;
@@ -258,7 +258,7 @@ impl State {
                 let mut missing = self.traverse(path, folder.clone(), Report::New);
                 missing += self.traverse(path, folder, Report::New);
                 if missing > 0 {
-                    self.reconcile(Report::New);
+                    self.reconcile();
                 }
             }
             DirRole::Mail(which) => {
@@ -267,7 +267,7 @@ impl State {
                     which,
                 };
                 match self.watch_one(path, role) {
-                    Added::Limit => self.reconcile(Report::New),
+                    Added::Limit => self.reconcile(),
                     _ => self.coalescer.touch(parent, Instant::now()),
                 }
             }
@@ -295,7 +295,7 @@ impl State {
             return;
         }
         if self.tree.is_link(path) {
-            return self.reconcile(Report::New);
+            return self.reconcile();
         }
         if !self.tree.contains(path) && !self.tree.is_folder(path) {
             return;
@@ -305,7 +305,7 @@ impl State {
             self.unwatch(shard, dir);
         }
         if through_links {
-            self.reconcile(Report::New);
+            self.reconcile();
         } else {
             self.unseal(path);
         }
@@ -327,7 +327,7 @@ impl State {
             return;
         }
         if names.len() > 1 {
-            return self.reconcile(Report::New);
+            return self.reconcile();
         }
         if !self.tree.is_sealed_and_there(folder_dir) {
             // Gone, or replaced, with its folder: the root's events say so.
@@ -336,13 +336,13 @@ impl State {
         let (folder_dir, folder) = (folder_dir.to_path_buf(), names[0].clone());
         match self.watch_one(&folder_dir, WatchedDir::Folder) {
             Added::Yes => {}
-            Added::Limit => return self.reconcile(Report::New),
+            Added::Limit => return self.reconcile(),
             Added::Vanished | Added::Failed(_) => return,
         }
         let mut missing = self.traverse(&folder_dir, folder.clone(), Report::New);
         missing += self.traverse(&folder_dir, folder, Report::New);
         if missing > 0 {
-            self.reconcile(Report::New);
+            self.reconcile();
         }
     }
 }
