@@ -84,95 +84,99 @@ struct Level {
 /// nesting, never every folder of a wide level (which, for a store of
 /// 100,000 folders, is tens of MiB).
 pub fn plan(layout: Layout, top: &Path, folder: Folder, visit: &mut dyn FnMut(Planned)) -> Findings {
-    let mut plan = Findings::default();
+    let mut walk = Walk {
+        layout,
+        visit,
+        findings: Findings::default(),
+        levels: Vec::new(),
+    };
     let start = Rc::new(Way {
         id: Identity::of(top),
         up: None,
     });
-    let mut levels: Vec<Level> = Vec::new();
-    enter(
-        layout,
-        top.to_path_buf(),
-        folder,
-        start,
-        false,
-        visit,
-        &mut plan,
-        &mut levels,
-    );
-    while let Some(level) = levels.last_mut() {
-        let Some(entry) = level.entries.next() else {
-            levels.pop();
-            continue;
-        };
-        let Ok(entry) = entry else {
-            continue;
-        };
-        let name = entry.file_name();
-        let role = classify_dir(layout, &level.folder, &name);
-        if role == DirRole::Ignored {
-            continue;
-        }
-        let path = entry.path();
-        let is_link = match entry.file_type() {
-            Ok(kind) if kind.is_dir() => false,
-            Ok(kind) if kind.is_symlink() => true,
-            Ok(_) => continue,
-            Err(_) => match fs::symlink_metadata(&path) {
-                Ok(meta) if meta.is_dir() => false,
-                Ok(meta) if meta.file_type().is_symlink() => true,
-                _ => continue,
-            },
-        };
-        let child_dir = if is_link {
-            match fs::canonicalize(&path) {
-                Ok(target) => target,
-                Err(_) => continue, // dangling
+    walk.enter(top.to_path_buf(), folder, start, false);
+    while let Some(level) = walk.levels.last_mut() {
+        match level.entries.next() {
+            None => {
+                walk.levels.pop();
             }
-        } else {
-            path.clone()
+            Some(Ok(entry)) => walk.step(&entry),
+            Some(Err(_)) => {}
+        }
+    }
+    walk.findings
+}
+
+/// A traversal under way: the listings open on the way down.
+struct Walk<'v> {
+    layout: Layout,
+    visit: &'v mut dyn FnMut(Planned),
+    findings: Findings,
+    levels: Vec<Level>,
+}
+
+/// A directory entry that is a directory, or a link to one: its path, the
+/// directory (a link's canonical target), and whether it is a link.
+fn directory_of(entry: &fs::DirEntry) -> Option<(PathBuf, PathBuf, bool)> {
+    let path = entry.path();
+    let is_link = match entry.file_type() {
+        Ok(kind) if kind.is_dir() => false,
+        Ok(kind) if kind.is_symlink() => true,
+        Ok(_) => return None,
+        Err(_) => match fs::symlink_metadata(&path) {
+            Ok(meta) if meta.is_dir() => false,
+            Ok(meta) if meta.file_type().is_symlink() => true,
+            _ => return None,
+        },
+    };
+    if !is_link {
+        return Some((path.clone(), path, false));
+    }
+    // A dangling link leads nowhere.
+    let target = fs::canonicalize(&path).ok()?;
+    Some((path, target, true))
+}
+
+impl Walk<'_> {
+    /// One entry of the innermost open listing.
+    fn step(&mut self, entry: &fs::DirEntry) {
+        let Some(level) = self.levels.last() else {
+            return;
+        };
+        let role = classify_dir(self.layout, &level.folder, &entry.file_name());
+        if role == DirRole::Ignored {
+            return;
+        }
+        let Some((path, child_dir, is_link)) = directory_of(entry) else {
+            return;
         };
         let mut id = None;
         if let DirRole::Folder(_) = role {
             // Only a folder is descended into, so only a folder can lead back.
             let Some(folder_id) = Identity::of(&child_dir) else {
-                continue; // not a directory, or gone
+                return; // not a directory, or gone
             };
             if level.way.passes(folder_id) {
-                plan.loops.push((path, child_dir));
-                continue;
+                self.findings.loops.push((path, child_dir));
+                return;
             }
             id = Some(folder_id);
         } else if is_link && !child_dir.is_dir() {
-            continue;
-        }
-        if is_link {
-            plan.links.push((path, child_dir.clone()));
+            return;
         }
         let linked = level.linked || is_link;
+        let (way, folder_dir) = (Rc::clone(&level.way), level.dir.clone());
+        if is_link {
+            self.findings.links.push((path, child_dir.clone()));
+        }
         match role {
             DirRole::Folder(child) => {
-                let down = Rc::new(Way {
-                    id,
-                    up: Some(Rc::clone(&level.way)),
-                });
-                enter(
-                    layout,
-                    child_dir,
-                    child,
-                    down,
-                    linked,
-                    visit,
-                    &mut plan,
-                    &mut levels,
-                );
+                let down = Rc::new(Way { id, up: Some(way) });
+                self.enter(child_dir, child, down, linked);
             }
-            DirRole::Mail(which) => visit(Planned {
+            DirRole::Mail(which) => (self.visit)(Planned {
                 dir: child_dir,
-                role: WatchedDir::Mail {
-                    folder_dir: level.dir.clone(),
-                    which,
-                },
+                role: WatchedDir::Mail { folder_dir, which },
                 folder: None,
                 via_link: linked,
                 sealed: false,
@@ -181,47 +185,36 @@ pub fn plan(layout: Layout, top: &Path, folder: Folder, visit: &mut dyn FnMut(Pl
             DirRole::Ignored => {}
         }
     }
-    plan
-}
 
-/// Visits the folder directory `dir` and opens its listing as the next level.
-#[allow(clippy::too_many_arguments)]
-fn enter(
-    layout: Layout,
-    dir: PathBuf,
-    folder: Folder,
-    way: Rc<Way>,
-    linked: bool,
-    visit: &mut dyn FnMut(Planned),
-    plan: &mut Findings,
-    levels: &mut Vec<Level>,
-) {
-    let entries = fs::read_dir(&dir);
-    let sealed = layout.nests_only_at_root()
-        && !folder.is_root()
-        && ["new", "cur"]
-            .iter()
-            .all(|name| fs::symlink_metadata(dir.join(name)).is_ok_and(|meta| meta.is_dir()));
-    visit(Planned {
-        dir: dir.clone(),
-        role: WatchedDir::Folder,
-        folder: Some(folder.clone()),
-        via_link: linked,
-        sealed,
-        id: way.id,
-    });
-    match entries {
-        Ok(entries) => levels.push(Level {
-            dir,
-            folder,
-            way,
-            linked,
-            entries,
-        }),
-        // Removed between being found and being listed: its parent's
-        // events say so; nothing to warn about.
-        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-        Err(err) => plan.unreadable.push((dir, err)),
+    /// Visits the folder directory `dir` and opens its listing as the next level.
+    fn enter(&mut self, dir: PathBuf, folder: Folder, way: Rc<Way>, linked: bool) {
+        let entries = fs::read_dir(&dir);
+        let sealed = self.layout.nests_only_at_root()
+            && !folder.is_root()
+            && ["new", "cur"]
+                .iter()
+                .all(|name| fs::symlink_metadata(dir.join(name)).is_ok_and(|meta| meta.is_dir()));
+        (self.visit)(Planned {
+            dir: dir.clone(),
+            role: WatchedDir::Folder,
+            folder: Some(folder.clone()),
+            via_link: linked,
+            sealed,
+            id: way.id,
+        });
+        match entries {
+            Ok(entries) => self.levels.push(Level {
+                dir,
+                folder,
+                way,
+                linked,
+                entries,
+            }),
+            // Removed between being found and being listed: its parent's
+            // events say so; nothing to warn about.
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => self.findings.unreadable.push((dir, err)),
+        }
     }
 }
 
