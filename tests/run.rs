@@ -1044,6 +1044,23 @@ fn derived_set_ups_configuration_errors_dry_runs_and_home() {
     let (code, _, stderr) = run(&["--offlineimap", "work", "--sync-config", rc_arg], &path);
     assert_eq!(code, Some(2), "{stderr}");
     assert!(stderr.contains("no [Account work]"), "{stderr}");
+    // A store missing before the first sync, which mbsync would not make.
+    let no_create = dir.join("mbsyncrc-no-create");
+    fs::write(
+        &no_create,
+        fs::read_to_string(&rc).unwrap().replace("Create Near\n", ""),
+    )
+    .unwrap();
+    let (code, _, stderr) = run(
+        &["--mbsync", "work", "--sync-config", no_create.to_str().unwrap()],
+        &path,
+    );
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("Mail/work does not exist, and mbsync channel work does not make it (no `Create Near` or `Create Both`"),
+        "{stderr}"
+    );
+    assert!(!dir.join("Mail/work").exists(), "nothing made");
     // --dry: the set-up as an .mswatchrc, ~ made $HOME; the store, which
     // does not exist yet, not made (nothing to watch: it ends).
     let (code, said, stderr) = run(&["--mbsync", "work", "--dry"], &path);

@@ -324,6 +324,35 @@ impl MaildirStore {
     }
 }
 
+/// Whether mbsync makes channel `channel`'s missing local mailboxes: a
+/// `Create Near` or `Create Both` (1.3's `Slave`) in the channel, or among
+/// the global options before the first section. mbsync adds them up.
+pub fn mbsync_creates_near(text: &str, channel: &str) -> bool {
+    let creates = |value: &str| {
+        ["near", "both", "slave"]
+            .iter()
+            .any(|side| value.trim().eq_ignore_ascii_case(side))
+    };
+    let global = text
+        .lines()
+        .map(str::trim)
+        .filter(|line| !line.is_empty() && !line.starts_with('#'))
+        .take_while(|line| {
+            let key = line.split([' ', '\t']).next().unwrap_or("");
+            !SECTION_KINDS.contains(&key.to_ascii_lowercase().as_str())
+        })
+        .filter_map(|line| line.split_once([' ', '\t']))
+        .any(|(key, value)| key.eq_ignore_ascii_case("create") && creates(value));
+    let sections = mbsync_sections(text);
+    global
+        || find_section(&sections, &["channel"], channel).is_some_and(|section| {
+            section
+                .values
+                .get("create")
+                .is_some_and(|values| values.iter().any(|value| creates(value)))
+        })
+}
+
 /// The Near `MaildirStore` of mbsync channel `channel`.
 pub fn mbsync_near_store(text: &str, channel: &str) -> Result<MaildirStore, String> {
     let sections = mbsync_sections(text);
@@ -630,6 +659,37 @@ PassCmd "oama access me@gmail.com"
 AuthMechs XOAUTH2
 TLSType IMAPS
 "#;
+
+    #[test]
+    fn whether_mbsync_makes_the_local_mailboxes() {
+        // (mbsyncrc, channel, makes them)
+        let cases = [
+            (MBSYNCRC, "work", true),
+            (MBSYNCRC, "inline", false),
+            ("Channel c\nFar :f:\nNear :n:\nCreate Far\n", "c", false),
+            (
+                "Channel c\nFar :f:\nNear :n:\nCreate Far\nCreate Near\n",
+                "c",
+                true,
+            ),
+            ("Channel c\nFar :f:\nNear :n:\ncreate both\n", "c", true),
+            ("Channel c\nMaster :f:\nSlave :n:\nCreate Slave\n", "c", true),
+            // A global option, before the first section, holds for every channel.
+            (
+                "# defaults\nCreate Near\n\nChannel c\nFar :f:\nNear :n:\n",
+                "c",
+                true,
+            ),
+            (
+                "Channel c\nFar :f:\nNear :n:\n\nChannel d\nCreate Near\n",
+                "c",
+                false,
+            ),
+        ];
+        for (text, channel, makes) in cases {
+            assert_eq!(mbsync_creates_near(text, channel), makes, "{channel} in {text:?}");
+        }
+    }
 
     #[test]
     fn an_mbsync_channel_gives_its_account_patterns_and_separator() {

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use super::config::{Config, Store};
 use crate::imap::config::{
-    from_mbsync, from_offlineimap, mbsync_near_store, offlineimap_local_repository, SubFolders,
+    from_mbsync, from_offlineimap, mbsync_creates_near, mbsync_near_store, offlineimap_local_repository,
+    SubFolders,
 };
 
 /// From a change to its sync: long enough for the files of one local
@@ -30,6 +31,9 @@ const MAX_DELAY: Duration = Duration::from_secs(600);
 pub struct Derived {
     pub config: Config,
     pub local: PathBuf,
+    /// Why the first sync would not fill a missing local store, if it
+    /// would not (an mbsync channel without `Create Near`).
+    pub not_made: Option<String>,
 }
 
 /// What a derived set-up is made of.
@@ -96,7 +100,17 @@ pub fn mbsync(sources: &Sources, channel: &str) -> Result<Derived, String> {
         [&mailsync, "watch", "--maildir", &text(&root), "--layout", layout],
         [&mailsync, "idle", "--mbsync", channel, "--config", &file],
     );
-    Ok(Derived { config, local: root })
+    let not_made = (!mbsync_creates_near(sources.text, channel)).then(|| {
+        format!(
+            "mbsync channel {channel} does not make it (no `Create Near` or `Create Both` in {file}): \
+             add one to the channel, or make the maildir and its folders"
+        )
+    });
+    Ok(Derived {
+        config,
+        local: root,
+        not_made,
+    })
 }
 
 /// The set-up of OfflineIMAP account `account`.
@@ -123,6 +137,8 @@ pub fn offlineimap(sources: &Sources, account: &str) -> Result<Derived, String> 
     Ok(Derived {
         config,
         local: local.folders,
+        // OfflineIMAP makes the local folders it syncs.
+        not_made: None,
     })
 }
 

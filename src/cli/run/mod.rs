@@ -191,8 +191,9 @@ struct Setup {
     /// The file it comes from, and the account in it: what is locked.
     file: PathBuf,
     account: Option<String>,
-    /// A derived set-up's local store, made empty when it is missing.
-    local: Option<PathBuf>,
+    /// A derived set-up's local store, made empty when it is missing,
+    /// and why its first sync would not fill it, if it would not.
+    local: Option<(PathBuf, Option<String>)>,
 }
 
 fn home() -> PathBuf {
@@ -264,7 +265,7 @@ fn setups(args: &RunArgs) -> Result<Vec<Setup>, String> {
                 config: derived.config,
                 file: file.clone(),
                 account: Some(format!("{program} {kind} {account}")),
-                local: Some(derived.local),
+                local: Some((derived.local, derived.not_made)),
             });
         }
     }
@@ -275,9 +276,12 @@ fn setups(args: &RunArgs) -> Result<Vec<Setup>, String> {
 /// yet (before an account's first sync): the start-up sync fills it. A
 /// dry run makes nothing, and has nothing to watch: false.
 fn make_local_store(setup: &Setup, dry: bool) -> Result<bool, String> {
-    let Some(local) = setup.local.as_ref().filter(|local| !local.exists()) else {
+    let Some((local, not_made)) = setup.local.as_ref().filter(|(local, _)| !local.exists()) else {
         return Ok(true);
     };
+    if let Some(why) = not_made {
+        return Err(format!("{} does not exist, and {why}", local.display()));
+    }
     if dry {
         say(
             &setup.label,
