@@ -364,9 +364,9 @@ loaded already: Emacs cannot unload a module, so then restart Emacs."
   "One watched mail store, or IMAP account.
 NAME is what the user named it by: a store's root as configured, or an
 IMAP account's Gnus server prefix (\"nnimap+work\").  TRUENAME is the
-directory a store's root names, nil for an IMAP account.  READY is non-nil once every folder is watched.
-GROUPS maps each folder name the module reported to its Gnus group, as
-the module names it."
+directory a store's root names, nil for an IMAP account.  READY is
+non-nil once every folder is watched.  GROUPS maps each folder name the
+module reported to its Gnus group, as the module names it."
   name truename plist handle process ready
   (groups (make-hash-table :test #'equal)))
 
