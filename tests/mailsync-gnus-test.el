@@ -1388,6 +1388,72 @@ after, and the hook got the account and the folder."
       (mailsync-test--dovecot "remove" server)
       (delete-directory tmp t))))
 
+;; Debian 12's mu4e (package mu4e), loaded without site-start.
+(defconst mailsync-test--mu4e-lisp "/usr/share/emacs/site-lisp/elpa-src/mu4e-1.8.14"
+  "Where Debian's mu4e keeps its Lisp.")
+
+(ert-deftest mailsync-test-run-accounts-push-mail-that-mu4e-indexes ()
+  "The README's mu4e recipe: mu4e's index follows each sync.
+mu4e runs, its mu server holding the index; `mailsync-run-accounts'
+pushes a server delivery into the maildir, and the hook in
+`mailsync-after-sync-functions' calls `mu4e-update-index' (nothing else
+indexes here), after which mu finds the message."
+  (skip-unless (and (file-directory-p mailsync-test--mu4e-lisp) (executable-find "mu")))
+  (let ((load-path (cons mailsync-test--mu4e-lisp load-path)))
+    (require 'mu4e))
+  (mailsync-test--with-no-store-in-gnus
+      ((tmp (file-name-as-directory (make-temp-file "mailsync-mu4e" t)))
+       (server (expand-file-name "dovecot" tmp))
+       (port (string-to-number (mailsync-test--dovecot "start" server)))
+       (local (expand-file-name "mail" tmp))
+       (process-environment (cons (concat "HOME=" tmp) process-environment))
+       (mailsync-program (expand-file-name "target/release/mailsync" mailsync-test--root))
+       (mailsync-run-accounts '((mbsync "test")))
+       (mailsync-run-config nil)
+       (mailsync-run-then nil)
+       (mu4e-mu-home (expand-file-name "mu" tmp))
+       ;; Folders that exist, so that mu4e asks nothing.
+       (mu4e-sent-folder "/INBOX")
+       (mu4e-drafts-folder "/INBOX")
+       (mu4e-trash-folder "/INBOX")
+       (mu4e-refile-folder "/INBOX")
+       (indexed 0)
+       (count-index (lambda () (setq indexed (1+ indexed))))
+       (synced nil)
+       (mailsync-after-sync-functions
+        (list (lambda (account folders) (push (cons account folders) synced))
+              (lambda (&rest _) (mu4e-update-index))))
+       (found (lambda (subject)
+                (with-temp-buffer
+                  (and (eql 0 (call-process "mu" nil t nil "find" (concat "--muhome=" mu4e-mu-home)
+                                            (concat "subject:" subject)))
+                       (string-match-p subject (buffer-string)))))))
+    (unwind-protect
+        (progn
+          (mailsync-test--write-mbsyncrc tmp port local)
+          (make-directory local t)
+          (should (eql 0 (call-process "mu" nil nil nil "init" (concat "--muhome=" mu4e-mu-home)
+                                       (concat "--maildir=" local) "--my-address=test@example.org")))
+          (mailsync-mode 1)
+          ;; The start-up sync fills the maildir; then mu4e starts (it
+          ;; wants its folders to exist).
+          (should (mailsync-test--wait-until (lambda () (equal synced '(("test")))) 30.0))
+          (mu4e t)
+          ;; mu4e's own first index (of an empty store) is done first.
+          (add-hook 'mu4e-index-updated-hook count-index)
+          (should (mailsync-test--wait-until (lambda () (> indexed 0)) 30.0))
+          (setq indexed 0)
+          (should-not (funcall found "pushed-to-mu4e"))
+          (mailsync-test--save-on-server server "INBOX" "pushed-to-mu4e")
+          (should (mailsync-test--wait-until (lambda () (funcall found "pushed-to-mu4e")) 30.0))
+          (should (equal (car synced) '("test" "INBOX")))
+          (should (> indexed 0)))
+      (mailsync-mode -1)
+      (remove-hook 'mu4e-index-updated-hook count-index)
+      (mu4e--stop)
+      (mailsync-test--dovecot "remove" server)
+      (delete-directory tmp t))))
+
 (ert-deftest mailsync-test-run-accounts-configuration-error-is-said-once-and-not-retried ()
   "A channel ~/.mbsyncrc does not have is a configuration error: status 2.
 `mailsync-mode' says it once in *Warnings*, without the command line's
