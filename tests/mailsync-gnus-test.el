@@ -1296,42 +1296,55 @@ MaildirStore test-local\nPath %s/\nInbox %s/INBOX\nSubFolders Verbatim\n\n\
 Channel test\nFar :test-remote:\nNear :test-local:\nPatterns *\nCreate Near\nSyncState *\n"
                     port local local))))
 
+(defmacro mailsync-test--with-mbsync-channel (bindings &rest body)
+  "Run BODY with a Dovecot and the mbsync channel test of ~/.mbsyncrc.
+Bound for BODY: `tmp' (HOME), `server' (the Dovecot's directory) and
+`local' (the channel's maildir, which its first sync makes), and
+`mailsync-run-accounts' set to run the channel with this repository's
+mailsync; then BINDINGS, by `let*'.  Afterwards `mailsync-mode' is off,
+the Dovecot stopped and TMP gone."
+  (declare (indent 1) (debug t))
+  `(let* ((tmp (file-name-as-directory (make-temp-file "mailsync-channel" t)))
+          (server (expand-file-name "dovecot" tmp))
+          (port (string-to-number (mailsync-test--dovecot "start" server)))
+          (local (expand-file-name "mail" tmp))
+          ;; The child reads $HOME/.mbsyncrc, as a user's would be read.
+          (process-environment (cons (concat "HOME=" tmp) process-environment))
+          (mailsync-program (expand-file-name "target/release/mailsync" mailsync-test--root))
+          (mailsync-run-accounts '((mbsync "test")))
+          (mailsync-run-config nil)
+          ,@bindings)
+     (unwind-protect
+         (progn
+           (mailsync-test--write-mbsyncrc tmp port local)
+           ,@body)
+       (mailsync-mode -1)
+       (mailsync-test--dovecot "remove" server)
+       (delete-directory tmp t))))
+
 (ert-deftest mailsync-test-run-accounts-a-store-the-first-sync-makes-is-watched-after-it ()
   "A store missing before the first sync is no error beside `mailsync run'.
 From an init file, `mailsync-mode' with `mailsync-run-accounts' and a
 maildir that the first sync makes: the mode stays on, no warning, the
 child runs, and once it synced the store is watched and its folders
 reported."
-  (let* ((tmp (file-name-as-directory (make-temp-file "mailsync-first" t)))
-         (server (expand-file-name "dovecot" tmp))
-         (port (string-to-number (mailsync-test--dovecot "start" server)))
-         (local (expand-file-name "mail" tmp))
-         (process-environment (cons (concat "HOME=" tmp) process-environment))
-         (mailsync-program (expand-file-name "target/release/mailsync" mailsync-test--root))
-         (mailsync-run-accounts '((mbsync "test")))
-         (mailsync-run-config nil)
-         (mailsync-maildirs `((,local :server "nnmaildir+work" :layout verbatim)))
-         (mailsync-imap-servers nil)
-         (mailsync-check-on-start nil)
-         (changed nil)
-         (mailsync-folder-changed-functions (list (lambda (_directory folders)
-                                                    (setq changed (append folders changed))))))
-    (unwind-protect
-        (progn
-          (mailsync-test--write-mbsyncrc tmp port local)
-          (when (get-buffer "*Warnings*")
-            (kill-buffer "*Warnings*"))
-          (mailsync-mode 1)
-          (should mailsync-mode)
-          (should (process-live-p mailsync--run))
-          (should-not (get-buffer "*Warnings*"))
-          (should (mailsync-test--wait-until (lambda () mailsync--watches) 30.0))
-          (should-not mailsync--start-after-sync)
-          (mailsync-test--save-on-server server "INBOX" "after the first sync")
-          (should (mailsync-test--wait-until (lambda () (member "INBOX" changed)) 30.0)))
-      (mailsync-mode -1)
-      (mailsync-test--dovecot "remove" server)
-      (delete-directory tmp t))))
+  (mailsync-test--with-mbsync-channel
+      ((mailsync-maildirs `((,local :server "nnmaildir+work" :layout verbatim)))
+       (mailsync-imap-servers nil)
+       (mailsync-check-on-start nil)
+       (changed nil)
+       (mailsync-folder-changed-functions (list (lambda (_directory folders)
+                                                  (setq changed (append folders changed))))))
+    (when (get-buffer "*Warnings*")
+      (kill-buffer "*Warnings*"))
+    (mailsync-mode 1)
+    (should mailsync-mode)
+    (should (process-live-p mailsync--run))
+    (should-not (get-buffer "*Warnings*"))
+    (should (mailsync-test--wait-until (lambda () mailsync--watches) 30.0))
+    (should-not mailsync--start-after-sync)
+    (mailsync-test--save-on-server server "INBOX" "after the first sync")
+    (should (mailsync-test--wait-until (lambda () (member "INBOX" changed)) 30.0))))
 
 (ert-deftest mailsync-test-run-accounts-push-mail-that-notmuch-shows ()
   "`mailsync-run-accounts' pushes server mail into the maildir, notmuch shows it.
@@ -1341,52 +1354,37 @@ syncs; `mailsync-after-sync-functions' refreshes notmuch's buffers, with
 no Gnus.  A notmuch search buffer open before a server delivery lists it
 after, and the hook got the account and the folder."
   (skip-unless (file-directory-p mailsync-test--notmuch-lisp))
-  (mailsync-test--with-no-store-in-gnus
-      ((tmp (file-name-as-directory (make-temp-file "mailsync-notmuch" t)))
-       (server (expand-file-name "dovecot" tmp))
-       (port (string-to-number (mailsync-test--dovecot "start" server)))
-       (local (expand-file-name "mail" tmp))
-       (notmuch-config (expand-file-name "notmuch-config" tmp))
-       ;; The child reads $HOME/.mbsyncrc, as a user's would be read.
-       (process-environment (append (list (concat "HOME=" tmp)
-                                          (concat "NOTMUCH_CONFIG=" notmuch-config))
-                                    process-environment))
-       (load-path (cons mailsync-test--notmuch-lisp load-path))
-       (mailsync-program (expand-file-name "target/release/mailsync" mailsync-test--root))
-       (mailsync-run-accounts '((mbsync "test")))
-       (mailsync-run-config nil)
-       (mailsync-run-then "notmuch new --quiet")
-       (synced nil)
-       (mailsync-after-sync-functions
-        (list (lambda (account folders)
-                (push (cons account folders) synced)
-                (notmuch-refresh-all-buffers)))))
-    (unwind-protect
-        (progn
-          (mailsync-test--write-mbsyncrc tmp port local)
-          (with-temp-file notmuch-config
-            (insert (format "[database]\npath=%s\n[user]\nname=Test\nprimary_email=test@example.org\n" local)))
-          (require 'notmuch)
-          (mailsync-mode 1)
-          ;; The start-up sync makes the store (it did not exist) and syncs everything.
-          (should (mailsync-test--wait-until (lambda () (equal synced '(("test")))) 30.0))
-          (notmuch-search "subject:pushed")
-          (let ((buffer (current-buffer)))
-            (should (mailsync-test--wait-until
-                     (lambda () (with-current-buffer buffer
-                                  (string-match-p "End of search results" (buffer-string))))
-                     10.0))
-            (should-not (string-match-p "pushed to notmuch" (with-current-buffer buffer (buffer-string))))
-            (mailsync-test--save-on-server server "INBOX" "pushed to notmuch")
-            (should (mailsync-test--wait-until
-                     (lambda () (with-current-buffer buffer
-                                  (string-match-p "pushed to notmuch" (buffer-string))))
-                     30.0))
-            (should (equal (car synced) '("test" "INBOX")))
-            (kill-buffer buffer)))
-      (mailsync-mode -1)
-      (mailsync-test--dovecot "remove" server)
-      (delete-directory tmp t))))
+  (mailsync-test--with-no-store-in-gnus ()
+    (mailsync-test--with-mbsync-channel
+        ((notmuch-config (expand-file-name "notmuch-config" tmp))
+         (process-environment (cons (concat "NOTMUCH_CONFIG=" notmuch-config) process-environment))
+         (load-path (cons mailsync-test--notmuch-lisp load-path))
+         (mailsync-run-then "notmuch new --quiet")
+         (synced nil)
+         (mailsync-after-sync-functions
+          (list (lambda (account folders)
+                  (push (cons account folders) synced)
+                  (notmuch-refresh-all-buffers)))))
+      (with-temp-file notmuch-config
+        (insert (format "[database]\npath=%s\n[user]\nname=Test\nprimary_email=test@example.org\n" local)))
+      (require 'notmuch)
+      (mailsync-mode 1)
+      ;; The start-up sync makes the store (it did not exist) and syncs everything.
+      (should (mailsync-test--wait-until (lambda () (equal synced '(("test")))) 30.0))
+      (notmuch-search "subject:pushed")
+      (let ((buffer (current-buffer)))
+        (should (mailsync-test--wait-until
+                 (lambda () (with-current-buffer buffer
+                              (string-match-p "End of search results" (buffer-string))))
+                 10.0))
+        (should-not (string-match-p "pushed to notmuch" (with-current-buffer buffer (buffer-string))))
+        (mailsync-test--save-on-server server "INBOX" "pushed to notmuch")
+        (should (mailsync-test--wait-until
+                 (lambda () (with-current-buffer buffer
+                              (string-match-p "pushed to notmuch" (buffer-string))))
+                 30.0))
+        (should (equal (car synced) '("test" "INBOX")))
+        (kill-buffer buffer)))))
 
 ;; Debian 12's mu4e (package mu4e), loaded without site-start.
 (defconst mailsync-test--mu4e-lisp "/usr/share/emacs/site-lisp/elpa-src/mu4e-1.8.14"
@@ -1401,58 +1399,47 @@ indexes here), after which mu finds the message."
   (skip-unless (and (file-directory-p mailsync-test--mu4e-lisp) (executable-find "mu")))
   (let ((load-path (cons mailsync-test--mu4e-lisp load-path)))
     (require 'mu4e))
-  (mailsync-test--with-no-store-in-gnus
-      ((tmp (file-name-as-directory (make-temp-file "mailsync-mu4e" t)))
-       (server (expand-file-name "dovecot" tmp))
-       (port (string-to-number (mailsync-test--dovecot "start" server)))
-       (local (expand-file-name "mail" tmp))
-       (process-environment (cons (concat "HOME=" tmp) process-environment))
-       (mailsync-program (expand-file-name "target/release/mailsync" mailsync-test--root))
-       (mailsync-run-accounts '((mbsync "test")))
-       (mailsync-run-config nil)
-       (mailsync-run-then nil)
-       (mu4e-mu-home (expand-file-name "mu" tmp))
-       ;; Folders that exist, so that mu4e asks nothing.
-       (mu4e-sent-folder "/INBOX")
-       (mu4e-drafts-folder "/INBOX")
-       (mu4e-trash-folder "/INBOX")
-       (mu4e-refile-folder "/INBOX")
-       (indexed 0)
-       (count-index (lambda () (setq indexed (1+ indexed))))
-       (synced nil)
-       (mailsync-after-sync-functions
-        (list (lambda (account folders) (push (cons account folders) synced))
-              (lambda (&rest _) (mu4e-update-index))))
-       (found (lambda (subject)
-                (with-temp-buffer
-                  (and (eql 0 (call-process "mu" nil t nil "find" (concat "--muhome=" mu4e-mu-home)
-                                            (concat "subject:" subject)))
-                       (string-match-p subject (buffer-string)))))))
-    (unwind-protect
-        (progn
-          (mailsync-test--write-mbsyncrc tmp port local)
-          (make-directory local t)
-          (should (eql 0 (call-process "mu" nil nil nil "init" (concat "--muhome=" mu4e-mu-home)
-                                       (concat "--maildir=" local) "--my-address=test@example.org")))
-          (mailsync-mode 1)
-          ;; The start-up sync fills the maildir; then mu4e starts (it
-          ;; wants its folders to exist).
-          (should (mailsync-test--wait-until (lambda () (equal synced '(("test")))) 30.0))
-          (mu4e t)
-          ;; mu4e's own first index (of an empty store) is done first.
-          (add-hook 'mu4e-index-updated-hook count-index)
-          (should (mailsync-test--wait-until (lambda () (> indexed 0)) 30.0))
-          (setq indexed 0)
-          (should-not (funcall found "pushed-to-mu4e"))
-          (mailsync-test--save-on-server server "INBOX" "pushed-to-mu4e")
-          (should (mailsync-test--wait-until (lambda () (funcall found "pushed-to-mu4e")) 30.0))
-          (should (equal (car synced) '("test" "INBOX")))
-          (should (> indexed 0)))
-      (mailsync-mode -1)
-      (remove-hook 'mu4e-index-updated-hook count-index)
-      (mu4e--stop)
-      (mailsync-test--dovecot "remove" server)
-      (delete-directory tmp t))))
+  (mailsync-test--with-no-store-in-gnus ()
+    (mailsync-test--with-mbsync-channel
+        ((mailsync-run-then nil)
+         (mu4e-mu-home (expand-file-name "mu" tmp))
+         ;; Folders that exist, so that mu4e asks nothing.
+         (mu4e-sent-folder "/INBOX")
+         (mu4e-drafts-folder "/INBOX")
+         (mu4e-trash-folder "/INBOX")
+         (mu4e-refile-folder "/INBOX")
+         (indexed 0)
+         (count-index (lambda () (setq indexed (1+ indexed))))
+         (synced nil)
+         (mailsync-after-sync-functions
+          (list (lambda (account folders) (push (cons account folders) synced))
+                (lambda (&rest _) (mu4e-update-index))))
+         (found (lambda (subject)
+                  (with-temp-buffer
+                    (and (eql 0 (call-process "mu" nil t nil "find" (concat "--muhome=" mu4e-mu-home)
+                                              (concat "subject:" subject)))
+                         (string-match-p subject (buffer-string)))))))
+      (unwind-protect
+          (progn
+            (make-directory local t)
+            (should (eql 0 (call-process "mu" nil nil nil "init" (concat "--muhome=" mu4e-mu-home)
+                                         (concat "--maildir=" local) "--my-address=test@example.org")))
+            (mailsync-mode 1)
+            ;; The start-up sync fills the maildir; then mu4e starts (it
+            ;; wants its folders to exist).
+            (should (mailsync-test--wait-until (lambda () (equal synced '(("test")))) 30.0))
+            (mu4e t)
+            ;; mu4e's own first index (of an empty store) is done first.
+            (add-hook 'mu4e-index-updated-hook count-index)
+            (should (mailsync-test--wait-until (lambda () (> indexed 0)) 30.0))
+            (setq indexed 0)
+            (should-not (funcall found "pushed-to-mu4e"))
+            (mailsync-test--save-on-server server "INBOX" "pushed-to-mu4e")
+            (should (mailsync-test--wait-until (lambda () (funcall found "pushed-to-mu4e")) 30.0))
+            (should (equal (car synced) '("test" "INBOX")))
+            (should (> indexed 0)))
+        (remove-hook 'mu4e-index-updated-hook count-index)
+        (mu4e--stop)))))
 
 (ert-deftest mailsync-test-run-accounts-configuration-error-is-said-once-and-not-retried ()
   "A channel ~/.mbsyncrc does not have is a configuration error: status 2.
