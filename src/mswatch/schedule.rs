@@ -4,7 +4,9 @@
 //! tried again after a delay that doubles (from `inter_delay`, at least
 //! 1 s) up to `max_delay`; everything is synced at start, after a watcher
 //! came back, after the clock jumped, and every `poll_period`. One sync
-//! runs at a time, with every mailbox that is due.
+//! runs at a time, with every mailbox that is due, or due within
+//! [`Timing::gather`] (changes reported together are synced together,
+//! though their reports reach the schedule a moment apart).
 //!
 //! One sync per change: reports of a mailbox that a sync covers, made
 //! while it runs or within its store's settle time after it ended, are
@@ -71,6 +73,12 @@ impl Timing {
             .get(mailbox)
             .copied()
             .unwrap_or(self.inter_delay)
+    }
+
+    /// How much sooner than due a mailbox may join a sync that starts:
+    /// a quarter of `base_delay`, at most 50 ms.
+    pub fn gather(&self) -> Duration {
+        (self.base_delay / 4).min(Duration::from_millis(50))
     }
 
     /// The wait after the `failures`-th failure in a row.
@@ -232,10 +240,14 @@ impl Schedule {
             self.waiting.clear();
             Target::All
         } else {
+            let soon = now + self.timing.gather();
+            if !self.waiting.values().any(|waiting| waiting.due <= now) {
+                return None;
+            }
             let mut due: Vec<(Instant, Vec<u8>)> = self
                 .waiting
                 .iter()
-                .filter(|(_, waiting)| waiting.due <= now)
+                .filter(|(_, waiting)| waiting.due <= soon)
                 .map(|(name, waiting)| (waiting.since, name.clone()))
                 .collect();
             if due.is_empty() {
@@ -469,6 +481,25 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn changes_reported_a_moment_apart_are_synced_together() {
+        // base_delay 40 ms: a mailbox due within 10 ms joins the sync.
+        run(
+            "gathering",
+            timing(40, 0, 600_000, None),
+            &[
+                Change(0, 0, "a"),
+                Change(3, 1, "b"),
+                Change(20, 0, "c"),
+                Wake(Some(40)),
+                Start(39, None),
+                Start(40, Some(&["a", "b"])),
+                End(45, true),
+                Start(60, Some(&["c"])),
+            ],
+        );
     }
 
     #[test]
