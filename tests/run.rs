@@ -853,12 +853,13 @@ fn push_sync_with_mbsync_alone(near: &str, inbox: &str, foo_bar: &str, foo_bar_n
         run.said()
     );
     // A burst of local deliveries to two folders: one sync, one --then.
-    // It comes once the last sync is inter_delay old (else each folder
+    // It comes once the last sync ended inter_delay ago (else each folder
     // waits out its own and they are synced apart, as mswatch does), and
     // while mailsync run is stopped, so that it reads the burst's events
-    // together however slowly this machine writes them.
-    let last_sync = fs::metadata(&backend_log).unwrap().modified().unwrap();
-    let free = last_sync + mailsync::mswatch::derive::INTER_DELAY;
+    // together however slowly this machine writes them. --then wrote its
+    // line after that sync ended; the file times are coarse, by a few ms.
+    let last_sync_ended = fs::metadata(&then_log).unwrap().modified().unwrap();
+    let free = last_sync_ended + mailsync::mswatch::derive::INTER_DELAY + Duration::from_millis(50);
     if let Ok(left) = free.duration_since(std::time::SystemTime::now()) {
         thread::sleep(left);
     }
